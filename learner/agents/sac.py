@@ -1,0 +1,176 @@
+"""SAC with a LayerNorm critic ensemble and high UTD: WSRL's online fine-tuning algorithm.
+
+One call of `update` on a batch shaped (M, B, ...) does Algorithm 1's inner step in a single
+compiled function: M critic updates, each on its own batch of B transitions with a soft target
+update after it, then one actor and temperature update on the union of the M batches
+(actor delay M).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from learner import losses
+from learner.agents.common import (
+    Batch,
+    TrainState,
+    apply_gradients,
+    batch_masks,
+    flatten_updates,
+    make_state,
+    mean_metrics,
+    repeat_states,
+    sample_policy,
+    subsample_critics,
+)
+from learner.config import AgentConfig
+from learner.networks import CriticEnsemble, Temperature, make_policy
+
+
+class SACAgent(flax.struct.PyTreeNode):
+    actor: TrainState
+    critic: TrainState  # target_params holds the target critic ensemble
+    temperature: TrainState
+    rng: jax.Array
+    config: AgentConfig = flax.struct.field(pytree_node=False)
+    action_dim: int = flax.struct.field(pytree_node=False)
+    target_entropy: float = flax.struct.field(pytree_node=False)
+    # The ensemble module sized to the sub-sampled target critics.
+    target_critic_module: nn.Module = flax.struct.field(pytree_node=False)
+
+    algorithm: ClassVar[str] = "sac"
+
+    # ---- construction --------------------------------------------------------------
+
+    @classmethod
+    def network_states(cls, config: AgentConfig, observation_dim: int, action_dim: int, rng: jax.Array) -> dict:
+        """Freshly initialized train states of every network this agent owns."""
+        k_actor, k_critic, k_temp = jax.random.split(rng, 3)
+        obs = jnp.zeros((1, observation_dim), jnp.float32)
+        act = jnp.zeros((1, action_dim), jnp.float32)
+        critic = CriticEnsemble(config.critic_ensemble_size, tuple(config.critic_hidden_dims), config.critic_layer_norm)
+        return {
+            "actor": make_state(make_policy(config, action_dim), k_actor, (obs,), config.actor_lr),
+            "critic": make_state(critic, k_critic, (obs, act), config.critic_lr, with_target=True),
+            "temperature": make_state(Temperature(config.initial_temperature), k_temp, (), config.temperature_lr),
+        }
+
+    @classmethod
+    def static_fields(cls, config: AgentConfig, action_dim: int) -> dict:
+        return {
+            "config": config,
+            "action_dim": action_dim,
+            "target_entropy": float(-action_dim if config.target_entropy is None else config.target_entropy),
+            "target_critic_module": CriticEnsemble(
+                config.critic_subsample_size, tuple(config.critic_hidden_dims), config.critic_layer_norm
+            ),
+        }
+
+    @classmethod
+    def create(cls, config: AgentConfig, observation_dim: int, action_dim: int, seed: int = 0) -> "SACAgent":
+        rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
+        states = cls.network_states(config, observation_dim, action_dim, init_rng)
+        return cls(rng=rng, **states, **cls.static_fields(config, action_dim))
+
+    # ---- acting --------------------------------------------------------------------
+
+    @property
+    def temperature_value(self) -> jnp.ndarray:
+        return self.temperature.apply_fn({"params": self.temperature.params})
+
+    def q_values(self, observations: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
+        """Q of every critic, shape (E, ...)."""
+        return self.critic.apply_fn({"params": self.critic.params}, observations, actions)
+
+    # ---- the critic ----------------------------------------------------------------
+
+    def critic_target(self, batch: Batch, action_rng: jax.Array, subsample_rng: jax.Array) -> tuple[jnp.ndarray, dict]:
+        """The TD target y (B,) for `batch`, from the target critics and the current policy."""
+        c = self.config
+        num_next = c.max_target_backup_num_actions if c.max_target_backup == "sampled_actions" else 1
+        next_obs = repeat_states(batch["next_observations"], num_next)
+        next_actions, next_log_probs = sample_policy(self.actor, self.actor.params, next_obs, action_rng)
+        if c.max_target_backup == "ensemble_max":
+            next_qs = self.critic.apply_fn({"params": self.critic.target_params}, next_obs, next_actions)
+            reduction = "max"
+        else:
+            params = subsample_critics(subsample_rng, self.critic.target_params, c.critic_ensemble_size, c.critic_subsample_size)
+            next_qs = self.target_critic_module.apply({"params": params}, next_obs, next_actions)
+            reduction = "min"
+        next_q, next_log_prob = losses.reduce_target_q(next_qs, next_log_probs, reduction)
+        target = losses.td_target(
+            batch["rewards"],
+            batch_masks(batch),
+            next_q,
+            c.discount,
+            next_log_prob if c.backup_entropy else None,
+            self.temperature_value,
+        )
+        return jax.lax.stop_gradient(target), {"target_q": target.mean(), "next_log_prob": next_log_prob.mean()}
+
+    def critic_regularizer(self, params: Any, batch: Batch, qs: jnp.ndarray, rng: jax.Array) -> tuple[jnp.ndarray, dict]:
+        """Extra critic loss term; none for SAC (CQL/CalQL override this)."""
+        return jnp.zeros(()), {}
+
+    def update_critic(self, batch: Batch) -> tuple["SACAgent", dict]:
+        rng, k_actions, k_subsample, k_reg = jax.random.split(self.rng, 4)
+        target, info = self.critic_target(batch, k_actions, k_subsample)
+
+        def loss_fn(params):
+            qs = self.critic.apply_fn({"params": params}, batch["observations"], batch["actions"])
+            td_loss = losses.critic_loss(qs, target)
+            reg_loss, reg_info = self.critic_regularizer(params, batch, qs, k_reg)
+            return td_loss + reg_loss, {
+                "critic_loss": td_loss,
+                "q_mean": qs.mean(),
+                "q_min": qs.min(),
+                "q_max": qs.max(),
+                **reg_info,
+            }
+
+        critic, loss_info = apply_gradients(self.critic, loss_fn)
+        critic = critic.soft_update_target(self.config.tau)
+        return self.replace(critic=critic, rng=rng), {**info, **loss_info}
+
+    # ---- actor and temperature -----------------------------------------------------
+
+    def update_actor(self, batch: Batch) -> tuple["SACAgent", dict]:
+        rng, key = jax.random.split(self.rng)
+        temperature = self.temperature_value
+        obs = batch["observations"]
+
+        def actor_loss_fn(params):
+            actions, log_probs = sample_policy(self.actor, params, obs, key)
+            qs = self.critic.apply_fn({"params": self.critic.params}, obs, actions)
+            loss = losses.actor_loss(log_probs, qs, temperature, self.config.actor_q_reduction)
+            return loss, {"actor_loss": loss, "entropy": -log_probs.mean()}
+
+        actor, actor_info = apply_gradients(self.actor, actor_loss_fn)
+
+        def temperature_loss_fn(params):
+            value = self.temperature.apply_fn({"params": params})
+            loss = losses.temperature_loss(value, actor_info["entropy"], self.target_entropy)
+            return loss, {"temperature_loss": loss}
+
+        temperature_state, temp_info = apply_gradients(self.temperature, temperature_loss_fn)
+        agent = self.replace(actor=actor, temperature=temperature_state, rng=rng)
+        return agent, {**actor_info, **temp_info, "temperature": temperature}
+
+    # ---- the fused UTD step --------------------------------------------------------
+
+    @jax.jit
+    def update(self, batch: Batch) -> tuple["SACAgent", dict]:
+        """M critic updates (one per leading index of `batch`) then one actor update on all
+        M*B transitions, compiled as one function."""
+        agent, critic_infos = self, []
+        for i in range(batch["rewards"].shape[0]):
+            agent, info = agent.update_critic(jax.tree_util.tree_map(lambda x: x[i], batch))
+            critic_infos.append(info)
+        agent, actor_info = agent.update_actor(flatten_updates(batch))
+        return agent, {**mean_metrics(critic_infos), **actor_info}
+

@@ -1,0 +1,170 @@
+"""The one checkpoint format: a single msgpack file written atomically.
+
+Contents: format tag, algorithm, resolved config, observation/action spec, step counters and
+the agent's state (params, target params, optimizer states, RNG) as a flax state dict.
+
+Loading into another algorithm (pre-trained -> fine-tuning agent) copies the networks both
+agents own, with their optimizer states (Appendix I keeps them):
+- CQL / CalQL -> SAC: actor, critic ensemble (+ target), temperature; CQL's Lagrange
+  multiplier is dropped.
+- IQL -> SAC: actor and critic ensemble (+ target) with their optimizer states; IQL has no
+  temperature, so SAC's starts fresh at `initial_temperature`, and the value network is
+  dropped. The critic ensemble sizes must match, so pre-train IQL with the fine-tuning
+  ensemble size (the `iql` variants do).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import numpy as np
+from flax import serialization
+
+from learner.agents import AGENTS
+from learner.config import AgentConfig, Config, config_from_dict, to_dict
+
+FORMAT = "wsrl-checkpoint-v1"
+# Fields of AgentConfig that decide parameter shapes; they must agree to load a checkpoint.
+ARCHITECTURE_FIELDS = (
+    "critic_ensemble_size",
+    "critic_hidden_dims",
+    "critic_layer_norm",
+    "actor_hidden_dims",
+    "actor_layer_norm",
+    "std_parameterization",
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is unreadable or does not fit the agent it is loaded into."""
+
+
+@dataclass
+class Checkpoint:
+    algorithm: str
+    config: Config
+    spec: dict
+    counters: dict
+    state: dict  # the agent's flax state dict
+    path: str = ""
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write to a temp file in the same directory, fsync, rename: a crash mid-write leaves
+    the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint(path: str | Path, agent: Any, config: Config, spec: dict, counters: Optional[dict] = None) -> Path:
+    state = jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(agent))
+    payload = {
+        "format": FORMAT,
+        "algorithm": agent.algorithm,
+        "config": json.dumps(to_dict(config)),
+        "spec": json.dumps(spec),
+        "counters": json.dumps(counters or {}),
+        "state": state,
+    }
+    atomic_write_bytes(Path(path), serialization.msgpack_serialize(payload))
+    return Path(path)
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        payload = serialization.msgpack_restore(path.read_bytes())
+    except Exception as e:  # msgpack raises several unrelated types on corrupt input
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a readable wsrl checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"checkpoint {str(path)!r}: format {found!r}, expected {FORMAT!r}")
+    return Checkpoint(
+        algorithm=payload["algorithm"],
+        config=config_from_dict(json.loads(payload["config"])),
+        spec=json.loads(payload["spec"]),
+        counters=json.loads(payload["counters"]),
+        state=payload["state"],
+        path=str(path),
+    )
+
+
+def check_compatible(checkpoint: Checkpoint, agent_config: AgentConfig, spec: dict) -> None:
+    """Raises CheckpointError naming both sides of every mismatch in dims or architecture."""
+    problems = []
+    for key in ("observation_dim", "action_dim"):
+        if checkpoint.spec.get(key) != spec.get(key):
+            problems.append(f"{key}: checkpoint has {checkpoint.spec.get(key)}, this run expects {spec.get(key)}")
+    for name in ARCHITECTURE_FIELDS:
+        theirs, ours = getattr(checkpoint.config.agent, name), getattr(agent_config, name)
+        if theirs != ours:
+            problems.append(f"agent.{name}: checkpoint has {theirs!r}, this run has {ours!r}")
+    if problems:
+        raise CheckpointError(f"checkpoint {checkpoint.path!r} does not fit this run: " + "; ".join(problems))
+
+
+def _check_shapes(template: Any, loaded: Any, where: str) -> None:
+    flat_t = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(template)[0]}
+    flat_l = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
+    if flat_t.keys() != flat_l.keys():
+        missing = sorted(flat_t.keys() - flat_l.keys())[:3]
+        extra = sorted(flat_l.keys() - flat_t.keys())[:3]
+        raise CheckpointError(f"checkpoint '{where}' has a different structure: missing {missing}, unexpected {extra}")
+    for key, value in flat_t.items():
+        if np.shape(value) != np.shape(flat_l[key]):
+            raise CheckpointError(
+                f"checkpoint '{where}{key}': shape {np.shape(flat_l[key])} in the checkpoint, {np.shape(value)} expected"
+            )
+
+
+def restore_agent(
+    checkpoint: Checkpoint,
+    algorithm: Optional[str] = None,
+    agent_config: Optional[AgentConfig] = None,
+    spec: Optional[dict] = None,
+    seed: int = 0,
+) -> Any:
+    """An agent of `algorithm` (default: the checkpoint's) built with `agent_config` (default:
+    the checkpoint's), with every network both algorithms own copied from the checkpoint
+    together with its optimizer state. The RNG is fresh from `seed`."""
+    algorithm = algorithm or checkpoint.algorithm
+    agent_config = agent_config or checkpoint.config.agent
+    spec = spec or checkpoint.spec
+    check_compatible(checkpoint, agent_config, spec)
+    agent = AGENTS[algorithm].create(agent_config, spec["observation_dim"], spec["action_dim"], seed)
+    template = serialization.to_state_dict(agent)
+    shared = [k for k in template if k != "rng" and k in checkpoint.state and template[k] is not None and checkpoint.state[k] is not None]
+    for key in shared:
+        _check_shapes(template[key], checkpoint.state[key], key)
+    state = {**template, **{k: checkpoint.state[k] for k in shared}}
+    return serialization.from_state_dict(agent, state)
+
+
+def transferred_networks(checkpoint: Checkpoint, algorithm: str) -> list[str]:
+    """Names of the networks `restore_agent` copies from `checkpoint` into `algorithm`."""
+    template_fields = [f for f in AGENTS[algorithm].__dataclass_fields__ if f != "rng"]
+    return [k for k in template_fields if checkpoint.state.get(k) is not None]

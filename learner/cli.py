@@ -1,0 +1,66 @@
+"""The `wsrl` command line: `wsrl pretrain`, `wsrl finetune`, `wsrl config`.
+
+Heavy imports (jax, the loops) happen inside the commands so `wsrl --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from learner.config import ConfigError, dump_yaml, load_config
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="pointmass", help="config family in configs/ (pointmass, locomotion, antmaze, kitchen, adroit) or a YAML path (default: pointmass)")
+    parser.add_argument("--variant", default="wsrl", help="variant in that file: wsrl, calql, cql, iql, sac (default: wsrl)")
+    parser.add_argument("overrides", nargs="*", metavar="section.field=value", help="override any config field, e.g. agent.utd_ratio=2 finetune.num_steps=10000")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wsrl", description="Warm-Start RL: offline pre-training and high-UTD online fine-tuning.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pretrain", help="offline pre-training (CalQL/CQL/IQL) on the task's dataset")
+    _add_config_args(p)
+    p.add_argument("--run-dir", default=None, help="output directory (default: runs/<task>-<variant>-pretrain-<time>)")
+
+    p = sub.add_parser("finetune", help="online fine-tuning from a pre-trained checkpoint (Algorithm 1)")
+    _add_config_args(p)
+    p.add_argument("--checkpoint", default=None, help="pre-trained checkpoint (same as finetune.checkpoint=PATH)")
+    p.add_argument("--run-dir", default=None, help="output directory (default: runs/<task>-<variant>-finetune-<time>)")
+
+    p = sub.add_parser("config", help="print the resolved config for a family, variant and overrides")
+    _add_config_args(p)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = list(args.overrides)
+    if getattr(args, "checkpoint", None):
+        overrides.append(f"finetune.checkpoint={args.checkpoint}")
+    try:
+        config = load_config(args.config, args.variant, overrides)
+        if args.command == "config":
+            print(dump_yaml(config), end="")
+        elif args.command == "pretrain":
+            from learner.pretrain import pretrain
+
+            pretrain(config, args.run_dir)
+        elif args.command == "finetune":
+            from learner.finetune import finetune
+
+            finetune(config, args.run_dir)
+    except (ConfigError, FileExistsError, ValueError) as e:
+        print(f"wsrl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"wsrl {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

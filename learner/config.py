@@ -1,0 +1,362 @@
+"""The one config system: typed dataclasses, YAML files in `configs/`, dotted CLI overrides.
+
+A run's config is resolved in this order, each step overriding the previous one:
+
+1. the dataclass defaults below (the paper's Appendix I values where it gives one);
+2. the `defaults:` section of a family file in `configs/` (e.g. `configs/antmaze.yaml`);
+3. the chosen entry of that file's `variants:` section (`wsrl`, `calql`, `cql`, `iql`, `sac`);
+4. `section.field=value` overrides from the command line (values parsed as YAML).
+
+Every value is type-checked and range-checked; a bad one raises `ConfigError` naming the
+field, the value given and what was expected. The resolved config is written next to every
+run's outputs (`config.yaml`) and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+ALGORITHMS = ("sac", "cql", "calql", "iql")
+
+
+class ConfigError(ValueError):
+    """A config value, key or file is invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Networks and update rules shared by pre-training and fine-tuning.
+
+    Pre-training and fine-tuning read the same section so that the networks they build are
+    the same shape and a pre-trained checkpoint loads into the fine-tuning agent.
+    """
+
+    # Networks.
+    critic_ensemble_size: int = 10
+    critic_hidden_dims: tuple[int, ...] = (256, 256)
+    critic_layer_norm: bool = True
+    actor_hidden_dims: tuple[int, ...] = (256, 256)
+    actor_layer_norm: bool = True
+    std_parameterization: Literal["exp", "uniform"] = "exp"
+    # Scale of the initializer of the policy's output layers (mean, log-std).
+    kernel_scale_final: Optional[float] = 1e-2
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+
+    # SAC (Haarnoja et al. 2018; RLPD's high-UTD recipe, Appendix I).
+    discount: float = 0.99
+    tau: float = 5e-3
+    actor_lr: float = 1e-4
+    critic_lr: float = 3e-4
+    temperature_lr: float = 1e-4
+    initial_temperature: float = 1.0
+    target_entropy: Optional[float] = None  # None means -|A|
+    backup_entropy: bool = False
+    batch_size: int = 256
+    # TD target: min over this many randomly sub-sampled target critics (REDQ).
+    critic_subsample_size: int = 2
+    # "none"; "sampled_actions": max over N sampled next actions of the sub-sampled min
+    # (the reference code's antmaze target); "ensemble_max": max over all target critics
+    # (Appendix I's wording).
+    max_target_backup: Literal["none", "sampled_actions", "ensemble_max"] = "none"
+    max_target_backup_num_actions: int = 10
+    # How the actor objective reduces the critic ensemble.
+    actor_q_reduction: Literal["min", "mean"] = "min"
+
+    # CQL / CalQL (Kumar et al. 2020; Nakamoto et al. 2023).
+    cql_alpha: float = 5.0
+    cql_num_actions: int = 10
+    cql_importance_sample: bool = True
+    cql_temperature: float = 1.0
+    cql_lagrange: bool = False
+    cql_target_action_gap: float = 0.8
+    cql_alpha_lagrange_init: float = 1.0
+    cql_alpha_lagrange_lr: float = 3e-4
+
+    # IQL (Kostrikov et al. 2021).
+    iql_expectile: float = 0.7
+    iql_awr_temperature: float = 3.0  # inverse temperature beta
+    iql_awr_max_weight: float = 100.0
+    value_lr: float = 3e-4
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Offline pre-training (`wsrl pretrain`)."""
+
+    algorithm: Literal["cql", "calql", "iql"] = "calql"
+    # "builtin" makes the task's embedded dataset; anything else is a path to a dataset file.
+    dataset: str = "builtin"
+    dataset_episodes: int = 200
+    num_steps: int = 250_000
+    eval_every: int = 25_000
+    eval_episodes: int = 10
+    log_every: int = 1_000
+    checkpoint_every: int = 50_000
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Online fine-tuning (`wsrl finetune`), Algorithm 1."""
+
+    algorithm: Literal["sac", "cql", "calql", "iql"] = "sac"
+    # Path to a pre-trained checkpoint; empty means train from scratch (the SAC baseline).
+    checkpoint: str = ""
+    warmup_steps: int = 5_000
+    num_steps: int = 300_000  # environment steps, warmup included
+    utd_ratio: int = 4
+    # Size of the online replay buffer; 0 means num_steps (nothing is ever overwritten).
+    replay_capacity: int = 0
+    # Share of every batch drawn from the offline dataset (retention baselines); 0 for WSRL.
+    offline_mixing_ratio: float = 0.0
+    eval_every: int = 20_000
+    eval_episodes: int = 20
+    log_every: int = 1_000
+    checkpoint_every: int = 50_000
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Where and how runs report (see `learner.logging`)."""
+
+    run_dir: str = ""  # empty: runs/<task>-<variant>-<phase>-<timestamp>
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "wsrl"
+    wandb_mode: Literal["online", "offline"] = "offline"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    task: str = "pointmass-goal"
+    variant: str = "wsrl"
+    seed: int = 0
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+# ----------------------------------------------------------------------------------------
+# Coercion of raw (YAML / CLI) values into typed fields.
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_describe(a) for a in args) + " or null"
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    def fail() -> typing.NoReturn:
+        raise ConfigError(f"config field '{name}': got {value!r}, expected {_describe(tp)}")
+
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(name, inner, value)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            fail()
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            fail()
+        (inner, _) = typing.get_args(tp)
+        return tuple(_coerce(f"{name}[{i}]", inner, v) for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            fail()
+        return value
+    raise TypeError(f"unsupported config type {tp} for {name}")
+
+
+def _merge(obj: Any, updates: dict, prefix: str = "") -> Any:
+    """Returns a copy of dataclass `obj` with `updates` (a nested dict) applied and coerced."""
+    if not isinstance(updates, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.')}': expected a mapping, got {updates!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    changes = {}
+    for key, value in updates.items():
+        full = prefix + str(key)
+        if key not in names:
+            raise ConfigError(
+                f"unknown config field '{full}'; valid fields here: {', '.join(sorted(names))}"
+            )
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            changes[key] = _merge(current, value, full + ".")
+        else:
+            changes[key] = _coerce(full, hints[key], value)
+    return dataclasses.replace(obj, **changes)
+
+
+def parse_override(text: str) -> dict:
+    """`'agent.actor_lr=3e-4'` -> `{'agent': {'actor_lr': 0.0003}}` (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected the form section.field=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from None
+    nested: dict = _fix_yaml_floats(value)
+    for part in reversed(key.strip().split(".")):
+        if not part:
+            raise ConfigError(f"override {text!r}: empty field name")
+        nested = {part: nested}
+    return nested
+
+
+_YAML11_MISSED_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _fix_yaml_floats(tree: Any) -> Any:
+    """YAML 1.1 reads `1e-4` (no dot) as a string; turn such strings back into numbers."""
+    if isinstance(tree, dict):
+        return {k: _fix_yaml_floats(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_fix_yaml_floats(v) for v in tree]
+    if isinstance(tree, str) and _YAML11_MISSED_FLOAT.match(tree.strip()):
+        return float(tree)
+    return tree
+
+
+def config_path(name_or_path: str) -> Path:
+    """A family name (`antmaze`) resolves to `configs/antmaze.yaml`; otherwise a file path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = CONFIGS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")))
+        raise ConfigError(f"config file {str(path)!r} not found; known families: {known}")
+    return path
+
+
+def load_config(
+    family: str = "pointmass", variant: str = "wsrl", overrides: typing.Sequence[str] = ()
+) -> Config:
+    """Resolves defaults <- family file defaults <- variant <- CLI overrides, then validates."""
+    path = config_path(family)
+    with open(path) as f:
+        data = _fix_yaml_floats(yaml.safe_load(f) or {})
+    unknown = set(data) - {"defaults", "variants"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; expected defaults, variants")
+    variants = data.get("variants") or {}
+    if variant not in variants:
+        raise ConfigError(
+            f"config field 'variant': {variant!r} is not defined in {path.name}; "
+            f"expected one of {', '.join(sorted(variants))}"
+        )
+    config = _merge(Config(), data.get("defaults") or {})
+    config = _merge(config, variants[variant] or {})
+    config = dataclasses.replace(config, variant=variant)
+    for text in overrides:
+        config = _merge(config, parse_override(text))
+    validate(config)
+    return config
+
+
+def config_from_dict(data: dict) -> Config:
+    """Rebuilds a Config from `to_dict` output (e.g. one stored in a checkpoint)."""
+    config = _merge(Config(), data)
+    validate(config)
+    return config
+
+
+def to_dict(config: Any) -> dict:
+    """A plain nested dict (tuples as lists) suitable for YAML/JSON."""
+
+    def convert(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: convert(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [convert(x) for x in v]
+        return v
+
+    return convert(config)
+
+
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def _check(condition: bool, name: str, value: Any, expected: str) -> None:
+    if not condition:
+        raise ConfigError(f"config field '{name}': got {value!r}, expected {expected}")
+
+
+def validate(config: Config) -> None:
+    """Range checks that types alone cannot express."""
+    a, p, f = config.agent, config.pretrain, config.finetune
+    _check(a.critic_ensemble_size >= 1, "agent.critic_ensemble_size", a.critic_ensemble_size, "an integer >= 1")
+    _check(
+        1 <= a.critic_subsample_size <= a.critic_ensemble_size,
+        "agent.critic_subsample_size",
+        a.critic_subsample_size,
+        f"an integer in [1, agent.critic_ensemble_size={a.critic_ensemble_size}]",
+    )
+    for name in ("critic_hidden_dims", "actor_hidden_dims"):
+        dims = getattr(a, name)
+        _check(len(dims) >= 1 and all(d >= 1 for d in dims), f"agent.{name}", list(dims), "a non-empty list of positive integers")
+    _check(0.0 < a.discount <= 1.0, "agent.discount", a.discount, "a number in (0, 1]")
+    _check(0.0 < a.tau <= 1.0, "agent.tau", a.tau, "a number in (0, 1]")
+    for name in ("actor_lr", "critic_lr", "temperature_lr", "value_lr", "cql_alpha_lagrange_lr", "initial_temperature", "cql_alpha_lagrange_init", "cql_temperature", "iql_awr_temperature", "iql_awr_max_weight"):
+        v = getattr(a, name)
+        _check(v > 0 and math.isfinite(v), f"agent.{name}", v, "a finite number > 0")
+    _check(a.kernel_scale_final is None or a.kernel_scale_final > 0, "agent.kernel_scale_final", a.kernel_scale_final, "a number > 0 or null")
+    _check(a.log_std_min < a.log_std_max, "agent.log_std_min", a.log_std_min, f"a number < agent.log_std_max={a.log_std_max}")
+    _check(a.batch_size >= 1, "agent.batch_size", a.batch_size, "an integer >= 1")
+    _check(a.max_target_backup_num_actions >= 1, "agent.max_target_backup_num_actions", a.max_target_backup_num_actions, "an integer >= 1")
+    _check(a.cql_alpha >= 0, "agent.cql_alpha", a.cql_alpha, "a number >= 0")
+    _check(a.cql_num_actions >= 1, "agent.cql_num_actions", a.cql_num_actions, "an integer >= 1")
+    _check(0.0 < a.iql_expectile < 1.0, "agent.iql_expectile", a.iql_expectile, "a number in (0, 1)")
+    _check(p.num_steps >= 1, "pretrain.num_steps", p.num_steps, "an integer >= 1")
+    _check(p.dataset_episodes >= 1, "pretrain.dataset_episodes", p.dataset_episodes, "an integer >= 1")
+    for section, s in (("pretrain", p), ("finetune", f)):
+        for name in ("eval_every", "log_every", "checkpoint_every"):
+            v = getattr(s, name)
+            _check(v >= 0, f"{section}.{name}", v, "an integer >= 0 (0 disables)")
+        _check(s.eval_episodes >= 1, f"{section}.eval_episodes", s.eval_episodes, "an integer >= 1")
+    _check(f.warmup_steps >= 0, "finetune.warmup_steps", f.warmup_steps, "an integer >= 0")
+    _check(f.num_steps >= 1, "finetune.num_steps", f.num_steps, "an integer >= 1")
+    _check(f.utd_ratio >= 1, "finetune.utd_ratio", f.utd_ratio, "an integer >= 1")
+    _check(f.replay_capacity >= 0, "finetune.replay_capacity", f.replay_capacity, "an integer >= 0 (0 means finetune.num_steps)")
+    _check(0.0 <= f.offline_mixing_ratio < 1.0, "finetune.offline_mixing_ratio", f.offline_mixing_ratio, "a number in [0, 1)")
+    _check(config.seed >= 0, "seed", config.seed, "an integer >= 0")

@@ -1,0 +1,176 @@
+"""`wsrl finetune`: the single-process reference of Algorithm 1 (WSRL).
+
+1. Load the pre-trained checkpoint into the online agent (optimizer states kept).
+2. Warmup: the first K = `warmup_steps` env steps act with the *frozen* pre-trained policy;
+   their transitions fill the (empty) online replay buffer; no updates happen.
+3. Afterwards every env step adds one transition and runs one fused update: M = `utd_ratio`
+   critic updates on M fresh batches, then one actor update on their union.
+No offline data is kept (unless `offline_mixing_ratio` > 0, for the retention baselines).
+Time limits are truncations: stored with terminal = 0 so the target bootstraps through them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from envs.datasets import mc_returns
+from envs.tasks import get_task
+from learner.acting import Policy
+from learner.agents import make_agent
+from learner.checkpoint import read_checkpoint, restore_agent, save_checkpoint
+from learner.config import Config, to_dict
+from learner.evaluation import evaluate
+from learner.replay_buffer import MixedSampler, ReplayBuffer
+from learner.run_logger import RunLogger, progress_bar
+from learner.runs import offline_replay, prepare_run_dir
+
+
+class Finetuner:
+    """Holds the agent, envs and replay of one fine-tuning run; `step()` is one env step."""
+
+    def __init__(self, config: Config):
+        f = config.finetune
+        self.config = config
+        self.task = get_task(config.task)
+        self.spec = self.task.spec()
+        obs_dim, act_dim = self.spec["observation_dim"], self.spec["action_dim"]
+        if f.checkpoint:
+            self.checkpoint = read_checkpoint(f.checkpoint)
+            self.agent = restore_agent(self.checkpoint, f.algorithm, config.agent, self.spec, config.seed)
+        else:
+            self.checkpoint = None
+            self.agent = make_agent(f.algorithm, config.agent, obs_dim, act_dim, config.seed)
+        # The frozen pre-trained policy acts during warmup: an independent copy of its params.
+        self.pretrained_actor_params = jax.tree_util.tree_map(jnp.array, self.agent.actor.params)
+        self.policy = Policy(config.agent, act_dim)
+        self.replay = ReplayBuffer(f.replay_capacity or f.num_steps, obs_dim, act_dim)
+        self.sampler = self.replay
+        if f.offline_mixing_ratio > 0:
+            self.sampler = MixedSampler(self.replay, offline_replay(config, self.task), f.offline_mixing_ratio)
+        self.uses_mc_returns = f.algorithm == "calql"
+        self.env = self.task.make_env(config.seed, training=True)
+        self.eval_env = self.task.make_env(config.seed + 10_000, training=False)
+        self.sample_rng = np.random.default_rng(config.seed)
+        self.action_rng = jax.random.PRNGKey(config.seed + 1)
+        self.env_steps = 0
+        self.updates = 0  # fused UTD updates (each = utd_ratio critic + 1 actor update)
+        self.episodes = 0
+        self.observation, _ = self.env.reset(seed=config.seed)
+        self._episode_slots: list[int] = []
+        self._episode_rewards: list[float] = []
+        self._episode_success = False
+
+    @property
+    def in_warmup(self) -> bool:
+        """True while the next env step is one of the first K (acts with the frozen policy)."""
+        return self.env_steps < self.config.finetune.warmup_steps
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        params = self.pretrained_actor_params if self.in_warmup else self.agent.actor.params
+        self.action_rng, key = jax.random.split(self.action_rng)
+        return self.policy(params, observation, key)
+
+    def step(self) -> tuple[Optional[dict], Optional[dict]]:
+        """One env step, then one fused update once past warmup.
+
+        Returns (episode stats if an episode just ended, update metrics if an update ran)."""
+        f = self.config.finetune
+        action = self.act(self.observation)
+        next_observation, reward, terminated, truncated, info = self.env.step(action)
+        slot = self.replay.add(self.observation, action, reward, next_observation, terminated)
+        self.env_steps += 1
+        self._episode_slots.append(slot)
+        self._episode_rewards.append(float(reward))
+        self._episode_success = self._episode_success or bool(info.get("success", False))
+        episode = None
+        if terminated or truncated:
+            episode = self._end_episode()
+        else:
+            self.observation = next_observation
+        update_info = None
+        if self.env_steps > f.warmup_steps:
+            batch = self.sampler.sample(self.sample_rng, f.utd_ratio, self.config.agent.batch_size)
+            self.agent, update_info = self.agent.update(batch)
+            self.updates += 1
+        return episode, update_info
+
+    def _end_episode(self) -> dict:
+        rewards = np.asarray(self._episode_rewards, np.float32)
+        if self.uses_mc_returns:
+            ends = np.zeros(len(rewards), bool)
+            ends[-1] = True
+            returns = mc_returns(rewards, ends, self.config.agent.discount, self.task.sparse_failure_reward)
+            self.replay.set_mc_returns(np.asarray(self._episode_slots), returns)
+        self.episodes += 1
+        stats = {"return": float(rewards.sum()), "length": len(rewards), "success": float(self._episode_success)}
+        self._episode_slots, self._episode_rewards, self._episode_success = [], [], False
+        self.observation, _ = self.env.reset()
+        return stats
+
+    def evaluate(self) -> dict:
+        params = self.agent.actor.params
+        c = self.config
+        return evaluate(
+            lambda o: self.policy(params, o, None, deterministic=True),
+            self.eval_env,
+            c.finetune.eval_episodes,
+            c.seed + 10_000,
+        )
+
+    def counters(self) -> dict:
+        return {"env_steps": self.env_steps, "updates": self.updates, "episodes": self.episodes}
+
+
+def finetune(config: Config, run_dir: Optional[str] = None) -> Path:
+    """Runs Algorithm 1 for `finetune.num_steps` env steps; returns the run directory."""
+    f = config.finetune
+    path = prepare_run_dir(config, "finetune", run_dir)
+    runner = Finetuner(config)
+    checkpoint = path / "checkpoint.ckpt"
+    source = f"from {f.checkpoint}" if f.checkpoint else "from scratch"
+    print(
+        f"[wsrl finetune] {f.algorithm} on {runner.task.name} {source}; warmup {f.warmup_steps} steps, "
+        f"UTD {f.utd_ratio}, {f.num_steps} env steps -> {path}"
+    )
+    with RunLogger(path, config.logging, to_dict(config), path.name) as logger:
+        last_eval = runner.evaluate()
+        logger.log("eval", 0, {**last_eval, "updates": 0})
+        bar = progress_bar(f.num_steps, f"finetune {f.algorithm}", config.logging.progress)
+        last_return, started = float("nan"), time.perf_counter()
+        while runner.env_steps < f.num_steps:
+            episode, info = runner.step()
+            step = runner.env_steps
+            bar.update(1)
+            if episode is not None:
+                last_return = episode["return"]
+                logger.log("episode", step, {**episode, "warmup": float(step <= f.warmup_steps)})
+            if info is not None and f.log_every and step % f.log_every == 0:
+                elapsed = time.perf_counter() - started
+                logger.log("train", step, {**info, "env_steps": step, "updates": runner.updates, "env_steps_per_s": step / elapsed})
+            if f.eval_every and step % f.eval_every == 0:
+                last_eval = runner.evaluate()
+                logger.log("eval", step, {**last_eval, "updates": runner.updates})
+            if f.checkpoint_every and step % f.checkpoint_every == 0:
+                save_checkpoint(checkpoint, runner.agent, config, runner.spec, runner.counters())
+            if step % 100 == 0 or step == f.num_steps:
+                bar.set_postfix(
+                    phase="warmup" if runner.in_warmup else "online",
+                    ret=f"{last_return:.1f}",
+                    eval_success=f"{last_eval['success_rate']:.2f}",
+                )
+        bar.close()
+        if not (f.eval_every and f.num_steps % f.eval_every == 0):
+            last_eval = runner.evaluate()
+            logger.log("eval", f.num_steps, {**last_eval, "updates": runner.updates})
+        save_checkpoint(checkpoint, runner.agent, config, runner.spec, runner.counters())
+    print(
+        f"[wsrl finetune] done: {runner.env_steps} env steps, {runner.updates} updates; eval return "
+        f"{last_eval['return']:.3f}, success {last_eval['success_rate']:.2f}; checkpoint {checkpoint}"
+    )
+    return path
