@@ -163,6 +163,7 @@ def finetune(config: Config, run_dir: Optional[str] = None) -> Path:
                     phase="warmup" if runner.in_warmup else "online",
                     ret=f"{last_return:.1f}",
                     eval_success=f"{last_eval['success_rate']:.2f}",
+                    refresh=False,
                 )
         bar.close()
         if not (f.eval_every and f.num_steps % f.eval_every == 0):
