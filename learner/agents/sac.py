@@ -144,10 +144,17 @@ class SACAgent(flax.struct.PyTreeNode):
         temperature = self.temperature_value
         obs = batch["observations"]
 
+        from learner.agents.common import reduced_q_with_action_grad
+
+        reduction = self.config.actor_q_reduction
+        critic_apply = lambda p, o, a: self.critic.apply_fn({"params": p}, o, a)  # noqa: E731
+
         def actor_loss_fn(params):
             actions, log_probs = sample_policy(self.actor, params, obs, key)
-            qs = self.critic.apply_fn({"params": self.critic.params}, obs, actions)
-            loss = losses.actor_loss(log_probs, qs, temperature, self.config.actor_q_reduction)
+            # min (or mean) over the critics of Q(s, a), with dQ/da computed chunk by chunk
+            # (see reduced_q_with_action_grad); reducing a single row again is the identity.
+            q = reduced_q_with_action_grad(critic_apply, self.critic.params, obs, actions, reduction)
+            loss = losses.actor_loss(log_probs, q[None], temperature, reduction)
             return loss, {"actor_loss": loss, "entropy": -log_probs.mean()}
 
         actor, actor_info = apply_gradients(self.actor, actor_loss_fn)
@@ -167,10 +174,14 @@ class SACAgent(flax.struct.PyTreeNode):
     def update(self, batch: Batch) -> tuple["SACAgent", dict]:
         """M critic updates (one per leading index of `batch`) then one actor update on all
         M*B transitions, compiled as one function."""
-        agent, critic_infos = self, []
-        for i in range(batch["rewards"].shape[0]):
-            agent, info = agent.update_critic(jax.tree_util.tree_map(lambda x: x[i], batch))
-            critic_infos.append(info)
+        # The critic updates run as a lax.scan over the leading axis rather than an unrolled
+        # loop: the same updates in the same order, but XLA keeps one critic update's
+        # buffers instead of M, which shrinks the scratch memory it allocates per call
+        # (locomotion: 34 -> 23 MB, adroit: 122 -> 71 MB). On a small CPU that is what
+        # matters: glibc mmaps (and the call then page-faults) scratch buffers over 32 MB
+        # afresh on every call. Measured ~13% faster per call for locomotion on 2 cores.
+        agent, critic_infos = jax.lax.scan(lambda agent, minibatch: agent.update_critic(minibatch), self, batch)
         agent, actor_info = agent.update_actor(flatten_updates(batch))
-        return agent, {**mean_metrics(critic_infos), **actor_info}
+        critic_info = jax.tree_util.tree_map(lambda x: jnp.mean(x, axis=0), critic_infos)
+        return agent, {**critic_info, **actor_info}
 
