@@ -129,23 +129,22 @@ def mean_metrics(infos: list[dict]) -> dict:
 
 
 def configure_cpu_malloc() -> bool:
-    """Lets XLA:CPU reuse its per-call scratch memory instead of page-faulting it in afresh.
+    """Opt-in: lets XLA:CPU reuse its per-call scratch memory instead of page-faulting it in.
 
-    XLA:CPU allocates one scratch buffer per call of a compiled function (34 MB for the fused
-    UTD-4 locomotion update, 77 MB antmaze, 123 MB adroit; see `memory_analysis()`) and frees
-    it when the call ends. By default glibc serves such sizes with a fresh mmap and unmaps them
-    on free, so every call takes one page fault per 4 KiB of scratch (~9k for locomotion; ~27k
-    before the actor update was chunked), a large share of the update's time on a small CPU.
-    This tells glibc's malloc (via `mallopt`) never to mmap and never to trim its heaps, so
-    freed scratch stays mapped and the next call reuses it.
+    XLA:CPU allocates one scratch buffer per call of a compiled function (fused UTD-4 update:
+    23 MB locomotion, 60 MB antmaze, 71 MB adroit; see `.compile().memory_analysis()`) and
+    frees it when the call ends. glibc serves buffers over 32 MB with a fresh mmap and unmaps
+    them on free, so every call page-faults the whole buffer in again (~16k faults per
+    antmaze update). This tells glibc's malloc (via `mallopt`) never to mmap and never to trim
+    its heaps, so freed scratch stays mapped and is reused. Measured on 2 cores: antmaze
+    ~5% faster per update; locomotion (scratch under 32 MB) and adroit (scratch over the
+    64 MB of a glibc per-thread heap, still mmapped by XLA's worker threads) unchanged.
 
-    Safe to call at any time (it affects later allocations); Linux/glibc only. It is only
-    complete while the scratch buffer fits one of glibc's per-thread heaps (64 MB): XLA's
-    worker threads still mmap larger ones. For the full effect start the process with
-    `GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967296`
-    (one malloc arena, so no per-thread heaps), which needs no code.
-    Cost: memory freed by the process is not returned to the OS (resident memory stays at its
-    peak). Returns whether the settings were applied.
+    Nothing calls it; a launcher may, at any time (it affects later allocations). Linux/glibc
+    only. Cost: memory the process frees is not returned to the OS (resident memory stays at
+    its peak). (`GLIBC_TUNABLES=glibc.malloc.arena_max=1:...` removes all the faults but
+    made the locomotion update ~20% slower here: one malloc arena for every thread.)
+    Returns whether the settings were applied.
     """
     if not sys.platform.startswith("linux"):
         return False
