@@ -163,8 +163,3 @@ def restore_agent(
     state = {**template, **{k: checkpoint.state[k] for k in shared}}
     return serialization.from_state_dict(agent, state)
 
-
-def transferred_networks(checkpoint: Checkpoint, algorithm: str) -> list[str]:
-    """Names of the networks `restore_agent` copies from `checkpoint` into `algorithm`."""
-    template_fields = [f for f in AGENTS[algorithm].__dataclass_fields__ if f != "rng"]
-    return [k for k in template_fields if checkpoint.state.get(k) is not None]
