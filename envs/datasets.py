@@ -29,7 +29,7 @@ class OfflineDataset:
                     f"dataset field '{field.name}' has {len(value)} rows, expected {n} (as 'observations')"
                 )
         for name in ("observations", "actions", "rewards", "next_observations"):
-            if not np.all(np.isfinite(getattr(self, name))):
+            if not all_finite(getattr(self, name)):
                 raise ValueError(f"dataset field '{name}' contains NaN or inf")
         if n and not self.episode_ends[-1]:
             # A trailing partial trajectory still ends where the data ends.
@@ -48,6 +48,20 @@ class OfflineDataset:
         return np.add.reduceat(self.rewards, starts) if len(self) else np.zeros(0)
 
 
+def all_finite(values: np.ndarray) -> bool:
+    """Whether no entry is NaN or inf, without an (N, dim) boolean temporary.
+
+    A sum is finite only if every term is, so a finite float64 sum settles it in one pass;
+    only a non-finite sum (a NaN/inf, or an overflow of huge values) needs the exact check.
+    """
+    if np.isfinite(np.sum(values, dtype=np.float64)):
+        return True
+    return bool(np.isfinite(values).all())
+
+
+MC_PIECE_STEPS = 1 << 16
+
+
 def mc_returns(
     rewards: np.ndarray,
     episode_ends: np.ndarray,
@@ -60,21 +74,50 @@ def mc_returns(
     time limit. With `sparse_failure_reward` set
     (sparse-reward tasks), a trajectory whose rewards all equal it never reached the goal and
     is treated as if that reward repeated forever: every step gets r / (1 - discount).
+    Steps after the last `episode_ends` flag belong to no trajectory and get 0.
     """
-    returns = np.zeros(len(rewards), np.float32)
+    rewards = np.asarray(rewards)
+    episode_ends = np.asarray(episode_ends, bool)
     end_indices = np.flatnonzero(episode_ends)
+    returns = np.zeros(len(rewards), np.float32)
+    if len(end_indices) == 0:
+        return returns
+    stop = end_indices[-1] + 1  # steps past the last end stay 0
+    # Whole trajectories at a time, about MC_PIECE_STEPS steps per piece: the float64
+    # temporaries stay small (and in cache) however large the dataset.
     start = 0
-    for end in end_indices:
-        segment = rewards[start : end + 1]
-        if sparse_failure_reward is not None and np.all(segment == sparse_failure_reward):
-            returns[start : end + 1] = sparse_failure_reward / (1.0 - discount)
-        else:
-            running = 0.0
-            for i in range(end, start - 1, -1):
-                running = rewards[i] + discount * running
-                returns[i] = running
-        start = end + 1
+    while start < stop:
+        j = min(np.searchsorted(end_indices, start + MC_PIECE_STEPS - 1), len(end_indices) - 1)
+        piece_stop = end_indices[j] + 1
+        returns[start:piece_stop] = _discounted_suffix_sums(
+            rewards[start:piece_stop], episode_ends[start:piece_stop], discount
+        )
+        start = piece_stop
+    if sparse_failure_reward is not None:
+        starts = np.concatenate([[0], end_indices[:-1] + 1])
+        reached = np.logical_or.reduceat(rewards[:stop] != sparse_failure_reward, starts)
+        failed_steps = np.repeat(~reached, np.diff(np.append(starts, stop)))
+        returns[:stop][failed_steps] = sparse_failure_reward / (1.0 - discount)
     return returns
+
+
+def _discounted_suffix_sums(rewards: np.ndarray, cut: np.ndarray, discount: float) -> np.ndarray:
+    """y[i] = rewards[i] + discount * y[i + 1], restarting (y[i + 1] = 0) after each `cut` step.
+
+    Instead of a per-step Python loop, a doubling scan: keep y[i] = b[i] + a[i] * y[i + k]
+    and double k, so that after ceil(log2(longest trajectory))
+    vectorized rounds every a[i] is 0 (the window reached the trajectory's end) and b = y.
+    Rows past the array's end count as y = 0. Float64 throughout.
+    """
+    b = rewards.astype(np.float64)
+    a = np.where(cut, 0.0, discount)
+    a[-1] = 0.0
+    k = 1
+    while k < len(b) and a.any():
+        b[:-k] += a[:-k] * b[k:]
+        a[:-k] *= a[k:]  # numpy buffers overlapping in-place operands, so this reads the old a
+        k *= 2
+    return b
 
 
 def collect_dataset(

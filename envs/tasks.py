@@ -1,26 +1,49 @@
 """Tasks: an environment, its training-reward convention, its offline data and its metrics.
 
-Every task's env takes and returns actions in [-1, 1] (the policy's tanh range); the
-training env applies the task's reward scale and bias (Appendix I conventions), the
-evaluation env reports the environment's own rewards.
+Every task's env takes and returns actions in [-1, 1] (the policy's tanh range) and flat Box
+observations; the training env applies the task's reward scale and bias (Appendix I
+conventions), the evaluation env reports the task's own (unscaled) rewards.
+
+Families (D4RL names, gymnasium / gymnasium-robotics envs; see envs/d4rl_envs.py):
+
+- builtin     `pointmass-goal`: the embedded point-mass room (envs/pointmass.py).
+- maze        `pointmaze-{umaze,medium,large}` -> PointMaze_*-v3, and
+- antmaze     `antmaze-{umaze,umaze-diverse,medium-play,...}` -> AntMaze_*-v4: fixed start and
+  goal cells per maze (envs/d4rl_envs.py), sparse reward 1 within 0.45 of the goal,
+  `continuing_task=False` (the goal terminates the episode: a clean success signal). Training
+  reward 10 r - 5: +5 at the goal, -5 per other step.
+- kitchen     `kitchen-{complete,partial,mixed}` -> FrankaKitchen-v1 with D4RL's four subtasks.
+  Reward = number of the four subtasks in their goal configuration at this step (D4RL's
+  dataset reward, 0..4); training reward r - 4 = -(unfinished subtasks), -4..0.
+- adroit      `{door,pen,relocate}-binary` -> AdroitHand*-v1 with CalQL's binary reward: 1 on
+  success (which ends the episode) else 0; training reward 10 r - 5: +5 / -5.
+- locomotion  `{hopper,halfcheetah,walker2d}-{random,medium,medium-replay,medium-expert,expert}`
+  -> Hopper/HalfCheetah/Walker2d-v5, dense rewards unchanged.
+
+Normalized score (D4RL): 100 * (score - ref_min_score) / (ref_max_score - ref_min_score), where an
+episode's score is its return, except kitchen (subtasks completed in the episode, 0..4).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+import functools
+from typing import Callable, Mapping, Optional
 
 import gymnasium as gym
 import numpy as np
 
-from envs import pointmass
+from envs import d4rl_envs, pointmass
 from envs.datasets import OfflineDataset, collect_dataset
+from envs.spaces import flatten_observation
+
+FAMILIES = ("builtin", "maze", "antmaze", "kitchen", "adroit", "locomotion")
 
 
 @dataclasses.dataclass(frozen=True)
 class Task:
     name: str
-    make_raw_env: Callable[[], gym.Env]
+    make_raw_env: Callable[[], gym.Env]  # flat observations, unscaled rewards, no time limit
     max_episode_steps: int
     reward_scale: float = 1.0
     reward_bias: float = 0.0
@@ -28,6 +51,18 @@ class Task:
     sparse_failure_reward: Optional[float] = None
     # Makes the embedded dataset: (num_episodes, seed) -> dataset with unscaled rewards.
     builtin_dataset: Optional[Callable[[int, int], OfflineDataset]] = None
+    family: str = "builtin"
+    env_id: Optional[str] = None  # the gymnasium / gymnasium-robotics id the env is built from
+    # Dict observations are flattened as flatten_observation(obs, observation_keys) (envs/spaces.py);
+    # None: the env's observation is already a Box.
+    observation_keys: Optional[tuple[str, ...]] = None
+    # D4RL normalized score references, in units of `episode_score`.
+    ref_min_score: Optional[float] = None
+    ref_max_score: Optional[float] = None
+    # When set, an episode's score is info[score_info_key] at its last step instead of its return.
+    score_info_key: Optional[str] = None
+    d4rl_dataset: Optional[str] = None  # the D4RL dataset id this task corresponds to
+    minari_dataset: Optional[str] = None  # its Minari port, where one exists
 
     def make_env(self, seed: int = 0, training: bool = True) -> gym.Env:
         """The task env with actions rescaled to [-1, 1] and a time limit; training envs
@@ -63,6 +98,31 @@ class Task:
         """The dataset with the training reward convention applied."""
         return dataclasses.replace(dataset, rewards=self.scale_reward(dataset.rewards).astype(np.float32))
 
+    def flatten_observation(self, observation) -> np.ndarray:
+        """A dataset's (dict) observation as the flat vector the task env produces."""
+        if self.observation_keys is None:
+            return np.asarray(observation, np.float64).ravel()
+        return flatten_observation(observation, self.observation_keys)
+
+    def episode_score(self, episode_return: float, final_info: Mapping) -> float:
+        """The quantity D4RL normalizes: the return, or info[score_info_key] at the last step."""
+        if self.score_info_key is None:
+            return float(episode_return)
+        return float(final_info[self.score_info_key])
+
+    def normalized_score(self, raw_score: float) -> float:
+        """D4RL's normalized score: 100 * (raw - ref_min_score) / (ref_max_score - ref_min_score)."""
+        if self.ref_min_score is None or self.ref_max_score is None:
+            raise ValueError(
+                f"task {self.name!r} has no normalized score: fields 'ref_min_score' and 'ref_max_score' "
+                "are not set (expected the D4RL reference scores)"
+            )
+        return 100.0 * (raw_score - self.ref_min_score) / (self.ref_max_score - self.ref_min_score)
+
+    def episode_normalized_score(self, episode_return: float, final_info: Mapping) -> float:
+        """`normalized_score(episode_score(...))`: pass this as `evaluate(..., normalize=...)`."""
+        return self.normalized_score(self.episode_score(episode_return, final_info))
+
 
 def _pointmass_dataset(num_episodes: int, seed: int) -> OfflineDataset:
     """D4RL-maze style data: a noisy waypoint controller (per-episode noise 0.2..1.5) that
@@ -96,11 +156,176 @@ TASKS: dict[str, Task] = {
         reward_bias=-5.0,
         sparse_failure_reward=-5.0,
         builtin_dataset=_pointmass_dataset,
+        # The goal terminates the episode, so the return is the success (0 or 1).
+        ref_min_score=0.0,
+        ref_max_score=1.0,
     ),
 }
 
 
+def _register(task: Task) -> None:
+    if task.name in TASKS:
+        raise ValueError(f"task {task.name!r} is registered twice")
+    if task.family not in FAMILIES:
+        raise ValueError(f"task {task.name!r}: field 'family' is {task.family!r}, expected one of {FAMILIES}")
+    TASKS[task.name] = task
+
+
+# Sparse goal tasks (maze, antmaze, adroit-binary): raw reward 1 at success else 0, trained as
+# 10 r - 5 = +5 / -5 (CalQL / Appendix I).
+_SPARSE = dict(reward_scale=10.0, reward_bias=-5.0, sparse_failure_reward=-5.0)
+
+# complete/partial: D4RL's KitchenMicrowaveKettleLightSliderV0; mixed: its
+# KitchenMicrowaveKettleBottomBurnerLightV0 (d4rl/kitchen/kitchen_envs.py).
+KITCHEN_SUBTASKS = {
+    "complete": ("microwave", "kettle", "light switch", "slide cabinet"),
+    "partial": ("microwave", "kettle", "light switch", "slide cabinet"),
+    "mixed": ("microwave", "kettle", "bottom burner", "light switch"),
+}
+
+# D4RL's locomotion reference returns (d4rl/infos.py, the same for every dataset of a robot).
+LOCOMOTION_REF_SCORES = {
+    "hopper": ("Hopper-v5", -20.272305, 3234.3),
+    "halfcheetah": ("HalfCheetah-v5", -280.178953, 12135.0),
+    "walker2d": ("Walker2d-v5", 1.629008, 4592.3),
+}
+
+
+def _pointmaze_tasks():
+    """maze2d-{umaze,medium,large}-v1 with D4RL's limits (300 / 600 / 800 steps).
+
+    PointMaze's `observation` is (x, y, vx, vy), D4RL maze2d's 4-dim state. D4RL's maze2d
+    reference scores (e.g. umaze 23.85 / 161.86) count the steps spent at the goal of an episode
+    that never ends; here the goal ends the episode, so the return is the success (0 or 1) and
+    the references are 0 / 1, like antmaze.
+    """
+    for maze, limit in (("umaze", 300), ("medium", 600), ("large", 800)):
+        env_id = f"PointMaze_{d4rl_envs.MAZE_ID_NAMES[maze]}-v3"
+        keys = ("observation",)
+        yield Task(
+            name=f"pointmaze-{maze}",
+            make_raw_env=functools.partial(
+                d4rl_envs.make_maze_env, env_id, maze, d4rl_envs.POINTMAZE_CELLS[maze], keys
+            ),
+            max_episode_steps=limit,
+            **_SPARSE,
+            family="maze",
+            env_id=env_id,
+            observation_keys=keys,
+            ref_min_score=0.0,
+            ref_max_score=1.0,
+            d4rl_dataset=f"maze2d-{maze}-v1",
+            minari_dataset=f"D4RL/pointmaze/{maze}-v2",
+        )
+
+
+def _antmaze_tasks():
+    """antmaze-*-v2 with D4RL's limits (umaze 700, medium/large 1000) and references 0 / 1.
+
+    Observation = achieved_goal (x, y) then observation (27): D4RL's 29-dim order. The goal is
+    fixed per task, so desired_goal is left out, as in D4RL.
+    """
+    for dataset in ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse"):
+        maze = dataset.split("-")[0]
+        env_id = f"AntMaze_{d4rl_envs.MAZE_ID_NAMES[maze]}-v4"
+        keys = ("achieved_goal", "observation")
+        yield Task(
+            name=f"antmaze-{dataset}",
+            make_raw_env=functools.partial(
+                d4rl_envs.make_maze_env, env_id, maze, d4rl_envs.ANTMAZE_CELLS[maze], keys
+            ),
+            max_episode_steps=700 if maze == "umaze" else 1000,
+            **_SPARSE,
+            family="antmaze",
+            env_id=env_id,
+            observation_keys=keys,
+            ref_min_score=0.0,
+            ref_max_score=1.0,
+            d4rl_dataset=f"antmaze-{dataset}-v2",
+            minari_dataset=f"D4RL/antmaze/{dataset}-v1",
+        )
+
+
+def _kitchen_tasks():
+    """kitchen-*-v0: D4RL's subtasks, 280 steps, references 0 / 4 subtasks.
+
+    Observation = FrankaKitchen-v1's 59-dim `observation` (robot qpos 9, robot qvel 9, object
+    qpos 21, object qvel 20). D4RL's kitchen HDF5 files hold a different 60-dim vector (robot
+    qpos 9, object qpos 21, goal 30), so they do not load as-is; the Minari D4RL/kitchen ports
+    store this dict observation.
+    """
+    for dataset, subtasks in KITCHEN_SUBTASKS.items():
+        keys = ("observation",)
+        yield Task(
+            name=f"kitchen-{dataset}",
+            make_raw_env=functools.partial(d4rl_envs.make_kitchen_env, subtasks, keys),
+            max_episode_steps=280,
+            reward_scale=1.0,
+            reward_bias=-4.0,  # -(number of unfinished subtasks), -4..0 (Appendix I)
+            family="kitchen",
+            env_id="FrankaKitchen-v1",
+            observation_keys=keys,
+            ref_min_score=0.0,
+            ref_max_score=4.0,
+            score_info_key="completed_subtasks",
+            d4rl_dataset=f"kitchen-{dataset}-v0",
+            minari_dataset=f"D4RL/kitchen/{dataset}-v2",
+        )
+
+
+def _adroit_tasks():
+    """CalQL's {pen,door,relocate}-binary-v0, with mj_envs' limits (pen 100, door/relocate 200).
+
+    The first success ends the episode, so the return is the success (0 or 1) and the references
+    are 0 / 1: the normalized score is the success rate in percent (D4RL's adroit references are
+    for the dense reward and do not apply). CalQL stores these rewards as -1 / 0 and adds +5; the
+    training rewards (+5 / -5) are the same. The data (AWAC's offpolicy_hand_data) is not on Minari.
+    """
+    for name, env_id, limit in (
+        ("door", "AdroitHandDoor-v1", 200),
+        ("pen", "AdroitHandPen-v1", 100),
+        ("relocate", "AdroitHandRelocate-v1", 200),
+    ):
+        yield Task(
+            name=f"{name}-binary",
+            make_raw_env=functools.partial(d4rl_envs.make_adroit_env, env_id),
+            max_episode_steps=limit,
+            **_SPARSE,
+            family="adroit",
+            env_id=env_id,
+            ref_min_score=0.0,
+            ref_max_score=1.0,
+            d4rl_dataset=f"{name}-binary-v0",
+        )
+
+
+def _locomotion_tasks():
+    """{hopper,halfcheetah,walker2d}-*-v2 with dense rewards and 1000 steps.
+
+    D4RL's v2 data came from the mujoco-py v2 envs; we run the v5 envs (same observation layout
+    and reward terms, newer simulator). Minari's mujoco/* datasets are new data, not ports of
+    D4RL's, so none is named.
+    """
+    for robot, (env_id, ref_min, ref_max) in LOCOMOTION_REF_SCORES.items():
+        for dataset in ("random", "medium", "medium-replay", "medium-expert", "expert"):
+            yield Task(
+                name=f"{robot}-{dataset}",
+                make_raw_env=functools.partial(d4rl_envs.make_plain_env, env_id),
+                max_episode_steps=1000,
+                family="locomotion",
+                env_id=env_id,
+                ref_min_score=ref_min,
+                ref_max_score=ref_max,
+                d4rl_dataset=f"{robot}-{dataset}-v2",
+            )
+
+
+for _task in (*_pointmaze_tasks(), *_antmaze_tasks(), *_kitchen_tasks(), *_adroit_tasks(), *_locomotion_tasks()):
+    _register(_task)
+
+
 def get_task(name: str) -> Task:
+    """The registered task `name`."""
     if name not in TASKS:
-        raise ValueError(f"config field 'task': unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+        raise ValueError(f"config field 'task': unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     return TASKS[name]

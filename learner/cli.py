@@ -10,6 +10,7 @@ import sys
 from typing import Optional, Sequence
 
 from learner.config import ConfigError, dump_yaml, load_config
+from learner.distributed import commands as distributed
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -33,16 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print the resolved config for a family, variant and overrides")
     _add_config_args(p)
+
+    distributed.add_commands(sub, _add_config_args)  # learner, actor, run, status
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = list(args.overrides)
+    overrides = list(getattr(args, "overrides", ()))  # actor/status take none
     if getattr(args, "checkpoint", None):
         overrides.append(f"finetune.checkpoint={args.checkpoint}")
     try:
-        config = load_config(args.config, args.variant, overrides)
+        # `actor` and `status` take no config; `learner` and `run` do.
+        config = load_config(args.config, args.variant, overrides) if hasattr(args, "config") else None
+        if args.command in distributed.COMMANDS:
+            return distributed.run_command(args, config)
         if args.command == "config":
             print(dump_yaml(config), end="")
         elif args.command == "pretrain":

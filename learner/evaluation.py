@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
 
-def evaluate(act: Callable[[np.ndarray], np.ndarray], env, num_episodes: int, seed: int = 0) -> dict:
-    """Runs `num_episodes` episodes; returns mean/std return, success rate and mean length."""
-    returns, lengths, successes = [], [], []
+def evaluate(
+    act: Callable[[np.ndarray], np.ndarray],
+    env,
+    num_episodes: int,
+    seed: int = 0,
+    normalize: Optional[Callable[[float, dict], float]] = None,
+) -> dict:
+    """Runs `num_episodes` episodes; returns mean/std return, success rate and mean length.
+
+    With `normalize(episode_return, final_info)` (e.g. `Task.episode_normalized_score`), also
+    the mean D4RL normalized score as "normalized_score".
+    """
+    returns, lengths, successes, scores = [], [], [], []
     for episode in range(num_episodes):
         observation, _ = env.reset(seed=seed + episode)
         done, total, length, success = False, 0.0, 0, False
@@ -21,9 +31,14 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray], env, num_episodes: int, se
         returns.append(total)
         lengths.append(length)
         successes.append(success)
-    return {
+        if normalize is not None:
+            scores.append(normalize(total, info))
+    result = {
         "return": float(np.mean(returns)),
         "return_std": float(np.std(returns)),
         "success_rate": float(np.mean(successes)),
         "episode_length": float(np.mean(lengths)),
     }
+    if normalize is not None:
+        result["normalized_score"] = float(np.mean(scores))
+    return result

@@ -1,0 +1,80 @@
+"""The actor's gRPC client: one channel to the learner, token metadata, retries with backoff."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Callable, Optional, TypeVar
+
+import grpc
+
+from protos import codec
+from protos.wsrl.v1 import learner_pb2 as pb
+from protos.wsrl.v1 import learner_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+# Failures that a later attempt may not see: the learner restarting, overloaded or slow.
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED)
+MAX_RECEIVE_BYTES = 64 << 20
+
+
+class LearnerClient:
+    """Stubs for the Learner service; create it in the process that uses it (after spawn)."""
+
+    def __init__(self, address: str, token: Optional[str] = None, tls_ca: Optional[str] = None, timeout_s: float = 600.0):
+        options = [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+        if tls_ca:
+            with open(tls_ca, "rb") as f:
+                self.channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(f.read()), options)
+        else:
+            self.channel = grpc.insecure_channel(address, options)
+        self.stub = pb_grpc.LearnerStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.timeout_s = timeout_s
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Blocks until the channel connects; raises grpc.FutureTimeoutError otherwise."""
+        grpc.channel_ready_future(self.channel).result(timeout=timeout_s)
+
+    def handshake(self, request: pb.HandshakeRequest) -> pb.HandshakeResponse:
+        return self.stub.Handshake(request, timeout=30.0, metadata=self.metadata)
+
+    def push(self, batch: pb.TransitionBatch) -> pb.PushResponse:
+        # Long deadline: in sync mode the learner holds the answer while the actor is ahead.
+        return self.stub.PushTransitions(batch, timeout=self.timeout_s, metadata=self.metadata)
+
+    def pull(self, actor_id: str, have_version: int) -> tuple[int, Optional[dict]]:
+        """(version, params) of the latest policy; params None if `have_version` is it."""
+        stream = self.stub.PullPolicy(pb.PullPolicyRequest(actor_id=actor_id, have_version=have_version), timeout=60.0, metadata=self.metadata)
+        version, unchanged, payload = codec.join_chunks(stream)
+        return version, (None if unchanged else codec.deserialize_params(payload))
+
+    def report(self, request: pb.ReportEpisodesRequest) -> pb.ReportEpisodesResponse:
+        return self.stub.ReportEpisodes(request, timeout=30.0, metadata=self.metadata)
+
+    def status(self) -> pb.StatusResponse:
+        return self.stub.GetStatus(pb.GetStatusRequest(), timeout=10.0, metadata=self.metadata)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def with_retries(call: Callable[[], T], stop: threading.Event, give_up_s: Optional[float] = None, what: str = "call", base_s: float = 0.05, cap_s: float = 5.0) -> T:
+    """Runs `call` until it succeeds, retrying RETRYABLE errors with capped exponential
+    backoff and jitter. Gives up (re-raising) on other errors, and on retryable ones once
+    `give_up_s` has passed, or when `stop` is set and at least one attempt has failed."""
+    started, attempt = time.monotonic(), 0
+    while True:
+        try:
+            return call()
+        except grpc.RpcError as e:
+            if e.code() not in RETRYABLE:
+                raise
+            if stop.is_set() or (give_up_s is not None and time.monotonic() - started > give_up_s):
+                raise
+            delay = min(cap_s, base_s * 2**attempt) * (0.5 + random.random())
+            attempt += 1
+            if attempt in (1, 5) or attempt % 20 == 0:
+                print(f"[wsrl actor] {what}: {e.code().name} ({e.details()}); retrying (attempt {attempt})", flush=True)
+            stop.wait(delay)

@@ -1,0 +1,294 @@
+"""The actor loop: act, batch transitions, push them until acknowledged, pull new policies.
+
+One `ActorLoop` per process. During warmup the learner serves only version 0 (the frozen
+pre-trained policy), so the actor acts with it until the learner publishes updates; it asks
+for a newer version every `pull_every` env steps and at episode ends. Transitions go out in
+batches of `batch_size` or after `max_latency_s`, one batch in flight at a time, each kept
+(in memory and, with a spool directory, on disk) until the learner acknowledges it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import socket
+import threading
+import time
+import types
+import uuid
+from typing import Optional
+
+import grpc
+import jax
+import numpy as np
+
+from actor.client import LearnerClient, with_retries
+from actor.envs import make_actor_env
+from actor.spool import Spool
+from learner.acting import Policy
+from protos import codec
+from protos.wsrl.v1 import learner_pb2 as pb
+
+
+@dataclasses.dataclass(frozen=True)
+class ActorSettings:
+    """Everything `wsrl actor` takes on its command line."""
+
+    learner: str = "127.0.0.1:50051"
+    env: str = "pointmass-goal"  # task name, gymnasium id or 'module:Class' entry point
+    actor_id: str = ""  # stable across restarts of the same actor; default: hostname
+    seed: int = 0
+    num_steps: int = 0  # env steps this actor takes; 0: until stopped
+    batch_size: int = 32
+    max_latency_s: float = 0.5  # a partial batch goes out once its oldest step is this old
+    pull_every: int = 10  # env steps between policy pulls; 0: only at episode ends
+    pull_at_episode_end: bool = True
+    max_episode_steps: int = 0  # time limit for gymnasium envs (tasks bring their own)
+    token: str = ""
+    tls_ca: str = ""
+    spool_dir: str = ""
+    connect_timeout_s: float = 120.0
+    flush_timeout_s: float = 30.0
+    report_every_s: float = 2.0
+
+    def __post_init__(self):
+        for name in ("batch_size",):
+            if getattr(self, name) < 1:
+                raise ValueError(f"actor setting '{name}': got {getattr(self, name)}, expected an integer >= 1")
+        for name in ("num_steps", "pull_every", "max_episode_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"actor setting '{name}': got {getattr(self, name)}, expected an integer >= 0")
+
+
+class ActorError(RuntimeError):
+    """The learner refused something a retry cannot fix (bad batch, spec mismatch)."""
+
+
+class ActorLoop:
+    """One actor: env + policy + client. `run()` until `num_steps` or `stop` is set."""
+
+    def __init__(self, settings: ActorSettings, stop: Optional[threading.Event] = None):
+        self.settings = settings
+        self.stop = stop or threading.Event()
+        self.actor_id = settings.actor_id or socket.gethostname()
+        self.run_id = uuid.uuid4().hex  # fresh at every start: (actor, run, seq) is unique
+        self.sequence = 0
+        self.env, self.spec = make_actor_env(settings.env, settings.seed, settings.max_episode_steps)
+        self.client = LearnerClient(settings.learner, settings.token or None, settings.tls_ca or None)
+        self.spool = Spool(f"{settings.spool_dir}/{self.actor_id}") if settings.spool_dir else None
+        # Same RNG use as Finetuner: PRNGKey(seed + 1), split once per action.
+        self.action_rng = jax.random.PRNGKey(settings.seed + 1)
+        self.policy: Optional[Policy] = None
+        self.params = None
+        self.version = -1
+        self.env_steps = 0
+        self.last_ack: Optional[pb.PushResponse] = None
+        self.episodes: list[pb.Episode] = []
+        self._pending: list[tuple] = []
+        self._pending_since = 0.0
+        self._last_report = time.monotonic()
+        self._observation: Optional[np.ndarray] = None
+        self._episode = {"return": 0.0, "length": 0, "success": False}
+        self.num_episodes = 0
+
+    # ---- learner interaction ---------------------------------------------------------
+
+    def connect(self) -> pb.HandshakeResponse:
+        """Waits for the learner, resends spooled batches of earlier runs, shakes hands."""
+        s = self.settings
+        deadline = time.monotonic() + s.connect_timeout_s
+        while True:
+            try:
+                self.client.wait_ready(min(5.0, max(0.1, deadline - time.monotonic())))
+                break
+            except grpc.FutureTimeoutError:
+                if self.stop.is_set() or time.monotonic() > deadline:
+                    raise ActorError(f"learner at {s.learner} not reachable within {s.connect_timeout_s:.0f} s") from None
+        if self.spool is not None:
+            self._resend_spooled()
+        hello = self._handshake(self.run_id, self.sequence)
+        self.sequence = hello.next_sequence
+        self.policy = Policy(types.SimpleNamespace(**json.loads(hello.agent_config_json)), self.spec["action_dim"])
+        self._pull(force=True)
+        return hello
+
+    def _handshake(self, run_id: str, next_sequence: int) -> pb.HandshakeResponse:
+        request = pb.HandshakeRequest(
+            protocol_version=codec.PROTOCOL_VERSION,
+            spec=codec.spec_to_proto(self.spec),
+            actor_id=self.actor_id,
+            run_id=run_id,
+            next_sequence=next_sequence,
+        )
+        try:
+            return with_retries(lambda: self.client.handshake(request), self.stop, what="handshake")
+        except grpc.RpcError as e:
+            raise ActorError(f"handshake refused: {e.code().name}: {e.details()}") from None
+
+    def _resend_spooled(self) -> None:
+        """Batches of earlier runs that were never acknowledged: the learner stores the ones
+        it lacks and acknowledges the rest as duplicates."""
+        batches = self.spool.pending()
+        runs = sorted({b.run_id for b in batches})
+        for run_id in runs:
+            run_batches = [b for b in batches if b.run_id == run_id]
+            self._handshake(run_id, run_batches[0].sequence)
+            for batch in run_batches:
+                self._send(batch, spooled=True)
+        if batches:
+            print(f"[wsrl actor] {self.actor_id}: resent {len(batches)} spooled batches from {len(runs)} earlier run(s)", flush=True)
+
+    def _send(self, batch: pb.TransitionBatch, spooled: bool = False, give_up_s: Optional[float] = None) -> Optional[pb.PushResponse]:
+        """Pushes one batch until acknowledged (stored or duplicate). Returns None if it had
+        to give up (the batch then stays in the spool, if any)."""
+        if self.spool is not None and not spooled:
+            self.spool.put(batch)
+        stop = threading.Event() if give_up_s is not None else self.stop
+        while True:
+            try:
+                ack = with_retries(lambda: self.client.push(batch), stop, give_up_s, what=f"push seq {batch.sequence}")
+                break
+            except grpc.RpcError as e:
+                code = e.code()
+                if code == grpc.StatusCode.FAILED_PRECONDITION and "Handshake" in (e.details() or ""):
+                    # A learner that restarted without our run: register it where we stand.
+                    self._handshake(batch.run_id, batch.sequence)
+                    continue
+                if code == grpc.StatusCode.OUT_OF_RANGE:
+                    expected = self._handshake(batch.run_id, batch.sequence).next_sequence
+                    if expected > batch.sequence:  # already stored earlier
+                        ack = pb.PushResponse(duplicate=True, next_sequence=expected)
+                        break
+                    raise ActorError(f"learner expects sequence {expected} of run {batch.run_id}, which this actor no longer holds") from None
+                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED):
+                    return None  # gave up (stopping); kept in the spool if there is one
+                raise ActorError(f"learner refused batch {batch.sequence}: {code.name}: {e.details()}") from None
+        if self.spool is not None:
+            self.spool.remove(batch.run_id, batch.sequence)
+        self.last_ack = ack
+        return ack
+
+    def _pull(self, force: bool = False) -> None:
+        try:
+            version, params = with_retries(lambda: self.client.pull(self.actor_id, -1 if force else self.version), self.stop, what="pull")
+        except grpc.RpcError:
+            if force:
+                raise
+            return  # keep acting with the current policy; try again at the next pull
+        if params is not None:
+            self.version, self.params = version, params
+
+    def flush(self, give_up_s: Optional[float] = None) -> bool:
+        """Sends the partial batch, if any. False if it could not be delivered."""
+        if not self._pending:
+            return True
+        columns = list(zip(*self._pending))
+        batch = pb.TransitionBatch(
+            actor_id=self.actor_id,
+            run_id=self.run_id,
+            sequence=self.sequence,
+            policy_version=max(0, min(columns[6])),
+            observations=codec.encode_tensor(np.stack(columns[0]).astype(np.float32)),
+            actions=codec.encode_tensor(np.stack(columns[1]).astype(np.float32)),
+            rewards=codec.encode_tensor(np.asarray(columns[2], np.float32)),
+            next_observations=codec.encode_tensor(np.stack(columns[3]).astype(np.float32)),
+            terminals=codec.encode_tensor(np.asarray(columns[4], bool)),
+            episode_ends=codec.encode_tensor(np.asarray(columns[5], bool)),
+        )
+        ack = self._send(batch, give_up_s=give_up_s)
+        if ack is None:
+            return False
+        self.sequence += 1
+        self._pending = []
+        return True
+
+    def report(self, give_up_s: float = 5.0) -> None:
+        """Sends episode stats (best effort: statistics, not training data)."""
+        if not self.episodes:
+            return
+        request = pb.ReportEpisodesRequest(actor_id=self.actor_id, run_id=self.run_id, episodes=self.episodes)
+        try:
+            with_retries(lambda: self.client.report(request), threading.Event(), give_up_s, what="report")
+            self.episodes = []
+        except grpc.RpcError as e:
+            print(f"[wsrl actor] episode report failed: {e.code().name}", flush=True)
+        self._last_report = time.monotonic()
+
+    # ---- acting ----------------------------------------------------------------------
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        self.action_rng, key = jax.random.split(self.action_rng)
+        return self.policy(self.params, observation, key)
+
+    def step(self) -> None:
+        """One env step: maybe pull, act, record the transition, maybe push a batch."""
+        s = self.settings
+        if self._observation is None:
+            observation, _ = self.env.reset(seed=s.seed)
+            self._observation = np.asarray(observation, np.float32).reshape(-1)
+        if s.pull_every and self.env_steps and self.env_steps % s.pull_every == 0:
+            self._pull()
+        observation = self._observation
+        action = self.act(observation)
+        next_observation, reward, terminated, truncated, info = self.env.step(action)
+        next_observation = np.asarray(next_observation, np.float32).reshape(-1)
+        done = bool(terminated or truncated)
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.append((observation, action, float(reward), next_observation, bool(terminated), done, self.version))
+        self.env_steps += 1
+        ep = self._episode
+        ep["return"] += float(reward)
+        ep["length"] += 1
+        ep["success"] = ep["success"] or bool(info.get("success", False))
+        if done:
+            self.episodes.append(pb.Episode(episode_return=ep["return"], length=ep["length"], success=ep["success"], policy_version=max(self.version, 0)))
+            self.num_episodes += 1
+            self._episode = {"return": 0.0, "length": 0, "success": False}
+            observation, _ = self.env.reset()
+            self._observation = np.asarray(observation, np.float32).reshape(-1)
+        else:
+            self._observation = next_observation
+        if len(self._pending) >= s.batch_size or time.monotonic() - self._pending_since > s.max_latency_s:
+            if not self.flush():
+                self.stop.set()  # the learner is gone and we were asked to stop: wind down
+        if done and s.pull_at_episode_end:
+            self._pull()
+        if time.monotonic() - self._last_report > s.report_every_s:
+            self.report()
+
+    def run(self, num_steps: Optional[int] = None) -> dict:
+        """Acts until this actor's env steps reach `num_steps` (default: the setting; 0 means
+        until `stop`), then flushes and reports. Calling it again continues the same episode,
+        RNG stream and sequence. Returns counters."""
+        target = self.settings.num_steps if num_steps is None else num_steps
+        if self.policy is None:
+            self.connect()
+        while not self.stop.is_set() and (target == 0 or self.env_steps < target):
+            self.step()
+        delivered = self.flush(give_up_s=self.settings.flush_timeout_s)
+        self.report()
+        return {"env_steps": self.env_steps, "episodes": self.num_episodes, "sequence": self.sequence, "policy_version": self.version, "delivered": delivered}
+
+    def close(self) -> None:
+        self.client.close()
+        self.env.close()
+
+
+def run_actor(settings: ActorSettings, install_signal_handlers: bool = True) -> dict:
+    """`wsrl actor`: runs one actor; SIGINT/SIGTERM stop it after flushing what it has."""
+    stop = threading.Event()
+    if install_signal_handlers and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    loop = ActorLoop(settings, stop)
+    try:
+        hello = loop.connect()
+        print(f"[wsrl actor] {loop.actor_id} (run {loop.run_id[:8]}) connected to learner {hello.learner_id} at {settings.learner}: "
+              f"{hello.mode} mode, warmup {hello.warmup_steps} steps, policy version {loop.version}", flush=True)
+        result = loop.run()
+        print(f"[wsrl actor] {loop.actor_id} done: {result['env_steps']} env steps, {result['episodes']} episodes, last policy version {result['policy_version']}", flush=True)
+        return result
+    finally:
+        loop.close()

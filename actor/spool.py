@@ -1,0 +1,55 @@
+"""On-disk copies of unacknowledged batches, so an actor restart loses nothing.
+
+Each batch is the serialized TransitionBatch protobuf (no pickle) in
+`<dir>/<run_id>-<sequence>.pb`, written atomically before it is sent and deleted once the
+learner acknowledges it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from protos.wsrl.v1 import learner_pb2 as pb
+
+
+class Spool:
+    """A directory of pending batches for one actor id."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, run_id: str, sequence: int) -> Path:
+        return self.dir / f"{run_id}-{sequence:012d}.pb"
+
+    def put(self, batch: pb.TransitionBatch) -> None:
+        """Writes the batch (temp file, fsync, rename: a kill leaves no partial file)."""
+        path = self._path(batch.run_id, batch.sequence)
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(batch.SerializeToString())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def remove(self, run_id: str, sequence: int) -> None:
+        self._path(run_id, sequence).unlink(missing_ok=True)
+
+    def pending(self) -> list[pb.TransitionBatch]:
+        """Every spooled batch, ordered by run then sequence; unreadable files are skipped."""
+        batches = []
+        for path in sorted(self.dir.glob("*.pb")):
+            batch = pb.TransitionBatch()
+            try:
+                batch.ParseFromString(path.read_bytes())
+            except Exception:  # a corrupt file cannot be resent; keep it for inspection
+                continue
+            batches.append(batch)
+        return sorted(batches, key=lambda b: (b.run_id, b.sequence))

@@ -1,0 +1,917 @@
+"""Offline datasets on disk: D4RL HDF5 files and Minari datasets in, D4RL HDF5 (and Minari) out.
+
+Everything returns the in-memory `OfflineDataset` (envs/datasets.py): flat float32 arrays of
+transitions with `terminals` (true terminals only) and `episode_ends` (terminal or time limit).
+No transition ever crosses from one episode into the next.
+
+D4RL HDF5 (`read_d4rl_hdf5`): keys `observations`, `actions`, `rewards`, `terminals`,
+optionally `timeouts` and `next_observations`; `infos/*` and other keys are ignored.
+
+- Without `next_observations` (most D4RL files, e.g. antmaze): next_obs[i] = obs[i + 1]. A step
+  flagged `timeouts` is dropped, because obs[i + 1] already belongs to the next episode; the
+  step before it becomes an episode end (a time limit, not a terminal). The file's last step
+  has no successor either: it is dropped unless it is a terminal. A terminal's successor is
+  never bootstrapped from, so terminals are kept and get next_obs = their own observation
+  (rather than the first observation of the next episode, which obs[i + 1] is in D4RL files).
+- With `next_observations`: every step is kept; episode ends = terminals | timeouts.
+- Old files without `timeouts`: only terminals split episodes. With `next_observations`, a
+  step whose next_obs differs from the following step's obs also ends an episode (a time
+  limit the file did not flag). Without either, an unflagged time limit cannot be detected.
+
+Minari (`read_minari`): a dataset directory `<dir>/data/metadata.json` + `main_data.hdf5`
+(one group `episode_{i}` per episode: `observations` with T + 1 rows, `actions`, `rewards`,
+`terminations`, `truncations` with T rows) or, with `data_format: arrow`, one folder of Arrow
+files per episode (needs pyarrow). Transitions: obs = observations[:-1], next_obs =
+observations[1:], terminals = terminations; an episode ends at its last step (and at any
+step flagged terminated or truncated, so nothing crosses a flag). Dict observations are
+flattened as envs/spaces.py does for the live envs: the `observation_keys` in order, a nested
+group's sub-keys sorted, each leaf raveled per step.
+
+Errors are `DatasetError` (a ValueError) naming the file, the episode where there is one,
+and the key. Writers go through a temp file in the target directory, fsync and `os.replace`,
+so a crash never leaves a half-written file under the real name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+
+import h5py
+import numpy as np
+
+from envs.datasets import OfflineDataset, all_finite
+
+PathLike = Union[str, os.PathLike]
+
+D4RL_REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
+MINARI_EPISODE_KEYS = ("observations", "actions", "rewards", "terminations", "truncations")
+MINARI_MAIN_FILE = "main_data.hdf5"
+MINARI_METADATA_FILE = "metadata.json"
+# Rows per block when copying a large array out of an HDF5 file: the copy never holds more
+# than the outputs plus one block of about this many bytes.
+BLOCK_BYTES = 2 << 20
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing keys, malformed or does not fit the task."""
+
+
+# --------------------------------------------------------------------------------------------
+# D4RL HDF5
+# --------------------------------------------------------------------------------------------
+
+
+def read_d4rl_hdf5(
+    path: PathLike, observation_dim: Optional[int] = None, action_dim: Optional[int] = None
+) -> OfflineDataset:
+    """Reads a D4RL-layout HDF5 file into an `OfflineDataset` (see the module docstring for
+    how episodes are split). `observation_dim` / `action_dim`, when given, must match."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"D4RL dataset file {str(path)!r} does not exist")
+    where = f"file {path}"
+    try:
+        file = h5py.File(path, "r")
+    except OSError as error:
+        raise DatasetError(f"{where}: not a readable HDF5 file ({error})") from None
+    with file:
+        _check_d4rl_keys(file, where)
+        obs_ds = _array(file["observations"], "observations", where, rank=2)
+        num_steps = obs_ds.shape[0]
+        if num_steps == 0:
+            raise DatasetError(f"{where}: key 'observations' has no rows")
+        obs_dim = obs_ds.shape[1]
+        _check_dim(where, "observations", obs_dim, observation_dim)
+        act_ds = _array(file["actions"], "actions", where, rank=2, rows=num_steps)
+        _check_dim(where, "actions", act_ds.shape[1], action_dim)
+        rewards = _read_vector(file, "rewards", where, num_steps).astype(np.float32)
+        terminals = _read_flags(file, "terminals", where, num_steps)
+        timeouts = _read_flags(file, "timeouts", where, num_steps) if "timeouts" in file else None
+        if "next_observations" in file:
+            next_ds = _array(file["next_observations"], "next_observations", where, rank=2, rows=num_steps)
+            if next_ds.shape[1] != obs_dim:
+                raise DatasetError(
+                    f"{where}: key 'next_observations' has dim {next_ds.shape[1]}, 'observations' has {obs_dim}"
+                )
+            return _d4rl_with_next(where, obs_ds, next_ds, act_ds, rewards, terminals, timeouts)
+        return _d4rl_without_next(where, obs_ds, act_ds, rewards, terminals, timeouts)
+
+
+def _d4rl_with_next(where, obs_ds, next_ds, act_ds, rewards, terminals, timeouts) -> OfflineDataset:
+    """Every step kept; episode ends = terminals | timeouts (or discontinuities, see module doc)."""
+    (observations,) = _read_rows(obs_ds, where, "observations", [None])
+    (next_observations,) = _read_rows(next_ds, where, "next_observations", [None])
+    (actions,) = _read_rows(act_ds, where, "actions", [None])
+    if timeouts is not None:
+        ends = terminals | timeouts
+    else:
+        ends = terminals.copy()
+        ends[:-1] |= _rows_differ(next_observations[:-1], observations[1:])
+    return OfflineDataset(
+        observations=observations,
+        actions=actions,
+        rewards=rewards,
+        next_observations=next_observations,
+        terminals=terminals.astype(np.float32),
+        episode_ends=ends,
+    )
+
+
+def _d4rl_without_next(where, obs_ds, act_ds, rewards, terminals, timeouts) -> OfflineDataset:
+    """next_obs[i] = obs[i + 1]; steps without a successor in their own episode are dropped."""
+    num_steps = len(rewards)
+    no_successor = timeouts.copy() if timeouts is not None else np.zeros(num_steps, bool)
+    no_successor[-1] = True
+    keep = ~no_successor | terminals
+    if not keep.any():
+        raise DatasetError(f"{where}: no step has a next observation (every step is a timeout)")
+    # A terminal's successor is never bootstrapped from: it points at its own row (step 0).
+    observations, next_observations = _read_rows(
+        obs_ds, where, "observations", [(keep, None), (keep, ~terminals)]
+    )
+    (actions,) = _read_rows(act_ds, where, "actions", [(keep, None)])
+    # A kept step ends its episode if it is terminal or the next file step was dropped.
+    ends = terminals | ~np.append(keep[1:], False)
+    return OfflineDataset(
+        observations=observations,
+        actions=actions,
+        rewards=rewards[keep],
+        next_observations=next_observations,
+        terminals=terminals[keep].astype(np.float32),
+        episode_ends=ends[keep],
+    )
+
+
+def _check_d4rl_keys(file: h5py.File, where: str) -> None:
+    missing = [key for key in D4RL_REQUIRED_KEYS if key not in file]
+    if not missing:
+        return
+    hint = ""
+    if any(key.startswith("episode_") for key in file):
+        hint = "; it looks like a Minari main_data.hdf5: pass its dataset directory to read_minari"
+    raise DatasetError(
+        f"{where}: missing required key(s) {', '.join(repr(k) for k in missing)} "
+        f"(it has {sorted(file.keys())}){hint}"
+    )
+
+
+def _array(
+    value, key: str, where: str, rank: int, rows: Optional[int] = None, like: str = "observations"
+) -> h5py.Dataset:
+    """`value` (the HDF5 node at `key`) as a numeric dataset of the given rank and row count
+    (that of `like`)."""
+    if not isinstance(value, h5py.Dataset):
+        raise DatasetError(f"{where}: key '{key}' is a group, expected an array")
+    if value.dtype.kind not in "biuf":
+        raise DatasetError(f"{where}: key '{key}' has dtype {value.dtype}, expected numbers")
+    if value.ndim != rank:
+        expected = "(steps, dim)" if rank == 2 else "(steps,)"
+        raise DatasetError(f"{where}: key '{key}' has shape {value.shape}, expected {expected}")
+    if rows is not None and value.shape[0] != rows:
+        raise DatasetError(f"{where}: key '{key}' has {value.shape[0]} rows, expected {rows} (as '{like}')")
+    return value
+
+
+def _read_vector(group: h5py.Group, key: str, where: str, rows: int) -> np.ndarray:
+    """A per-step scalar key, shaped (steps,) or (steps, 1), as a finite 1-D array."""
+    value = group[key]
+    if isinstance(value, h5py.Dataset) and value.ndim == 2 and value.shape[1] == 1:
+        values = _array(value, key, where, rank=2, rows=rows)[:, 0]
+    else:
+        values = _array(value, key, where, rank=1, rows=rows)[()]
+    bad = ~np.isfinite(values) if values.dtype.kind == "f" else None
+    if bad is not None and bad.any():
+        raise DatasetError(f"{where}: key '{key}' contains NaN or inf (first at row {int(np.argmax(bad))})")
+    return values
+
+
+def _read_flags(group: h5py.Group, key: str, where: str, rows: int) -> np.ndarray:
+    """A 0/1 per-step key as a bool array."""
+    values = _read_vector(group, key, where, rows)
+    if values.dtype != bool:
+        bad = (values != 0) & (values != 1)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise DatasetError(f"{where}: key '{key}' has value {values[row]} at row {row}, expected 0 or 1")
+    return values.astype(bool)
+
+
+def _check_dim(where: str, key: str, dim: int, expected: Optional[int]) -> None:
+    if expected is not None and dim != expected:
+        raise DatasetError(f"{where}: key '{key}' has dim {dim}, the task expects {expected}")
+
+
+def _read_rows(
+    ds: h5py.Dataset, where: str, key: str, selections: Sequence[Optional[tuple]]
+) -> list[np.ndarray]:
+    """One float32 array per selection, reading `ds` (2-D) once, block by block, and checking
+    every block is finite. A selection is None (every row) or `(mask, step)`: the output has
+    one row per true `mask[i]`, in order, copied from row i + step[i] (`step`: a bool array,
+    or None for 0), so e.g. (keep, ~terminals) gathers the successors of the kept steps.
+
+    Working block by block keeps memory at the outputs plus one block: no full-size copy or
+    (N,) index array (reading the whole array and then indexing it would hold it twice).
+    """
+    num_rows, dim = ds.shape
+    sizes = [num_rows if sel is None else int(np.count_nonzero(sel[0])) for sel in selections]
+    outs = [np.empty((size, dim), np.float32) for size in sizes]
+    filled = [0] * len(selections)
+    block_rows = max(1, BLOCK_BYTES // max(1, dim * ds.dtype.itemsize))
+    # One extra row past each block, so a step's successor is always in the buffer.
+    buffer = np.empty((min(block_rows + 1, num_rows), dim), ds.dtype)
+    for start in range(0, num_rows, block_rows):
+        stop = min(start + block_rows, num_rows)
+        read_stop = min(stop + 1, num_rows)
+        block = buffer[: read_stop - start]
+        ds.read_direct(block, np.s_[start:read_stop], np.s_[0 : read_stop - start])
+        rows = block[: stop - start]  # the extra row is checked with the next block
+        if not all_finite(rows):
+            row = start + int(np.argmax(~np.isfinite(rows).all(axis=1)))
+            raise DatasetError(f"{where}: key '{key}' contains NaN or inf (first at row {row})")
+        for s, (selection, out) in enumerate(zip(selections, outs)):
+            if selection is None:
+                out[start:stop] = rows
+                continue
+            mask, step = selection
+            local = np.flatnonzero(mask[start:stop])
+            if step is not None:
+                local += step[start:stop][local]
+            target = out[filled[s] : filled[s] + len(local)]
+            if block.dtype == np.float32:
+                np.take(block, local, axis=0, out=target)  # no temporary
+            else:
+                target[...] = block[local]
+            filled[s] += len(local)
+    return outs
+
+
+def _rows_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """diff[i] = any(a[i] != b[i]), in blocks (no (N, dim) boolean temporary)."""
+    diff = np.empty(len(a), bool)
+    block_rows = max(1, BLOCK_BYTES // max(1, a.shape[1] * a.itemsize))
+    for start in range(0, len(a), block_rows):
+        stop = start + block_rows
+        np.any(a[start:stop] != b[start:stop], axis=1, out=diff[start:stop])
+    return diff
+
+
+# --------------------------------------------------------------------------------------------
+# Minari
+# --------------------------------------------------------------------------------------------
+
+
+def minari_datasets_root() -> Path:
+    """Where Minari keeps datasets: $MINARI_DATASETS_PATH, else ~/.minari/datasets."""
+    root = os.environ.get("MINARI_DATASETS_PATH")
+    return Path(root) if root else Path.home() / ".minari" / "datasets"
+
+
+def resolve_minari_dataset(dataset: PathLike) -> Path:
+    """The `data` directory (holding metadata.json / main_data.hdf5) of a Minari dataset.
+
+    `dataset` is a dataset directory (the one holding `data/`, or `data/` itself) or a Minari
+    id such as `D4RL/antmaze/large-diverse-v1`, looked up under `minari_datasets_root()`. An id
+    without `-vN` picks the highest local version. Never downloads anything.
+    """
+    path = Path(dataset)
+    if path.is_dir():
+        return _data_dir(path, f"dataset directory {str(path)!r}")
+    dataset_id = str(dataset)
+    root = minari_datasets_root()
+    candidate = root / dataset_id
+    if not candidate.is_dir() and not re.search(r"-v\d+$", dataset_id):
+        versions = sorted(
+            (int(match.group(1)), p)
+            for p in candidate.parent.glob(candidate.name + "-v*")
+            if (match := re.fullmatch(re.escape(candidate.name) + r"-v(\d+)", p.name)) and p.is_dir()
+        )
+        if versions:
+            candidate = versions[-1][1]
+    if not candidate.is_dir():
+        raise FileNotFoundError(
+            f"Minari dataset {dataset_id!r} not found: no directory {str(candidate)!r} "
+            f"(datasets root {str(root)!r}, from $MINARI_DATASETS_PATH or ~/.minari/datasets). "
+            f"Download it where there is network (`minari download {dataset_id}`) and copy it there, "
+            "or pass the dataset directory"
+        )
+    return _data_dir(candidate, f"Minari dataset {dataset_id!r} ({candidate})")
+
+
+def _data_dir(path: Path, what: str) -> Path:
+    for data_dir in (path / "data", path):
+        if (data_dir / MINARI_METADATA_FILE).is_file() or (data_dir / MINARI_MAIN_FILE).is_file():
+            return data_dir
+    raise DatasetError(f"{what}: no Minari data: neither data/{MINARI_METADATA_FILE} nor data/{MINARI_MAIN_FILE}")
+
+
+def read_minari_metadata(dataset: PathLike) -> dict:
+    """A Minari dataset's metadata (metadata.json: `total_episodes`, `total_steps`,
+    `data_format`, `ref_min_score` / `ref_max_score` where the dataset has them, ...).
+    Datasets from before metadata.json keep it in main_data.hdf5's attributes."""
+    return _read_metadata(resolve_minari_dataset(dataset))
+
+
+def _read_metadata(data_dir: Path) -> dict:
+    metadata_path = data_dir / MINARI_METADATA_FILE
+    if metadata_path.is_file():
+        try:
+            metadata = json.loads(metadata_path.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise DatasetError(f"file {metadata_path}: not valid JSON ({error})") from None
+        if not isinstance(metadata, dict):
+            raise DatasetError(f"file {metadata_path}: expected a JSON object")
+        return metadata
+    with h5py.File(data_dir / MINARI_MAIN_FILE, "r") as file:
+        return {key: value.item() if isinstance(value, np.generic) else value for key, value in file.attrs.items()}
+
+
+def read_minari(
+    dataset: PathLike,
+    observation_keys: Optional[Sequence[str]] = None,
+    observation_dim: Optional[int] = None,
+    action_dim: Optional[int] = None,
+) -> OfflineDataset:
+    """Reads a Minari dataset (directory or local id, see `resolve_minari_dataset`).
+
+    Dict observations are flattened by `observation_keys` (required for them: the error lists
+    the keys there are); Box observations take no keys. `observation_dim` / `action_dim`, when
+    given, must match the (flattened) data.
+    """
+    data_dir = resolve_minari_dataset(dataset)
+    metadata = _read_metadata(data_dir)
+    data_format = metadata.get("data_format", "hdf5")
+    keys = None if observation_keys is None else tuple(observation_keys)
+    if data_format == "hdf5":
+        main = data_dir / MINARI_MAIN_FILE
+        if not main.is_file():
+            raise DatasetError(f"Minari dataset {data_dir}: missing {MINARI_MAIN_FILE}")
+        try:
+            file = h5py.File(main, "r")
+        except OSError as error:
+            raise DatasetError(f"file {main}: not a readable HDF5 file ({error})") from None
+        with file:
+            episodes = _hdf5_episodes(file, f"file {main}", keys)
+            _check_total(metadata, data_dir, episodes)
+            return _assemble(episodes, f"file {main}", observation_dim, action_dim)
+    if data_format == "arrow":
+        episodes = _arrow_episodes(data_dir, keys)
+        _check_total(metadata, data_dir, episodes)
+        return _assemble(episodes, f"Minari dataset {data_dir}", observation_dim, action_dim)
+    raise DatasetError(
+        f"file {data_dir / MINARI_METADATA_FILE}: key 'data_format' is {data_format!r}, expected 'hdf5' or 'arrow'"
+    )
+
+
+class _Episode(NamedTuple):
+    where: str  # "file X: episode 'episode_3'", for errors
+    steps: int
+    observation_dim: int
+    action_dim: int
+    load: Callable[[], dict]  # -> the MINARI_EPISODE_KEYS as numpy arrays, observations flat
+
+
+def _check_total(metadata: dict, data_dir: Path, episodes: list) -> None:
+    expected = metadata.get("total_episodes")
+    if expected is not None and int(expected) != len(episodes):
+        raise DatasetError(
+            f"Minari dataset {data_dir}: {MINARI_METADATA_FILE} says total_episodes={expected}, "
+            f"the data holds {len(episodes)} episodes (incomplete copy?)"
+        )
+
+
+def _assemble(
+    episodes: list[_Episode], where: str, observation_dim: Optional[int], action_dim: Optional[int]
+) -> OfflineDataset:
+    """Concatenates episodes into preallocated arrays (shapes were checked before any load)."""
+    if not episodes:
+        raise DatasetError(f"{where}: no episodes")
+    first = episodes[0]
+    _check_dim(first.where, "observations", first.observation_dim, observation_dim)
+    _check_dim(first.where, "actions", first.action_dim, action_dim)
+    for episode in episodes[1:]:
+        for key, dim, first_dim in (
+            ("observations", episode.observation_dim, first.observation_dim),
+            ("actions", episode.action_dim, first.action_dim),
+        ):
+            if dim != first_dim:
+                raise DatasetError(f"{episode.where}: key '{key}' has dim {dim}, the first episode has {first_dim}")
+    total = sum(episode.steps for episode in episodes)
+    if total == 0:
+        raise DatasetError(f"{where}: no steps (every episode is empty)")
+    out = dict(
+        observations=np.empty((total, first.observation_dim), np.float32),
+        actions=np.empty((total, first.action_dim), np.float32),
+        rewards=np.empty(total, np.float32),
+        next_observations=np.empty((total, first.observation_dim), np.float32),
+        terminals=np.empty(total, np.float32),
+        episode_ends=np.empty(total, bool),
+    )
+    start = 0
+    for episode in episodes:
+        if episode.steps == 0:
+            continue  # a lone reset observation: no transition
+        stop = start + episode.steps
+        data = episode.load()
+        for key in ("observations", "actions", "rewards"):
+            if not all_finite(data[key]):
+                raise DatasetError(f"{episode.where}: key '{key}' contains NaN or inf")
+        terminations = _episode_flags(data, "terminations", episode.where)
+        truncations = _episode_flags(data, "truncations", episode.where)
+        out["observations"][start:stop] = data["observations"][:-1]
+        out["next_observations"][start:stop] = data["observations"][1:]
+        out["actions"][start:stop] = data["actions"]
+        out["rewards"][start:stop] = data["rewards"]
+        out["terminals"][start:stop] = terminations
+        ends = out["episode_ends"][start:stop]
+        np.logical_or(terminations, truncations, out=ends)
+        ends[-1] = True
+        start = stop
+    return OfflineDataset(**out)
+
+
+def _episode_flags(data: dict, key: str, where: str) -> np.ndarray:
+    values = np.asarray(data[key])
+    if values.dtype != bool and np.any((values != 0) & (values != 1)):
+        raise DatasetError(f"{where}: key '{key}' has values other than 0/1")
+    return values.astype(bool)
+
+
+def _hdf5_episodes(file: h5py.File, where: str, keys: Optional[tuple]) -> list[_Episode]:
+    """Every `episode_{i}` group, in order of i, with shapes checked (nothing loaded yet)."""
+    names = [name for name in file if name.startswith("episode_")]
+    if not names:
+        raise DatasetError(f"{where}: no 'episode_{{i}}' groups (it has {sorted(file.keys())[:10]})")
+    bad = [name for name in names if not name[len("episode_") :].isdigit()]
+    if bad:
+        raise DatasetError(f"{where}: group {bad[0]!r} is not named episode_<number>")
+    names.sort(key=lambda name: int(name[len("episode_") :]))
+    episodes = []
+    for name in names:
+        group = file[name]
+        if not isinstance(group, h5py.Group):
+            raise DatasetError(f"{where}: '{name}' is an array, expected an episode group")
+        episodes.append(_hdf5_episode(group, f"{where}: episode '{name}'", keys))
+    return episodes
+
+
+def _hdf5_episode(group: h5py.Group, where: str, keys: Optional[tuple]) -> _Episode:
+    members = set(group.keys())  # one listing: h5py lookups cost ~50 us each
+    missing = [key for key in MINARI_EPISODE_KEYS if key not in members]
+    if missing:
+        raise DatasetError(
+            f"{where}: missing required key(s) {', '.join(repr(k) for k in missing)} (it has {sorted(members)})"
+        )
+    nodes = {key: group[key] for key in MINARI_EPISODE_KEYS}
+    steps = _array(nodes["rewards"], "rewards", where, rank=1).shape[0]
+    for key in ("terminations", "truncations"):
+        _array(nodes[key], key, where, rank=1, rows=steps, like="rewards")
+    actions = nodes["actions"]
+    if not isinstance(actions, h5py.Dataset) or actions.ndim < 1 or actions.shape[0] != steps:
+        shape = getattr(actions, "shape", "a group")
+        raise DatasetError(f"{where}: key 'actions' has shape {shape}, expected ({steps}, action_dim) like 'rewards'")
+    if actions.dtype.kind not in "biuf":
+        raise DatasetError(f"{where}: key 'actions' has dtype {actions.dtype}, expected numbers")
+    leaves = _observation_leaves(nodes["observations"], keys, where)
+    for name, leaf in leaves:
+        if leaf.dtype.kind not in "biuf":
+            raise DatasetError(f"{where}: key '{name}' has dtype {leaf.dtype}, expected numbers")
+        if leaf.ndim < 1 or leaf.shape[0] != steps + 1:
+            raise DatasetError(
+                f"{where}: key '{name}' has {leaf.shape[0] if leaf.ndim else 0} rows, expected {steps + 1} "
+                "(one more than 'rewards': the final observation)"
+            )
+
+    def load() -> dict:
+        data = {key: nodes[key][()] for key in ("rewards", "terminations", "truncations")}
+        data["actions"] = actions[()].reshape(steps, -1)
+        data["observations"] = _concat_leaves([leaf[()] for _, leaf in leaves], steps + 1)
+        return data
+
+    return _Episode(where, steps, _leaves_dim(leaf.shape for _, leaf in leaves), _row_size(actions.shape), load)
+
+
+def _observation_leaves(observations, keys: Optional[tuple], where: str) -> list[tuple[str, Any]]:
+    """(name, HDF5 dataset) per leaf of the flattened observation, in flattening order."""
+    if isinstance(observations, h5py.Dataset):
+        if keys is not None:
+            raise DatasetError(
+                f"{where}: key 'observations' is an array (a Box space); observation_keys {list(keys)} "
+                "only apply to dict observations: pass observation_keys=None"
+            )
+        return [("observations", observations)]
+    if keys is None:
+        raise DatasetError(
+            f"{where}: key 'observations' is a dict with keys {sorted(observations.keys())}; "
+            "pass observation_keys to choose which to concatenate, in order"
+        )
+    missing = [key for key in keys if key not in observations]
+    if missing:
+        raise DatasetError(
+            f"{where}: key 'observations' has no key(s) {missing}; it has {sorted(observations.keys())}"
+        )
+    return [leaf for key in keys for leaf in _hdf5_leaves(observations[key], f"observations/{key}")]
+
+
+def _hdf5_leaves(node, name: str) -> list[tuple[str, Any]]:
+    if isinstance(node, h5py.Group):
+        return [leaf for key in sorted(node.keys()) for leaf in _hdf5_leaves(node[key], f"{name}/{key}")]
+    return [(name, node)]
+
+
+def _row_size(shape: Sequence[int]) -> int:
+    return int(np.prod(shape[1:], dtype=np.int64))
+
+
+def _leaves_dim(shapes) -> int:
+    return sum(_row_size(shape) for shape in shapes)
+
+
+def _concat_leaves(leaves: list[np.ndarray], rows: int) -> np.ndarray:
+    if len(leaves) == 1:
+        return leaves[0].reshape(rows, -1)
+    return np.concatenate([leaf.reshape(rows, -1).astype(np.float32, copy=False) for leaf in leaves], axis=1)
+
+
+# Arrow layout (Minari's ArrowStorage): data/<episode id>/*.arrow, one row per observation
+# (T + 1); actions, rewards and flags are padded with one trailing row, dropped here. Box
+# values are fixed-size lists (flattened), dict observations structs.
+
+
+def _arrow_episodes(data_dir: Path, keys: Optional[tuple]) -> list[_Episode]:
+    try:
+        import pyarrow.dataset as pa_dataset
+    except ImportError:
+        raise ImportError(
+            f"Minari dataset {data_dir} is stored as Arrow (metadata.json data_format 'arrow'), "
+            "which needs pyarrow: pip install pyarrow"
+        ) from None
+    ids = sorted((int(p.name), p) for p in data_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    episodes = []
+    for episode_id, episode_dir in ids:
+        where = f"Minari dataset {data_dir}: episode {episode_id} ({episode_dir})"
+        source = pa_dataset.dataset(str(episode_dir), format="arrow", ignore_prefixes=["_", ".", MINARI_METADATA_FILE])
+        schema = source.schema
+        missing = [key for key in MINARI_EPISODE_KEYS if key not in schema.names]
+        if missing:
+            raise DatasetError(
+                f"{where}: missing required key(s) {', '.join(repr(k) for k in missing)} (it has {schema.names})"
+            )
+        observation_dim = _arrow_dim(_arrow_observation_fields(schema.field("observations").type, keys, where))
+        action_dim = _arrow_dim([schema.field("actions").type])
+        steps = source.count_rows() - 1
+        load = _arrow_loader(source, keys, steps)
+        episodes.append(_Episode(where, max(steps, 0), observation_dim, action_dim, load))
+    return episodes
+
+
+def _arrow_loader(source, keys: Optional[tuple], steps: int) -> Callable[[], dict]:
+    def load() -> dict:
+        table = source.to_table()
+        columns = {name: table.column(name).combine_chunks() for name in MINARI_EPISODE_KEYS}
+        # the step columns carry one padding row (the observation column's final row): drop it
+        data = {
+            name: _arrow_numpy(columns[name])[:steps] for name in ("actions", "rewards", "terminations", "truncations")
+        }
+        data["actions"] = data["actions"].reshape(steps, -1)
+        observations = columns["observations"]
+        leaves = _arrow_observation_leaves(observations, keys)
+        data["observations"] = _concat_leaves([_arrow_numpy(leaf) for leaf in leaves], steps + 1)
+        return data
+
+    return load
+
+
+def _arrow_observation_fields(obs_type, keys: Optional[tuple], where: str) -> list:
+    """The Arrow types of the flattened observation's leaves, in flattening order."""
+    import pyarrow as pa
+
+    if not pa.types.is_struct(obs_type):
+        if keys is not None:
+            raise DatasetError(
+                f"{where}: key 'observations' is an array (a Box space); observation_keys {list(keys)} "
+                "only apply to dict observations: pass observation_keys=None"
+            )
+        return [obs_type]
+    names = [obs_type.field(i).name for i in range(obs_type.num_fields)]
+    if keys is None:
+        raise DatasetError(
+            f"{where}: key 'observations' is a dict with keys {sorted(names)}; "
+            "pass observation_keys to choose which to concatenate, in order"
+        )
+    missing = [key for key in keys if key not in names]
+    if missing:
+        raise DatasetError(f"{where}: key 'observations' has no key(s) {missing}; it has {sorted(names)}")
+
+    def leaves(field_type) -> list:
+        if pa.types.is_struct(field_type):
+            sub = sorted(field_type.field(i).name for i in range(field_type.num_fields))
+            return [leaf for name in sub for leaf in leaves(field_type.field(name).type)]
+        return [field_type]
+
+    return [leaf for key in keys for leaf in leaves(obs_type.field(key).type)]
+
+
+def _arrow_observation_leaves(array, keys: Optional[tuple]) -> list:
+    import pyarrow as pa
+
+    if not pa.types.is_struct(array.type):
+        return [array]
+
+    def children(value) -> dict:
+        # flatten() (unlike field()) applies the struct's own offset to its children
+        names = [value.type.field(i).name for i in range(value.type.num_fields)]
+        return dict(zip(names, value.flatten()))
+
+    def leaves(value) -> list:
+        if pa.types.is_struct(value.type):
+            sub = children(value)
+            return [leaf for name in sorted(sub) for leaf in leaves(sub[name])]
+        return [value]
+
+    top = children(array)
+    return [leaf for key in keys for leaf in leaves(top[key])]
+
+
+def _arrow_dim(types: list) -> int:
+    import pyarrow as pa
+
+    dim = 0
+    for arrow_type in types:
+        size = 1
+        while pa.types.is_fixed_size_list(arrow_type):
+            size *= arrow_type.list_size
+            arrow_type = arrow_type.value_type
+        dim += size
+    return dim
+
+
+def _arrow_numpy(array) -> np.ndarray:
+    """A (nested) fixed-size-list or plain numeric Arrow array as (rows, -1) / (rows,) numpy."""
+    import pyarrow as pa
+
+    rows = len(array)
+    if not pa.types.is_fixed_size_list(array.type):
+        return array.to_numpy(zero_copy_only=False)
+    while pa.types.is_fixed_size_list(array.type):
+        array = array.flatten()
+    return array.to_numpy(zero_copy_only=False).reshape(rows, -1)
+
+
+# --------------------------------------------------------------------------------------------
+# Dispatch
+# --------------------------------------------------------------------------------------------
+
+
+def read_dataset(
+    path_or_id: PathLike,
+    observation_keys: Optional[Sequence[str]] = None,
+    observation_dim: Optional[int] = None,
+    action_dim: Optional[int] = None,
+) -> OfflineDataset:
+    """Reads a `.hdf5`/`.h5` file as D4RL, a directory or anything else as a Minari dataset
+    (directory or local id)."""
+    path = Path(path_or_id)
+    if path.suffix in (".hdf5", ".h5"):
+        if observation_keys is not None:
+            raise DatasetError(
+                f"file {path}: observation_keys only apply to Minari dict observations, not D4RL files"
+            )
+        return read_d4rl_hdf5(path, observation_dim, action_dim)
+    if path.is_file():
+        raise DatasetError(
+            f"file {path}: unknown dataset format; expected a D4RL .hdf5/.h5 file, "
+            "a Minari dataset directory or a Minari dataset id"
+        )
+    return read_minari(path_or_id, observation_keys, observation_dim, action_dim)
+
+
+# --------------------------------------------------------------------------------------------
+# Writers
+# --------------------------------------------------------------------------------------------
+
+
+def card_path(path: PathLike) -> Path:
+    """Where `write_d4rl_hdf5` puts the JSON card of the dataset file `path`."""
+    path = Path(path)
+    return path.with_name(path.stem + ".card.json") if path.suffix else path.with_name(path.name + ".card.json")
+
+
+# Card keys the writer computes; a caller's card may not set them.
+CARD_STATS = (
+    "format",
+    "file",
+    "file_bytes",
+    "num_transitions",
+    "num_episodes",
+    "num_terminal_episodes",
+    "observation_dim",
+    "action_dim",
+    "episode_length_mean",
+    "episode_length_min",
+    "episode_length_max",
+    "return_mean",
+    "return_std",
+    "return_min",
+    "return_max",
+    "success_rate",
+)
+
+
+def dataset_stats(dataset: OfflineDataset, success_threshold: Optional[float] = None) -> dict:
+    """Size and per-episode return statistics; `success_rate` is the fraction of episodes
+    whose return is >= `success_threshold` (only when one is given: whether a terminal is a
+    success or a failure depends on the task)."""
+    returns = dataset.episode_returns().astype(np.float64)
+    end_rows = np.flatnonzero(dataset.episode_ends)
+    lengths = np.diff(np.concatenate([[-1], end_rows]))
+    stats = {
+        "num_transitions": len(dataset),
+        "num_episodes": dataset.num_episodes,
+        "num_terminal_episodes": int(np.count_nonzero(dataset.terminals[end_rows])),
+        "observation_dim": int(dataset.observations.shape[1]),
+        "action_dim": int(dataset.actions.shape[1]),
+        "episode_length_mean": float(lengths.mean()),
+        "episode_length_min": int(lengths.min()),
+        "episode_length_max": int(lengths.max()),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "return_min": float(returns.min()),
+        "return_max": float(returns.max()),
+    }
+    if success_threshold is not None:
+        stats["success_rate"] = float(np.mean(returns >= success_threshold))
+    return stats
+
+
+def write_d4rl_hdf5(
+    dataset: OfflineDataset, path: PathLike, card: Optional[Mapping] = None, overwrite: bool = False
+) -> Path:
+    """Writes `dataset` in D4RL's HDF5 layout and a JSON card beside it; returns `path`.
+
+    Keys: observations, actions, rewards, next_observations (float32), terminals and
+    timeouts = episode_ends & ~terminals (bool), so `read_d4rl_hdf5` gives back the same
+    arrays. The card (`card_path(path)`) holds `card`'s entries plus `dataset_stats` (with
+    `card["success_threshold"]`, if set) and the file's name and size. Both files are written
+    atomically; existing ones are refused unless `overwrite`.
+    """
+    path = Path(path)
+    card = dict(card or {})
+    clash = sorted(set(card) & set(CARD_STATS))
+    if clash:
+        raise ValueError(f"card key(s) {clash} are computed by the writer; remove them from the card")
+    json.dumps(card, default=_json_default)  # an unserializable card fails before any file is written
+    _check_writable(dataset)
+    json_card = card_path(path)
+    _refuse_existing([path, json_card], overwrite)
+    stats = dataset_stats(dataset, card.get("success_threshold"))
+    ends = dataset.episode_ends.astype(bool)
+    terminals = dataset.terminals != 0
+    with _atomic_path(path) as tmp, h5py.File(tmp, "w") as file:
+        file.create_dataset("observations", data=np.asarray(dataset.observations, np.float32))
+        file.create_dataset("actions", data=np.asarray(dataset.actions, np.float32))
+        file.create_dataset("rewards", data=np.asarray(dataset.rewards, np.float32))
+        file.create_dataset("next_observations", data=np.asarray(dataset.next_observations, np.float32))
+        file.create_dataset("terminals", data=terminals)
+        file.create_dataset("timeouts", data=ends & ~terminals)
+    full_card = {**card, "format": "d4rl-hdf5", "file": path.name, "file_bytes": path.stat().st_size, **stats}
+    atomic_write_bytes(json_card, (json.dumps(full_card, indent=2, default=_json_default) + "\n").encode())
+    return path
+
+
+def write_minari(
+    dataset: OfflineDataset,
+    directory: PathLike,
+    dataset_id: Optional[str] = None,
+    metadata: Optional[Mapping] = None,
+    overwrite: bool = False,
+) -> Path:
+    """Writes `dataset` as a Minari HDF5 dataset: `<directory>/data/main_data.hdf5` (one
+    `episode_{i}` group per trajectory, observations with the final next observation
+    appended) and `<directory>/data/metadata.json`; returns `directory`.
+
+    Box spaces are recorded as unbounded observations and actions in [-1, 1] unless
+    `metadata` gives `observation_space` / `action_space` (Minari's JSON form); `metadata`
+    may add e.g. `ref_min_score`, `ref_max_score`, `author`. `dataset_id` defaults to the
+    directory's name. Needs next_obs[i] == obs[i + 1] within each trajectory (that is how
+    Minari stores them). metadata.json is written last, so it marks a complete dataset.
+    """
+    directory = Path(directory)
+    data_dir = directory / "data"
+    metadata = dict(metadata or {})
+    reserved = sorted(set(metadata) & {"total_episodes", "total_steps", "data_format"})
+    if reserved:
+        raise ValueError(f"metadata key(s) {reserved} are computed by the writer; remove them")
+    _check_writable(dataset)
+    ends = dataset.episode_ends.astype(bool)
+    broken = np.flatnonzero(_rows_differ(dataset.next_observations[:-1], dataset.observations[1:]) & ~ends[:-1])
+    if len(broken):
+        raise ValueError(
+            f"dataset: next_observations[{broken[0]}] differs from observations[{broken[0] + 1}] inside a "
+            "trajectory; Minari stores one observation sequence per episode, so it cannot hold this dataset"
+        )
+    _refuse_existing([data_dir / MINARI_MAIN_FILE, data_dir / MINARI_METADATA_FILE], overwrite)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    terminals = dataset.terminals != 0
+    starts = np.concatenate([[0], np.flatnonzero(ends)[:-1] + 1])
+    stops = np.flatnonzero(ends) + 1
+    with _atomic_path(data_dir / MINARI_MAIN_FILE) as tmp, h5py.File(tmp, "w", track_order=True) as file:
+        for i, (start, stop) in enumerate(zip(starts, stops)):
+            group = file.create_group(f"episode_{i}")
+            group.attrs["id"] = i
+            group.attrs["total_steps"] = stop - start
+            # Minari keeps T + 1 observations: the trajectory's, then its final next observation
+            observations = np.concatenate(
+                [dataset.observations[start:stop], dataset.next_observations[stop - 1 : stop]]
+            )
+            group.create_dataset("observations", data=observations.astype(np.float32, copy=False))
+            group.create_dataset("actions", data=np.asarray(dataset.actions[start:stop], np.float32))
+            group.create_dataset("rewards", data=np.asarray(dataset.rewards[start:stop], np.float64))
+            group.create_dataset("terminations", data=terminals[start:stop])
+            group.create_dataset("truncations", data=ends[start:stop] & ~terminals[start:stop])
+            group.create_group("infos")
+    obs_dim, act_dim = dataset.observations.shape[1], dataset.actions.shape[1]
+    full = {
+        "dataset_id": dataset_id or directory.name,
+        "minari_version": ">=0.5.0",
+        "observation_space": _box_json(obs_dim, -math.inf, math.inf),
+        "action_space": _box_json(act_dim, -1.0, 1.0),
+        **metadata,
+        "total_episodes": len(starts),
+        "total_steps": len(dataset),
+        "data_format": "hdf5",
+    }
+    atomic_write_bytes(data_dir / MINARI_METADATA_FILE, json.dumps(full, default=_json_default).encode())
+    return directory
+
+
+def _box_json(dim: int, low: float, high: float) -> str:
+    """Minari's serialization of a float32 Box((dim,), low, high)."""
+    return json.dumps({"type": "Box", "dtype": "float32", "shape": [dim], "low": [low] * dim, "high": [high] * dim})
+
+
+def _check_writable(dataset: OfflineDataset) -> None:
+    """What the file layouts cannot represent: no data, or a terminal inside a trajectory."""
+    if len(dataset) == 0:
+        raise ValueError("dataset: no transitions to write")
+    inner_terminals = np.flatnonzero((dataset.terminals != 0) & ~dataset.episode_ends.astype(bool))
+    if len(inner_terminals):
+        raise ValueError(
+            f"dataset: terminals[{inner_terminals[0]}] is set but episode_ends[{inner_terminals[0]}] is not; "
+            "a terminal must end its trajectory"
+        )
+
+
+def _refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist(s); pass overwrite=True to replace")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"card value {value!r} of type {type(value).__name__} is not JSON serializable")
+
+
+@contextlib.contextmanager
+def _atomic_path(path: Path) -> Iterator[Path]:
+    """Yields a temp path in `path`'s directory; on success fsyncs it and renames it to
+    `path` (then fsyncs the directory), on failure removes it. Same pattern as
+    learner/checkpoint.py's atomic_write_bytes, which envs/ must not import."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp-")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_bytes(path: PathLike, payload: bytes) -> None:
+    """Writes `payload` to `path` through a temp file, fsync and rename."""
+    with _atomic_path(Path(path)) as tmp:
+        tmp.write_bytes(payload)

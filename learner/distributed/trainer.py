@@ -1,0 +1,496 @@
+"""The learner's training thread and the bookkeeping it shares with the gRPC handlers.
+
+Handlers only validate, `submit` (exactly-once by actor id, run id and sequence number) and
+answer; the `Trainer` thread moves accepted batches into the replay buffer and runs the
+fused UTD updates (`agent.update` on a batch shaped (M, B, ...), as `learner.finetune`), so
+JAX work never runs on a handler thread.
+
+sync mode is Algorithm 1 spread over processes: transitions are inserted one at a time in
+arrival order and, once more than K = `finetune.warmup_steps` have arrived, every insert is
+followed by exactly one fused update (M = `finetune.utd_ratio` critic updates + 1 actor
+update), as in `Finetuner.step`. An actor whose not-yet-processed transitions exceed
+`max_lead` is held back (its push is answered only when the learner has caught up).
+
+async mode never holds actors back: every accepted batch is inserted at once and the thread
+updates as fast as it can, but never beyond `max_utd` critic updates per post-warmup env step;
+the achieved UTD is reported (and a warning logged when it falls below `min_utd`).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from envs.datasets import mc_returns
+from learner.config import Config
+
+MODES = ("sync", "async")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedSettings:
+    """Knobs of the learner server (CLI flags of `wsrl learner` / `wsrl run`)."""
+
+    mode: str = "sync"
+    # sync: how many of its transitions an actor may have waiting for the learner (W).
+    max_lead: int = 64
+    # async: critic updates per post-warmup env step; max 0 means no cap.
+    min_utd: float = 0.0
+    max_utd: float = 0.0
+    # Largest batch one PushTransitions may carry (bigger: RESOURCE_EXHAUSTED).
+    max_batch_size: int = 1024
+    # Accepted but not yet inserted transitions, all actors together (bounds memory).
+    max_pending: int = 65536
+    # Publish a new policy version every this many fused updates.
+    publish_every: int = 1
+    # Save the full learner state (agent, replay, counters, RNG, per-actor sequence numbers)
+    # into `state_dir` every this many inserted env steps (0: only at stop); "" disables.
+    state_dir: str = ""
+    state_every: int = 0
+
+    def __post_init__(self):
+        checks = [
+            (self.mode in MODES, "mode", self.mode, f"one of {', '.join(MODES)}"),
+            (self.max_lead >= 0, "max_lead", self.max_lead, "an integer >= 0"),
+            (self.min_utd >= 0, "min_utd", self.min_utd, "a number >= 0"),
+            (self.max_utd >= 0, "max_utd", self.max_utd, "a number >= 0 (0: no cap)"),
+            (self.max_utd == 0 or self.max_utd >= self.min_utd, "max_utd", self.max_utd, f"0 or >= min_utd={self.min_utd}"),
+            (self.max_batch_size >= 1, "max_batch_size", self.max_batch_size, "an integer >= 1"),
+            (self.max_pending >= self.max_batch_size, "max_pending", self.max_pending, f">= max_batch_size={self.max_batch_size}"),
+            (self.publish_every >= 1, "publish_every", self.publish_every, "an integer >= 1"),
+            (self.state_every >= 0, "state_every", self.state_every, "an integer >= 0"),
+        ]
+        for ok, name, value, expected in checks:
+            if not ok:
+                raise ValueError(f"distributed setting '{name}': got {value!r}, expected {expected}")
+
+
+class UnknownRun(Exception):
+    """A push from an (actor id, run id) that never shook hands with this learner."""
+
+
+class SequenceGap(Exception):
+    """A push whose sequence number skips ahead; `expected` is where the actor must resume."""
+
+    def __init__(self, expected: int, got: int):
+        super().__init__(f"field 'sequence': got {got}, expected {expected} (resend from there)")
+        self.expected = expected
+
+
+class QueueFull(Exception):
+    """Too many accepted transitions wait for the learner; the actor should retry later."""
+
+
+@dataclasses.dataclass
+class ActorRecord:
+    """What the learner knows of one actor id across its runs (restarts)."""
+
+    next_sequence: dict = dataclasses.field(default_factory=dict)  # run id -> next expected seq
+    run_id: str = ""  # latest run seen
+    accepted: int = 0  # transitions accepted from this actor (all runs)
+    pending: int = 0  # of which not yet inserted into the replay buffer
+    last_seen: float = 0.0
+
+
+def build_agent(config: Config, spec: dict):
+    """The fine-tuning agent as `Finetuner` builds it: restored from `finetune.checkpoint`
+    (optimizer states kept) or freshly initialized."""
+    from learner.agents import make_agent
+    from learner.checkpoint import read_checkpoint, restore_agent
+
+    f = config.finetune
+    if f.checkpoint:
+        return restore_agent(read_checkpoint(f.checkpoint), f.algorithm, config.agent, spec, config.seed)
+    return make_agent(f.algorithm, config.agent, spec["observation_dim"], spec["action_dim"], config.seed)
+
+
+class Trainer:
+    """Replay buffer + agent + the training thread; thread-safe entry points for handlers."""
+
+    def __init__(self, config: Config, spec: dict, settings: DistributedSettings = DistributedSettings(), agent: Any = None, logger: Any = None):
+        from learner.replay_buffer import MixedSampler, ReplayBuffer
+
+        f = config.finetune
+        self.config, self.spec, self.settings = config, spec, settings
+        self.agent = agent if agent is not None else build_agent(config, spec)
+        self.replay = ReplayBuffer(f.replay_capacity or f.num_steps, spec["observation_dim"], spec["action_dim"])
+        self.sampler = self.replay
+        if f.offline_mixing_ratio > 0:
+            from envs.tasks import get_task
+            from learner.runs import offline_replay
+
+            self.sampler = MixedSampler(self.replay, offline_replay(config, get_task(config.task)), f.offline_mixing_ratio)
+        # Same seeding as Finetuner, so one sync actor reproduces `wsrl finetune`.
+        self.sample_rng = np.random.default_rng(config.seed)
+        self.uses_mc_returns = f.algorithm == "calql"
+        self.logger = logger
+        self.log_lock = threading.Lock()
+        self.cond = threading.Condition()
+        # Everything below is guarded by `cond`.
+        self.queue: collections.deque = collections.deque()  # (actor id, run id, arrays)
+        self.queued = 0  # transitions in `queue`
+        self.actors: dict[str, ActorRecord] = {}
+        self.env_steps = 0  # transitions accepted
+        self.processed = 0  # transitions inserted into the replay buffer
+        self.updates = 0  # fused updates
+        self.episodes = 0
+        self.recent_returns: collections.deque = collections.deque(maxlen=20)
+        self.rejected = 0
+        self.duplicates = 0
+        self.policy_version = 0
+        # Version 0 is the pre-trained policy, served from start-up.
+        self.policy_params = self.agent.actor.params
+        self.stopping = False
+        self.error: Optional[str] = None
+        self.last_info: dict = {}
+        self._episodes: dict[tuple, tuple[list, list]] = {}  # (actor, run) -> (slots, rewards)
+        self._utd_warned = False
+        self._thread: Optional[threading.Thread] = None
+        self._started = time.perf_counter()
+        self._saved_at = 0  # `processed` at the last state save
+
+    # ---- handler side (cheap, under the lock) ---------------------------------------
+
+    def register(self, actor_id: str, run_id: str, next_sequence: int) -> int:
+        """Handshake bookkeeping; returns the sequence number the run must send next."""
+        with self.cond:
+            record = self.actors.setdefault(actor_id, ActorRecord())
+            expected = record.next_sequence.setdefault(run_id, int(next_sequence))
+            record.run_id, record.last_seen = run_id, time.monotonic()
+            return expected
+
+    def submit(self, actor_id: str, run_id: str, sequence: int, arrays: Optional[dict]) -> tuple[bool, int]:
+        """Accepts a validated batch exactly once. Returns (stored, next expected sequence):
+        stored False means a duplicate (acknowledged, not stored again). `arrays` may be None
+        to only classify (the caller then validates and calls again)."""
+        with self.cond:
+            record = self.actors.get(actor_id)
+            if record is None or run_id not in record.next_sequence:
+                raise UnknownRun(f"actor {actor_id!r} run {run_id!r} is unknown to this learner: call Handshake first")
+            record.last_seen = time.monotonic()
+            expected = record.next_sequence[run_id]
+            if sequence < expected:
+                self.duplicates += 1
+                return False, expected
+            if sequence > expected:
+                raise SequenceGap(expected, sequence)
+            if arrays is None:
+                return True, expected
+            n = len(arrays["rewards"])
+            if self.queued + n > self.settings.max_pending:
+                raise QueueFull(f"{self.queued} transitions are waiting for the learner (max_pending={self.settings.max_pending}); retry later")
+            self.queue.append((actor_id, run_id, arrays))
+            self.queued += n
+            record.next_sequence[run_id] = expected + 1
+            record.accepted += n
+            record.pending += n
+            self.env_steps += n
+            self.cond.notify_all()
+            return True, expected + 1
+
+    def wait_for_lead(self, actor_id: str, timeout: float) -> bool:
+        """sync mode backpressure: blocks until this actor has at most `max_lead` transitions
+        waiting for the learner (or `timeout` passes, or the trainer stops). True if caught up."""
+        if self.settings.mode != "sync":
+            return True
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            record = self.actors[actor_id]
+            while record.pending > self.settings.max_lead and not self.stopping and self.error is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+            return record.pending <= self.settings.max_lead
+
+    def note_rejected(self) -> None:
+        with self.cond:
+            self.rejected += 1
+
+    def latest_policy(self) -> tuple[int, Any]:
+        with self.cond:
+            return self.policy_version, self.policy_params
+
+    def report_episodes(self, actor_id: str, episodes: list[dict]) -> int:
+        """Records episode stats reported by an actor; returns the total episode count."""
+        with self.cond:
+            self.episodes += len(episodes)
+            self.recent_returns.extend(e["return"] for e in episodes)
+            total, step = self.episodes, self.env_steps
+        if self.logger is not None:
+            with self.log_lock:
+                for e in episodes:
+                    self.logger.log("episode", step, {**e, "warmup": float(step <= self.config.finetune.warmup_steps)})
+        return total
+
+    def status(self) -> dict:
+        """Counters for GetStatus and the progress display."""
+        m, k = self.config.finetune.utd_ratio, self.config.finetune.warmup_steps
+        now = time.monotonic()
+        with self.cond:
+            post_warmup = max(0, self.processed - k)
+            return {
+                "mode": self.settings.mode,
+                "env_steps": self.env_steps,
+                "processed_steps": self.processed,
+                "updates": self.updates,
+                "critic_updates": self.updates * m,
+                "achieved_utd": self.updates * m / post_warmup if post_warmup else 0.0,
+                "policy_version": self.policy_version,
+                "buffer_size": len(self.replay),
+                "warmup_steps": k,
+                "episodes": self.episodes,
+                "recent_return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan"),
+                "training": self.processed > k,
+                "rejected_batches": self.rejected,
+                "duplicate_batches": self.duplicates,
+                "error": self.error,
+                "actors": [
+                    {"actor_id": a, "run_id": r.run_id, "env_steps": r.accepted, "pending": r.pending, "seconds_since_seen": now - r.last_seen}
+                    for a, r in sorted(self.actors.items())
+                    if now - r.last_seen < 60.0
+                ],
+            }
+
+    # ---- the training thread ----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="wsrl-trainer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Stops the thread after it has inserted (sync: and trained on) what was accepted."""
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wait_processed(self, env_steps: int, timeout: float) -> bool:
+        """Blocks until `env_steps` transitions have been inserted (tests and `wsrl run`)."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.processed < env_steps and self.error is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+            return self.processed >= env_steps
+
+    def _run(self) -> None:
+        try:
+            if self.settings.mode == "sync":
+                self._run_sync()
+            else:
+                self._run_async()
+        except Exception:  # surfaced through status/health; the handlers refuse new data
+            with self.cond:
+                self.error = traceback.format_exc()
+                self.cond.notify_all()
+            print(f"[wsrl learner] training thread failed:\n{self.error}", flush=True)
+
+    def _run_sync(self) -> None:
+        while True:
+            with self.cond:
+                while not self.queue and not self.stopping:
+                    self.cond.wait()
+                if not self.queue:
+                    self._save_state(final=True)
+                    return
+                actor_id, run_id, arrays = self.queue.popleft()
+            for i in range(len(arrays["rewards"])):
+                self._insert(actor_id, run_id, arrays, i)
+                # Algorithm 1: one fused update per env step once K steps have arrived.
+                if self.processed > self.config.finetune.warmup_steps:
+                    self._update()
+                with self.cond:
+                    self.queued -= 1
+                    self.actors[actor_id].pending -= 1
+                    self.cond.notify_all()
+            self._maybe_save_state()
+
+    def _run_async(self) -> None:
+        f, s = self.config.finetune, self.settings
+        while True:
+            with self.cond:
+                items = list(self.queue)
+                self.queue.clear()
+                if not items and self.stopping:
+                    self._save_state(final=True)
+                    return
+                if not items and not self._may_update():
+                    self.cond.wait(0.05)
+                    continue
+            for actor_id, run_id, arrays in items:
+                n = len(arrays["rewards"])
+                for i in range(n):
+                    self._insert(actor_id, run_id, arrays, i)
+                with self.cond:
+                    self.queued -= n
+                    self.actors[actor_id].pending -= n
+                    self.cond.notify_all()
+            self._maybe_save_state()
+            if self._may_update():
+                self._update()
+                post = self.processed - f.warmup_steps
+                utd = self.updates * f.utd_ratio / post
+                if s.min_utd and utd < s.min_utd and post >= 1000 and not self._utd_warned:
+                    self._utd_warned = True
+                    print(f"[wsrl learner] warning: achieved UTD {utd:.2f} is below min_utd={s.min_utd} (the learner cannot keep up with the actors)", flush=True)
+
+    def _may_update(self) -> bool:
+        f, s = self.config.finetune, self.settings
+        post = self.processed - f.warmup_steps
+        if post <= 0 or self.stopping:
+            return False
+        return s.max_utd == 0 or (self.updates + 1) * f.utd_ratio <= s.max_utd * post
+
+    def _insert(self, actor_id: str, run_id: str, arrays: dict, i: int) -> None:
+        end = bool(arrays["episode_ends"][i])
+        slot = self.replay.add(
+            arrays["observations"][i], arrays["actions"][i], arrays["rewards"][i], arrays["next_observations"][i], bool(arrays["terminals"][i])
+        )
+        if self.uses_mc_returns:
+            # CalQL's MC return-to-go, filled in when the episode ends (as Finetuner does).
+            slots, rewards = self._episodes.setdefault((actor_id, run_id), ([], []))
+            slots.append(slot)
+            rewards.append(float(arrays["rewards"][i]))
+            if end:
+                del self._episodes[(actor_id, run_id)]
+                r = np.asarray(rewards, np.float32)
+                ends = np.zeros(len(r), bool)
+                ends[-1] = True
+                from envs.tasks import TASKS
+
+                task = TASKS.get(self.config.task)
+                failure = task.sparse_failure_reward if task is not None else None
+                self.replay.set_mc_returns(np.asarray(slots), mc_returns(r, ends, self.config.agent.discount, failure))
+        with self.cond:
+            self.processed += 1
+
+    def _update(self) -> None:
+        f = self.config.finetune
+        batch = self.sampler.sample(self.sample_rng, f.utd_ratio, self.config.agent.batch_size)
+        self.agent, info = self.agent.update(batch)
+        with self.cond:
+            self.updates += 1
+            if self.updates % self.settings.publish_every == 0:
+                self.policy_version, self.policy_params = self.updates, self.agent.actor.params
+        if self.logger is not None and f.log_every and self.processed % f.log_every == 0:
+            elapsed = time.perf_counter() - self._started
+            with self.log_lock:
+                self.logger.log("train", self.processed, {**info, "env_steps": self.processed, "updates": self.updates, "env_steps_per_s": self.processed / elapsed})
+
+    # ---- checkpoint / resume ------------------------------------------------------------
+
+    def _maybe_save_state(self) -> None:
+        s = self.settings
+        if s.state_dir and s.state_every and self.processed - self._saved_at >= s.state_every:
+            self._save_state()
+
+    def _save_state(self, final: bool = False) -> None:
+        """Runs on the trainer thread between batches, so agent and replay are consistent
+        with the ledger and the queue copied under the lock."""
+        if self.settings.state_dir:
+            save_learner_state(self, self.settings.state_dir)
+            self._saved_at = self.processed
+
+    def resume(self, directory: str) -> None:
+        """Loads a `save_learner_state` directory into this (not yet started) trainer."""
+        load_learner_state(self, directory)
+        self._saved_at = self.processed
+
+
+STATE_FORMAT = "wsrl-learner-state-v1"
+STATE_FILE = "learner_state.msgpack"
+
+
+def save_learner_state(trainer: Trainer, directory: str) -> Path:
+    """Writes the agent (the checkpoint format, its own file per update count) and then, by
+    atomic rename, `learner_state.msgpack` naming it: replay, counters, sample RNG, per-actor
+    sequence numbers, accepted-but-not-inserted batches and open episodes. A kill at any
+    point leaves the previous pair loadable; older agent files are removed afterwards."""
+    import json
+
+    from flax import serialization
+
+    from learner.checkpoint import atomic_write_bytes, save_checkpoint
+
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    with trainer.cond:
+        counters = {k: getattr(trainer, k) for k in ("env_steps", "processed", "updates", "episodes", "policy_version", "rejected", "duplicates")}
+        actors = {a: {"next_sequence": dict(r.next_sequence), "run_id": r.run_id, "accepted": r.accepted} for a, r in trainer.actors.items()}
+        queue = [{"actor_id": a, "run_id": r, "arrays": arrays} for a, r, arrays in trainer.queue]
+    agent_file = f"agent-{counters['updates']:010d}.ckpt"
+    save_checkpoint(path / agent_file, trainer.agent, trainer.config, trainer.spec, counters)
+    replay = trainer.replay
+    state = {
+        "format": STATE_FORMAT,
+        "agent_file": agent_file,
+        "counters": json.dumps(counters),
+        "actors": json.dumps(actors),
+        "sample_rng": json.dumps(trainer.sample_rng.bit_generator.state),
+        "replay": {"data": replay.data, "next": replay._next, "size": replay._size},
+        "queue": {str(i): q for i, q in enumerate(queue)},
+        "open_episodes": json.dumps([[a, r, [int(x) for x in slots], rewards] for (a, r), (slots, rewards) in trainer._episodes.items()]),
+    }
+    atomic_write_bytes(path / STATE_FILE, serialization.msgpack_serialize(state))
+    for old in path.glob("agent-*.ckpt"):
+        if old.name != agent_file:
+            old.unlink(missing_ok=True)
+    return path / STATE_FILE
+
+
+def load_learner_state(trainer: Trainer, directory: str) -> None:
+    """Restores what `save_learner_state` wrote (agent with its RNG and optimizer states)."""
+    import json
+
+    from flax import serialization
+
+    from learner.checkpoint import CheckpointError, check_compatible, read_checkpoint
+
+    path = Path(directory) / STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"learner state {str(path)!r} does not exist")
+    state = serialization.msgpack_restore(path.read_bytes())
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"learner state {str(path)!r}: format {state.get('format') if isinstance(state, dict) else None!r}, expected {STATE_FORMAT!r}")
+    ckpt = read_checkpoint(Path(directory) / state["agent_file"])
+    check_compatible(ckpt, trainer.config.agent, trainer.spec)
+    if ckpt.algorithm != trainer.agent.algorithm:
+        raise CheckpointError(f"learner state {str(path)!r}: algorithm {ckpt.algorithm!r}, this run has {trainer.agent.algorithm!r}")
+    trainer.agent = serialization.from_state_dict(trainer.agent, ckpt.state)
+    counters = json.loads(state["counters"])
+    replay = state["replay"]
+    if replay["data"]["observations"].shape != trainer.replay.data["observations"].shape:
+        raise CheckpointError(f"learner state {str(path)!r}: replay shaped {replay['data']['observations'].shape}, this run has {trainer.replay.data['observations'].shape} (finetune.replay_capacity / num_steps differ)")
+    for name, array in replay["data"].items():
+        trainer.replay.data[name][...] = array
+    trainer.replay._next, trainer.replay._size = int(replay["next"]), int(replay["size"])
+    trainer.sample_rng.bit_generator.state = json.loads(state["sample_rng"])
+    with trainer.cond:
+        for key in ("env_steps", "processed", "updates", "episodes", "rejected", "duplicates"):
+            setattr(trainer, key, int(counters[key]))
+        # The restored agent is served at once; versions keep counting fused updates.
+        trainer.policy_version, trainer.policy_params = trainer.updates, trainer.agent.actor.params
+        trainer.actors = {
+            a: ActorRecord(next_sequence={k: int(v) for k, v in r["next_sequence"].items()}, run_id=r["run_id"], accepted=int(r["accepted"]))
+            for a, r in json.loads(state["actors"]).items()
+        }
+        trainer.queue.clear()
+        trainer.queued = 0
+        for i in range(len(state["queue"])):
+            item = state["queue"][str(i)]
+            trainer.queue.append((item["actor_id"], item["run_id"], item["arrays"]))
+            n = len(item["arrays"]["rewards"])
+            trainer.queued += n
+            trainer.actors[item["actor_id"]].pending += n
+        trainer._episodes = {(a, r): (list(slots), list(rewards)) for a, r, slots, rewards in json.loads(state["open_episodes"])}

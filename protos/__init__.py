@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of the actor-learner wire format (see protos/README.md)."""

@@ -1,0 +1,1 @@
+"""Package `wsrl` of the wire format."""

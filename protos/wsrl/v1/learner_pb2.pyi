@@ -1,0 +1,217 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Tensor(_message.Message):
+    __slots__ = ("dtype", "shape", "data")
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Spec(_message.Message):
+    __slots__ = ("task", "observation_dim", "action_dim", "action_low", "action_high")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATION_DIM_FIELD_NUMBER: _ClassVar[int]
+    ACTION_DIM_FIELD_NUMBER: _ClassVar[int]
+    ACTION_LOW_FIELD_NUMBER: _ClassVar[int]
+    ACTION_HIGH_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    observation_dim: int
+    action_dim: int
+    action_low: _containers.RepeatedScalarFieldContainer[float]
+    action_high: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, task: _Optional[str] = ..., observation_dim: _Optional[int] = ..., action_dim: _Optional[int] = ..., action_low: _Optional[_Iterable[float]] = ..., action_high: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class HandshakeRequest(_message.Message):
+    __slots__ = ("protocol_version", "spec", "config_fingerprint", "actor_id", "run_id", "next_sequence")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    NEXT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    spec: Spec
+    config_fingerprint: str
+    actor_id: str
+    run_id: str
+    next_sequence: int
+    def __init__(self, protocol_version: _Optional[int] = ..., spec: _Optional[_Union[Spec, _Mapping]] = ..., config_fingerprint: _Optional[str] = ..., actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., next_sequence: _Optional[int] = ...) -> None: ...
+
+class HandshakeResponse(_message.Message):
+    __slots__ = ("protocol_version", "spec", "config_fingerprint", "agent_config_json", "next_sequence", "policy_version", "mode", "warmup_steps", "max_batch_size", "learner_id")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    NEXT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_ID_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    spec: Spec
+    config_fingerprint: str
+    agent_config_json: str
+    next_sequence: int
+    policy_version: int
+    mode: str
+    warmup_steps: int
+    max_batch_size: int
+    learner_id: str
+    def __init__(self, protocol_version: _Optional[int] = ..., spec: _Optional[_Union[Spec, _Mapping]] = ..., config_fingerprint: _Optional[str] = ..., agent_config_json: _Optional[str] = ..., next_sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., mode: _Optional[str] = ..., warmup_steps: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., learner_id: _Optional[str] = ...) -> None: ...
+
+class TransitionBatch(_message.Message):
+    __slots__ = ("actor_id", "run_id", "sequence", "policy_version", "observations", "actions", "rewards", "next_observations", "terminals", "episode_ends")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    REWARDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    TERMINALS_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_ENDS_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    run_id: str
+    sequence: int
+    policy_version: int
+    observations: Tensor
+    actions: Tensor
+    rewards: Tensor
+    next_observations: Tensor
+    terminals: Tensor
+    episode_ends: Tensor
+    def __init__(self, actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., observations: _Optional[_Union[Tensor, _Mapping]] = ..., actions: _Optional[_Union[Tensor, _Mapping]] = ..., rewards: _Optional[_Union[Tensor, _Mapping]] = ..., next_observations: _Optional[_Union[Tensor, _Mapping]] = ..., terminals: _Optional[_Union[Tensor, _Mapping]] = ..., episode_ends: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class PushResponse(_message.Message):
+    __slots__ = ("stored", "duplicate", "next_sequence", "policy_version", "env_steps", "updates")
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENV_STEPS_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    stored: bool
+    duplicate: bool
+    next_sequence: int
+    policy_version: int
+    env_steps: int
+    updates: int
+    def __init__(self, stored: _Optional[bool] = ..., duplicate: _Optional[bool] = ..., next_sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., env_steps: _Optional[int] = ..., updates: _Optional[int] = ...) -> None: ...
+
+class PullPolicyRequest(_message.Message):
+    __slots__ = ("actor_id", "have_version")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    HAVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    have_version: int
+    def __init__(self, actor_id: _Optional[str] = ..., have_version: _Optional[int] = ...) -> None: ...
+
+class PolicyChunk(_message.Message):
+    __slots__ = ("version", "unchanged", "index", "num_chunks", "total_bytes", "data", "sha256")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NUM_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    unchanged: bool
+    index: int
+    num_chunks: int
+    total_bytes: int
+    data: bytes
+    sha256: str
+    def __init__(self, version: _Optional[int] = ..., unchanged: _Optional[bool] = ..., index: _Optional[int] = ..., num_chunks: _Optional[int] = ..., total_bytes: _Optional[int] = ..., data: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class Episode(_message.Message):
+    __slots__ = ("episode_return", "length", "success", "policy_version")
+    EPISODE_RETURN_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    episode_return: float
+    length: int
+    success: bool
+    policy_version: int
+    def __init__(self, episode_return: _Optional[float] = ..., length: _Optional[int] = ..., success: _Optional[bool] = ..., policy_version: _Optional[int] = ...) -> None: ...
+
+class ReportEpisodesRequest(_message.Message):
+    __slots__ = ("actor_id", "run_id", "episodes")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    EPISODES_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    run_id: str
+    episodes: _containers.RepeatedCompositeFieldContainer[Episode]
+    def __init__(self, actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., episodes: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ...) -> None: ...
+
+class ReportEpisodesResponse(_message.Message):
+    __slots__ = ("episodes",)
+    EPISODES_FIELD_NUMBER: _ClassVar[int]
+    episodes: int
+    def __init__(self, episodes: _Optional[int] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ActorStatus(_message.Message):
+    __slots__ = ("actor_id", "run_id", "env_steps", "pending", "seconds_since_seen")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ENV_STEPS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_SINCE_SEEN_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    run_id: str
+    env_steps: int
+    pending: int
+    seconds_since_seen: float
+    def __init__(self, actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., env_steps: _Optional[int] = ..., pending: _Optional[int] = ..., seconds_since_seen: _Optional[float] = ...) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("mode", "env_steps", "processed_steps", "updates", "critic_updates", "achieved_utd", "policy_version", "buffer_size", "warmup_steps", "episodes", "recent_return", "actors", "training", "rejected_batches", "duplicate_batches")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    ENV_STEPS_FIELD_NUMBER: _ClassVar[int]
+    PROCESSED_STEPS_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    CRITIC_UPDATES_FIELD_NUMBER: _ClassVar[int]
+    ACHIEVED_UTD_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BUFFER_SIZE_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_STEPS_FIELD_NUMBER: _ClassVar[int]
+    EPISODES_FIELD_NUMBER: _ClassVar[int]
+    RECENT_RETURN_FIELD_NUMBER: _ClassVar[int]
+    ACTORS_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    env_steps: int
+    processed_steps: int
+    updates: int
+    critic_updates: int
+    achieved_utd: float
+    policy_version: int
+    buffer_size: int
+    warmup_steps: int
+    episodes: int
+    recent_return: float
+    actors: _containers.RepeatedCompositeFieldContainer[ActorStatus]
+    training: bool
+    rejected_batches: int
+    duplicate_batches: int
+    def __init__(self, mode: _Optional[str] = ..., env_steps: _Optional[int] = ..., processed_steps: _Optional[int] = ..., updates: _Optional[int] = ..., critic_updates: _Optional[int] = ..., achieved_utd: _Optional[float] = ..., policy_version: _Optional[int] = ..., buffer_size: _Optional[int] = ..., warmup_steps: _Optional[int] = ..., episodes: _Optional[int] = ..., recent_return: _Optional[float] = ..., actors: _Optional[_Iterable[_Union[ActorStatus, _Mapping]]] = ..., training: _Optional[bool] = ..., rejected_batches: _Optional[int] = ..., duplicate_batches: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,505 @@
+"""The distributed actor-learner on loopback: wire format, exactly-once ingest, validation,
+auth, warmup and sync-mode Algorithm 1 (against the single-process Finetuner)."""
+
+from __future__ import annotations
+
+import filecmp
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import grpc
+import jax
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from actor.client import LearnerClient
+from actor.loop import ActorLoop, ActorSettings
+from actor.spool import Spool
+from envs.tasks import get_task
+from learner.acting import Policy
+from learner.agents import make_agent
+from learner.checkpoint import read_checkpoint, save_checkpoint
+from learner.distributed.server import AuthInterceptor, LearnerServer, is_loopback, token_matches
+from learner.distributed.trainer import DistributedSettings, Trainer
+from learner.finetune import Finetuner
+from protos import codec
+from protos.wsrl.v1 import learner_pb2 as pb
+from tests.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = get_task("pointmass-goal").spec()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A CalQL 'pre-trained' tiny agent, so version 0 differs from a fresh SAC init."""
+    config = tiny_config()
+    agent = make_agent("calql", config.agent, 2, 2, seed=3)
+    return save_checkpoint(tmp_path_factory.mktemp("pre") / "pre.ckpt", agent, config, SPEC)
+
+
+def start_learner(config, **settings):
+    trainer = Trainer(config, SPEC, DistributedSettings(**settings))
+    return LearnerServer(trainer).start()
+
+
+@pytest.fixture
+def server():
+    s = start_learner(tiny_config(finetune={"warmup_steps": 1000, "num_steps": 2000}), max_batch_size=16)
+    yield s
+    s.stop(grace=0)
+
+
+def hello(client, actor_id="a", run_id="r1", spec=SPEC, protocol=codec.PROTOCOL_VERSION, next_sequence=0):
+    return client.handshake(pb.HandshakeRequest(protocol_version=protocol, spec=codec.spec_to_proto(spec), actor_id=actor_id, run_id=run_id, next_sequence=next_sequence))
+
+
+def make_batch(n=3, seq=0, actor_id="a", run_id="r1", rng=None, **overrides):
+    rng = rng or np.random.default_rng(seq)
+    fields = {
+        "observations": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+        "rewards": rng.normal(size=n).astype(np.float32),
+        "next_observations": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+        "terminals": np.zeros(n, bool),
+        "episode_ends": np.zeros(n, bool),
+    }
+    fields.update(overrides)
+    return pb.TransitionBatch(actor_id=actor_id, run_id=run_id, sequence=seq, **{k: codec.encode_tensor(v) for k, v in fields.items()})
+
+
+def health_status(address):
+    with grpc.insecure_channel(address) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="wsrl.v1.Learner"), timeout=5).status
+
+
+def leaves_equal(a, b):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+# ---- wire format ------------------------------------------------------------------------
+
+
+def test_committed_stubs_match_a_fresh_generation(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "protos" / "generate.py"), "--out", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for name in ("learner_pb2.py", "learner_pb2.pyi", "learner_pb2_grpc.py"):
+        fresh, committed = tmp_path / "protos/wsrl/v1" / name, ROOT / "protos/wsrl/v1" / name
+        assert filecmp.cmp(fresh, committed, shallow=False), f"{committed} is stale: run `python protos/generate.py`"
+
+
+def test_actor_package_does_not_import_training_code():
+    code = (
+        "import sys, actor.loop, actor.client, actor.envs, actor.spool\n"
+        "bad = [m for m in ('optax', 'learner.losses', 'learner.replay_buffer', 'learner.agents', 'learner.finetune') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_tensors_and_chunked_params_round_trip():
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    t = codec.encode_tensor(a)
+    assert t.dtype == "float32" and list(t.shape) == [3, 4] and t.data == a.astype("<f4").tobytes()
+    np.testing.assert_array_equal(codec.decode_tensor(t, "x"), a)
+    with pytest.raises(codec.WireError, match="field 'x.data': got 47 bytes, expected 48"):
+        codec.decode_tensor(pb.Tensor(dtype="float32", shape=[3, 4], data=t.data[:-1]), "x")
+    params = {"Dense_0": {"kernel": np.random.default_rng(0).normal(size=(300, 1000)).astype(np.float32)}}
+    payload = codec.serialize_params(params)
+    chunks = list(codec.policy_chunks(7, payload, chunk_bytes=1 << 18))
+    assert len(chunks) == 5 and all(len(c.data) <= 1 << 18 for c in chunks)  # 1.2 MB in 256 KB chunks
+    version, unchanged, joined = codec.join_chunks(iter(chunks))
+    assert version == 7 and not unchanged
+    np.testing.assert_array_equal(codec.deserialize_params(joined)["Dense_0"]["kernel"], params["Dense_0"]["kernel"])
+    with pytest.raises(codec.WireError, match="index"):
+        codec.join_chunks(iter([chunks[0], chunks[2]]))
+
+
+# ---- Algorithm 1 over gRPC ------------------------------------------------------------------
+
+
+def test_sync_actor_reproduces_finetune_warmup_and_update_counts(checkpoint):
+    """One actor, sync mode, batch 1, max lead 0, pull every step, the same seeds: the
+    learner's replay buffer and parameters equal the single-process Finetuner's exactly
+    (tolerance 0: both run the same jitted functions on bit-identical inputs on one device)."""
+    k, m, steps = 5, 3, 12
+    config = tiny_config(finetune={"checkpoint": str(checkpoint), "warmup_steps": k, "num_steps": 40, "utd_ratio": m})
+    reference = Finetuner(config)
+    pre_params = reference.pretrained_actor_params
+    critic_steps0 = int(reference.agent.critic.step)
+    for _ in range(steps):
+        reference.step()
+
+    server = start_learner(config, max_lead=0)
+    try:
+        trainer = server.trainer
+        loop = ActorLoop(ActorSettings(learner=server.address, seed=config.seed, batch_size=1, pull_every=1, actor_id="solo"))
+        loop.connect()
+        assert loop.version == 0 and leaves_equal(loop.params, pre_params)  # version 0 = pre-trained
+        loop.run(k)
+        # Warmup: K steps arrived, no update, still version 0; actions from version-0 params.
+        assert trainer.wait_processed(k, 30) and trainer.updates == 0 and trainer.policy_version == 0
+        rng, policy = jax.random.PRNGKey(config.seed + 1), Policy(config.agent, 2)
+        for i in range(k):
+            rng, key = jax.random.split(rng)
+            expected = policy(pre_params, trainer.replay.data["observations"][i], key)
+            np.testing.assert_array_equal(trainer.replay.data["actions"][i], expected)
+        # The same actor goes on past warmup (same episode, RNG stream and sequence).
+        loop.run(steps)
+        assert trainer.wait_processed(steps, 30)
+        assert trainer.updates == steps - k  # sync: one fused update per env step after K
+        assert int(trainer.agent.critic.step) - critic_steps0 == m * (steps - k)
+        assert trainer.policy_version == steps - k and loop.version == steps - k - 1
+        for name in ("observations", "actions", "rewards", "next_observations", "terminals", "mc_returns"):
+            np.testing.assert_array_equal(trainer.replay.data[name][:steps], reference.replay.data[name][:steps], err_msg=name)
+        assert leaves_equal(trainer.agent.actor.params, reference.agent.actor.params)
+        assert leaves_equal(trainer.agent.critic.params, reference.agent.critic.params)
+        assert leaves_equal(trainer.agent.critic.target_params, reference.agent.critic.target_params)
+    finally:
+        loop.close()
+        server.stop(grace=0)
+
+
+
+
+# ---- exactly-once ---------------------------------------------------------------------------
+
+
+def test_duplicates_are_acknowledged_not_stored_and_restarts_resume(server):
+    client, trainer = LearnerClient(server.address), server.trainer
+    try:
+        assert hello(client, run_id="r1").next_sequence == 0
+        ack = client.push(make_batch(3, seq=0))
+        assert ack.stored and not ack.duplicate and ack.next_sequence == 1 and ack.env_steps == 3
+        retry = client.push(make_batch(3, seq=0))  # a retry after a lost ack
+        assert retry.duplicate and not retry.stored and retry.next_sequence == 1
+        with pytest.raises(grpc.RpcError) as gap:
+            client.push(make_batch(2, seq=2))
+        assert gap.value.code() == grpc.StatusCode.OUT_OF_RANGE and "expected 1" in gap.value.details()
+        # The same run shaking hands again (actor reconnecting) is told where to resume.
+        assert hello(client, run_id="r1", next_sequence=0).next_sequence == 1
+        # A restarted actor (fresh run id) starts its own sequence.
+        assert hello(client, run_id="r2").next_sequence == 0
+        assert client.push(make_batch(2, seq=0, run_id="r2")).stored
+        with pytest.raises(grpc.RpcError) as unknown:
+            client.push(make_batch(1, seq=0, run_id="never-shook-hands"))
+        assert unknown.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "Handshake" in unknown.value.details()
+        assert trainer.wait_processed(5, 10) and len(trainer.replay) == 5
+        assert trainer.status()["duplicate_batches"] == 1
+    finally:
+        client.close()
+
+
+def test_spooled_batches_of_a_killed_actor_are_delivered_exactly_once(server, tmp_path):
+    """An actor killed after spooling (some batches acknowledged, some not) restarts with
+    the same id and spool: the learner ends up with every transition exactly once."""
+    client, trainer = LearnerClient(server.address), server.trainer
+    spool = Spool(tmp_path / "spool" / "robot")
+    try:
+        hello(client, actor_id="robot", run_id="dead")
+        batches = [make_batch(2, seq=i, actor_id="robot", run_id="dead") for i in range(4)]
+        for b in batches:
+            spool.put(b)
+        for b in batches[:2]:  # acknowledged before the kill; the deletions were lost too
+            client.push(b)
+        spool.remove("dead", 0)
+        settings = ActorSettings(learner=server.address, actor_id="robot", spool_dir=str(tmp_path / "spool"), batch_size=2, pull_every=0)
+        loop = ActorLoop(settings)
+        try:
+            loop.connect()
+            assert spool.pending() == []
+            loop.run(4)
+        finally:
+            loop.close()
+        assert trainer.wait_processed(12, 10)
+        stored = trainer.replay.data["observations"][:8]
+        expected = np.concatenate([codec.decode_tensor(b.observations, "o") for b in batches])
+        np.testing.assert_array_equal(stored, expected)  # dead run: seqs 0..3 once each, in order
+        assert len(trainer.replay) == 12 and trainer.status()["duplicate_batches"] == 1
+        record = trainer.actors["robot"]
+        assert record.next_sequence["dead"] == 4 and record.next_sequence[loop.run_id] == 2
+    finally:
+        client.close()
+
+
+# ---- validation -------------------------------------------------------------------------------
+
+
+def _bad_batches():
+    good = make_batch(3)
+    cases = {}
+    nan_obs = np.zeros((3, 2), np.float32)
+    nan_obs[1, 0] = np.nan
+    cases["nan"] = (make_batch(3, observations=nan_obs), "INVALID_ARGUMENT", "field 'observations': row 1 holds NaN")
+    cases["wrong shape"] = (make_batch(3, actions=np.zeros((3, 3), np.float32)), "INVALID_ARGUMENT", "field 'actions.shape': got [3, 3], expected [3, 2]")
+    cases["wrong dtype"] = (make_batch(3, rewards=np.zeros(3, np.float64)), "INVALID_ARGUMENT", "field 'rewards.dtype': got 'float64', expected 'float32'")
+    cases["out of bounds"] = (make_batch(3, actions=np.array([[0, 0], [0, 1.5], [0, 0]], np.float32)), "INVALID_ARGUMENT", "field 'actions': row 1")
+    cases["row mismatch"] = (make_batch(3, rewards=np.zeros(2, np.float32)), "INVALID_ARGUMENT", "field 'rewards.shape': got [2], expected 3 rows")
+    truncated = pb.TransitionBatch()
+    truncated.CopyFrom(good)
+    truncated.next_observations.data = truncated.next_observations.data[:-3]
+    cases["bytes"] = (truncated, "INVALID_ARGUMENT", "field 'next_observations.data'")
+    missing = pb.TransitionBatch()
+    missing.CopyFrom(good)
+    missing.ClearField("terminals")
+    cases["missing"] = (missing, "INVALID_ARGUMENT", "field 'terminals': missing")
+    cases["bool dtype"] = (make_batch(3, terminals=np.array([0, 1, 0], np.uint8)), "INVALID_ARGUMENT", "field 'terminals.dtype': got 'uint8', expected 'bool'")
+    bad_bool = pb.TransitionBatch()
+    bad_bool.CopyFrom(good)
+    bad_bool.episode_ends.data = b"\x00\x02\x00"
+    cases["bool bytes"] = (bad_bool, "INVALID_ARGUMENT", "field 'episode_ends.data': bool bytes must be 0 or 1")
+    future = pb.TransitionBatch()
+    future.CopyFrom(good)
+    future.policy_version = 99
+    cases["future version"] = (future, "INVALID_ARGUMENT", "field 'policy_version': got 99")
+    cases["oversized"] = (make_batch(17), "RESOURCE_EXHAUSTED", "at most 16 (max_batch_size)")
+    return cases
+
+
+@pytest.mark.parametrize("case", list(_bad_batches()))
+def test_bad_batches_are_rejected_naming_the_field_and_nothing_is_stored(server, case):
+    batch, code, message = _bad_batches()[case]
+    client, trainer = LearnerClient(server.address), server.trainer
+    try:
+        hello(client)
+        assert client.push(make_batch(2, seq=0)).stored
+        batch.sequence = 1
+        with pytest.raises(grpc.RpcError) as e:
+            client.push(batch)
+        assert e.value.code().name == code and message in e.value.details(), e.value.details()
+        assert trainer.wait_processed(2, 10)
+        assert trainer.env_steps == 2 and len(trainer.replay) == 2 and trainer.status()["rejected_batches"] == 1
+        assert health_status(server.address) == health_pb2.HealthCheckResponse.SERVING
+        # The sequence was not consumed: the corrected batch goes through.
+        assert client.push(make_batch(3, seq=1)).stored
+    finally:
+        client.close()
+
+
+def test_random_bytes_into_every_rpc_never_crash_the_server(server):
+    rng, codes = np.random.default_rng(0), set()
+    with grpc.insecure_channel(server.address) as channel:
+        for method in ("Handshake", "PushTransitions", "PullPolicy", "ReportEpisodes", "GetStatus"):
+            path = f"/wsrl.v1.Learner/{method}"
+            call = channel.unary_stream(path) if method == "PullPolicy" else channel.unary_unary(path)
+            for size in (0, 1, 7, 64, 1000, 5000):
+                for _ in range(3):
+                    try:
+                        result = call(rng.bytes(size), timeout=10)
+                        if method == "PullPolicy":
+                            list(result)
+                    except grpc.RpcError as e:
+                        # UNKNOWN would mean an exception escaped a handler.
+                        assert e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN), (method, e.details())
+                        codes.add(e.code().name)
+    assert "INTERNAL" in codes  # undecodable requests are refused by the deserializer
+    assert health_status(server.address) == health_pb2.HealthCheckResponse.SERVING
+    client = LearnerClient(server.address)
+    try:
+        assert hello(client, run_id="after-fuzz").next_sequence == 0
+        assert client.push(make_batch(2, run_id="after-fuzz")).stored
+    finally:
+        client.close()
+    assert server.trainer.error is None
+
+
+# ---- handshake and auth -------------------------------------------------------------------------
+
+
+def test_spec_or_protocol_mismatch_is_failed_precondition_naming_both_sides(server):
+    client = LearnerClient(server.address)
+    try:
+        with pytest.raises(grpc.RpcError) as e:
+            hello(client, spec={**SPEC, "observation_dim": 5})
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "spec.observation_dim: actor has 5, learner has 2" in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:
+            hello(client, protocol=2, spec={**SPEC, "task": "other"})
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "protocol_version: actor has 2, learner has 1" in e.value.details()
+        assert "spec.task: actor has 'other', learner has 'pointmass-goal'" in e.value.details()
+    finally:
+        client.close()
+
+
+def test_token_checks():
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("[::1]")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("example.org")
+    assert token_matches((("authorization", "Bearer s3cret"),), "s3cret")
+    assert not token_matches((("authorization", "Bearer s3cre"),), "s3cret")
+    assert not token_matches((("authorization", "s3cret"),), "s3cret")
+    assert not token_matches((), "s3cret")
+    auth = AuthInterceptor("t", None, status_open=False)
+    assert auth.required_token("/wsrl.v1.Learner/PushTransitions") == "t"
+    assert auth.required_token("/wsrl.v1.Learner/GetStatus") == ""  # off loopback, no status token: refused
+    assert auth.required_token("/grpc.health.v1.Health/Check") is None
+
+
+def test_off_loopback_requires_the_token(tmp_path):
+    config = tiny_config()
+    with pytest.raises(ValueError, match="auth token is required"):
+        LearnerServer(Trainer(config, SPEC), "0.0.0.0:0")
+    server = LearnerServer(Trainer(config, SPEC), "0.0.0.0:0", token="s3cret", status_token="st4tus").start()
+    address = f"127.0.0.1:{server.port}"
+    try:
+        for token in (None, "wrong"):
+            client = LearnerClient(address, token)
+            for call in (lambda: hello(client), lambda: client.pull("a", -1), lambda: client.push(make_batch(1))):
+                with pytest.raises(grpc.RpcError) as e:
+                    call()
+                assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            client.close()
+        client = LearnerClient(address, "s3cret")
+        assert hello(client).next_sequence == 0
+        with pytest.raises(grpc.RpcError) as e:  # status needs its own token
+            client.status()
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        client.close()
+        status_client = LearnerClient(address, "st4tus")
+        assert status_client.status().mode == "sync"
+        status_client.close()
+        assert health_status(address) == health_pb2.HealthCheckResponse.SERVING  # probes stay open
+    finally:
+        server.stop(grace=0)
+
+
+# ---- async mode -----------------------------------------------------------------------------------
+
+
+def test_async_mode_never_exceeds_max_utd_and_reports_it():
+    config = tiny_config(finetune={"warmup_steps": 4, "num_steps": 100, "utd_ratio": 2})
+    server = start_learner(config, mode="async", max_utd=1.0, max_lead=0)
+    client, trainer = LearnerClient(server.address), server.trainer
+    try:
+        hello(client)
+        for seq in range(4):
+            client.push(make_batch(5, seq=seq))  # never held back, even with max_lead 0
+        assert trainer.wait_processed(20, 10)
+        deadline = __import__("time").monotonic() + 30
+        while trainer.updates < 8 and __import__("time").monotonic() < deadline:
+            __import__("time").sleep(0.05)
+        __import__("time").sleep(0.3)
+        status = client.status()
+        # max_utd 1 with M=2: at most (20-4)/2 = 8 fused updates, and it gets there.
+        assert status.updates == 8 and status.critic_updates == 16
+        assert status.achieved_utd == pytest.approx(1.0)
+    finally:
+        client.close()
+        server.stop(grace=0)
+
+
+# ---- commands ---------------------------------------------------------------------------------------
+
+
+def test_wsrl_status_prints_the_learner_state(server, capsys):
+    from learner.cli import main
+
+    client = LearnerClient(server.address)
+    try:
+        hello(client, actor_id="robot-7")
+        client.push(make_batch(3, actor_id="robot-7"))
+        assert server.trainer.wait_processed(3, 10)
+    finally:
+        client.close()
+    assert main(["status", server.address]) == 0
+    out = capsys.readouterr().out
+    assert "env steps 3 (processed 3, warmup 1000, warming up)" in out
+    assert "policy version 0" in out and "buffer 3" in out and "connected actors: 1" in out and "robot-7" in out
+    assert main(["status", "127.0.0.1:1"]) == 1  # nothing listens there
+
+
+def test_wsrl_run_spawns_a_learner_and_two_actors_in_sync_mode(checkpoint, tmp_path):
+    """Separate processes (spawn); the sync-mode count holds end to end: every env step
+    after K got exactly one fused update, i.e. M critic updates."""
+    from learner.cli import main
+
+    run_dir = tmp_path / "run"
+    args = [
+        "run", "--num-actors", "2", "--checkpoint", str(checkpoint), "--run-dir", str(run_dir), "--batch-size", "4", "--pull-every", "3",
+        "agent.critic_hidden_dims=[16]", "agent.actor_hidden_dims=[16]", "agent.critic_ensemble_size=4", "agent.batch_size=8",
+        "finetune.warmup_steps=10", "finetune.num_steps=31", "finetune.utd_ratio=2", "finetune.eval_episodes=1", "finetune.log_every=5",
+        "logging.tensorboard=false", "logging.progress=false",
+    ]
+    assert main(args) == 0
+    final = read_checkpoint(run_dir / "checkpoint.ckpt")
+    assert final.counters["processed_steps"] == final.counters["env_steps"] == 31
+    assert final.counters["updates"] == 31 - 10
+    pre = read_checkpoint(checkpoint)
+    assert int(final.state["critic"]["step"]) - int(pre.state["critic"]["step"]) == 2 * (31 - 10)
+    assert (run_dir / "config.yaml").exists() and (run_dir / "train.csv").exists() and (run_dir / "eval.csv").exists()
+
+
+def test_kill_9_of_an_actor_then_restart_loses_and_duplicates_nothing(tmp_path):
+    """A real actor process with a spool is killed with SIGKILL mid-episode and restarted
+    with the same id: every batch of the dead run is stored exactly once (sequence numbers
+    contiguous, the stored trajectory chains next_obs -> obs without a gap or repeat)."""
+    import os
+    import signal
+    import time
+
+    server = start_learner(tiny_config(finetune={"warmup_steps": 1000, "num_steps": 2000}))
+    trainer = server.trainer
+    spool = tmp_path / "spool"
+    command = [sys.executable, "-m", "learner.cli", "actor", "--learner", server.address, "--actor-id", "robot",
+               "--spool-dir", str(spool), "--batch-size", "4", "--max-latency", "1000", "--pull-every", "0"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    try:
+        first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while trainer.env_steps < 40 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        dead_run = trainer.actors["robot"].run_id
+        assert trainer.env_steps >= 40
+        second = subprocess.run([*command, "--num-steps", "8"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 0, second.stderr
+        assert list(spool.rglob("*.pb")) == []  # everything spooled got acknowledged
+        runs = trainer.actors["robot"].next_sequence
+        assert set(runs) == {dead_run, trainer.actors["robot"].run_id} and runs[trainer.actors["robot"].run_id] == 2
+        assert trainer.wait_processed(4 * sum(runs.values()), 10)
+        assert len(trainer.replay) == trainer.env_steps == 4 * sum(runs.values())  # exactly once per (actor, run, seq)
+        n = 4 * runs[dead_run]
+        d = trainer.replay.data
+        np.testing.assert_array_equal(d["next_observations"][: n - 1], d["observations"][1:n])  # one unbroken episode
+    finally:
+        server.stop(grace=0)
+
+
+def test_learner_state_resume_continues_counters_buffer_version_and_sequences(checkpoint, tmp_path):
+    config = tiny_config(finetune={"checkpoint": str(checkpoint), "warmup_steps": 4, "num_steps": 100, "utd_ratio": 2})
+    settings = {"state_dir": str(tmp_path / "state"), "max_lead": 0}
+    first = start_learner(config, **settings)
+    client = LearnerClient(first.address)
+    hello(client)
+    for seq in range(3):
+        client.push(make_batch(3, seq=seq))
+    client.close()
+    first.stop(grace=0)  # drains, then saves the state
+    a = first.trainer
+    assert (a.processed, a.updates, a.policy_version) == (9, 5, 5)
+
+    b = Trainer(config, SPEC, DistributedSettings(**settings))
+    b.resume(settings["state_dir"])
+    assert (b.env_steps, b.processed, b.updates, b.policy_version) == (9, 9, 5, 5)
+    for name in ("observations", "actions", "rewards", "next_observations", "terminals", "mc_returns"):
+        np.testing.assert_array_equal(b.replay.data[name], a.replay.data[name])
+    assert len(b.replay) == 9 and b.sample_rng.bit_generator.state == a.sample_rng.bit_generator.state
+    assert leaves_equal(b.agent, a.agent)  # params, targets, optimizer states, RNG
+    second = LearnerServer(b).start()
+    client = LearnerClient(second.address)
+    try:
+        assert hello(client).next_sequence == 3  # the reconnecting actor resumes where it was
+        assert client.pull("a", 4)[0] == 5
+        assert client.push(make_batch(3, seq=2)).duplicate  # retried after the restart: not stored
+        assert client.push(make_batch(2, seq=3)).stored
+        assert b.wait_processed(11, 10)
+        assert b.updates == 11 - 4 and len(b.replay) == 11  # no burst of catch-up updates
+    finally:
+        client.close()
+        second.stop(grace=0)
