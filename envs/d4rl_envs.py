@@ -10,6 +10,8 @@ module or `envs.tasks` stays cheap.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Mapping, Optional, Sequence
 
 import gymnasium as gym
@@ -134,7 +136,10 @@ def make_gym(env_id: str, **kwargs) -> gym.Env:
     """`gym.make(env_id, **kwargs)` without gymnasium's own wrappers (the task adds its time
     limit). gymnasium-robotics ids are registered on first use, with the mujoco fix installed."""
     if env_id not in gym.registry:
-        import gymnasium_robotics
+        # Its import prints a notice about the *Dense* Adroit envs' rewards to stderr; the tasks
+        # use the sparse ones, so the notice only misleads.
+        with contextlib.redirect_stderr(io.StringIO()):
+            import gymnasium_robotics
 
         gym.register_envs(gymnasium_robotics)
     if env_id not in gym.registry:

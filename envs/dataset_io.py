@@ -25,7 +25,8 @@ files per episode (needs pyarrow). Transitions: obs = observations[:-1], next_ob
 observations[1:], terminals = terminations; an episode ends at its last step (and at any
 step flagged terminated or truncated, so nothing crosses a flag). Dict observations are
 flattened as envs/spaces.py does for the live envs: the `observation_keys` in order, a nested
-group's sub-keys sorted, each leaf raveled per step.
+group's sub-keys sorted, each leaf raveled per step. Box (already flat) observations are taken
+as they are, with or without `observation_keys`.
 
 Errors are `DatasetError` (a ValueError) naming the file, the episode where there is one,
 and the key. Writers go through a temp file in the target directory, fsync and `os.replace`,
@@ -341,7 +342,7 @@ def read_minari(
     """Reads a Minari dataset (directory or local id, see `resolve_minari_dataset`).
 
     Dict observations are flattened by `observation_keys` (required for them: the error lists
-    the keys there are); Box observations take no keys. `observation_dim` / `action_dim`, when
+    the keys there are); Box observations are already flat and ignore them. `observation_dim` / `action_dim`, when
     given, must match the (flattened) data.
     """
     data_dir = resolve_minari_dataset(dataset)
@@ -500,12 +501,7 @@ def _hdf5_episode(group: h5py.Group, where: str, keys: Optional[tuple]) -> _Epis
 def _observation_leaves(observations, keys: Optional[tuple], where: str) -> list[tuple[str, Any]]:
     """(name, HDF5 dataset) per leaf of the flattened observation, in flattening order."""
     if isinstance(observations, h5py.Dataset):
-        if keys is not None:
-            raise DatasetError(
-                f"{where}: key 'observations' is an array (a Box space); observation_keys {list(keys)} "
-                "only apply to dict observations: pass observation_keys=None"
-            )
-        return [("observations", observations)]
+        return [("observations", observations)]  # a Box space: already flat, keys do not apply
     if keys is None:
         raise DatasetError(
             f"{where}: key 'observations' is a dict with keys {sorted(observations.keys())}; "
@@ -593,12 +589,7 @@ def _arrow_observation_fields(obs_type, keys: Optional[tuple], where: str) -> li
     import pyarrow as pa
 
     if not pa.types.is_struct(obs_type):
-        if keys is not None:
-            raise DatasetError(
-                f"{where}: key 'observations' is an array (a Box space); observation_keys {list(keys)} "
-                "only apply to dict observations: pass observation_keys=None"
-            )
-        return [obs_type]
+        return [obs_type]  # a Box space: already flat, keys do not apply
     names = [obs_type.field(i).name for i in range(obs_type.num_fields)]
     if keys is None:
         raise DatasetError(
@@ -676,13 +667,10 @@ def read_dataset(
     action_dim: Optional[int] = None,
 ) -> OfflineDataset:
     """Reads a `.hdf5`/`.h5` file as D4RL, a directory or anything else as a Minari dataset
-    (directory or local id)."""
+    (directory or local id). `observation_keys` flatten dict observations (Minari); flat
+    (Box) observations, which D4RL files always hold, are taken as they are."""
     path = Path(path_or_id)
     if path.suffix in (".hdf5", ".h5"):
-        if observation_keys is not None:
-            raise DatasetError(
-                f"file {path}: observation_keys only apply to Minari dict observations, not D4RL files"
-            )
         return read_d4rl_hdf5(path, observation_dim, action_dim)
     if path.is_file():
         raise DatasetError(

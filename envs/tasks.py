@@ -33,7 +33,7 @@ from typing import Callable, Mapping, Optional
 import gymnasium as gym
 import numpy as np
 
-from envs import d4rl_envs, pointmass
+from envs import d4rl_envs, maze_data, pointmass
 from envs.datasets import OfflineDataset, collect_dataset
 from envs.spaces import flatten_observation
 
@@ -122,6 +122,13 @@ class Task:
     def episode_normalized_score(self, episode_return: float, final_info: Mapping) -> float:
         """`normalized_score(episode_score(...))`: pass this as `evaluate(..., normalize=...)`."""
         return self.normalized_score(self.episode_score(episode_return, final_info))
+
+    @property
+    def normalizer(self) -> Optional[Callable[[float, Mapping], float]]:
+        """`episode_normalized_score` where the task has reference scores, else None."""
+        if self.ref_min_score is None or self.ref_max_score is None:
+            return None
+        return self.episode_normalized_score
 
 
 def _pointmass_dataset(num_episodes: int, seed: int) -> OfflineDataset:
@@ -212,6 +219,7 @@ def _pointmaze_tasks():
             family="maze",
             env_id=env_id,
             observation_keys=keys,
+            builtin_dataset=functools.partial(maze_data.builtin_maze_dataset, f"pointmaze-{maze}"),
             ref_min_score=0.0,
             ref_max_score=1.0,
             d4rl_dataset=f"maze2d-{maze}-v1",

@@ -1,4 +1,5 @@
-"""The `wsrl` command line: `wsrl pretrain`, `wsrl finetune`, `wsrl config`.
+"""The `wsrl` command line: `wsrl pretrain`, `wsrl finetune`, `wsrl config`, `wsrl dataset`, and
+the distributed `wsrl learner`, `wsrl actor`, `wsrl run`, `wsrl status`.
 
 Heavy imports (jax, the loops) happen inside the commands so `wsrl --help` stays fast.
 """
@@ -9,6 +10,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from learner import dataset_commands
 from learner.config import ConfigError, dump_yaml, load_config
 from learner.distributed import commands as distributed
 
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the resolved config for a family, variant and overrides")
     _add_config_args(p)
 
+    dataset_commands.add_commands(sub)  # dataset generate, dataset inspect
     distributed.add_commands(sub, _add_config_args)  # learner, actor, run, status
     return parser
 
@@ -47,6 +50,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         # `actor` and `status` take no config; `learner` and `run` do.
         config = load_config(args.config, args.variant, overrides) if hasattr(args, "config") else None
+        if args.command == "dataset":
+            return dataset_commands.run_command(args)
         if args.command in distributed.COMMANDS:
             return distributed.run_command(args, config)
         if args.command == "config":
@@ -59,7 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from learner.finetune import finetune
 
             finetune(config, args.run_dir)
-    except (ConfigError, FileExistsError, ValueError) as e:
+    except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"wsrl {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -121,6 +121,7 @@ class Finetuner:
             self.eval_env,
             c.finetune.eval_episodes,
             c.seed + 10_000,
+            normalize=self.task.normalizer,
         )
 
     def counters(self) -> dict:

@@ -34,7 +34,7 @@ def pretrain(config: Config, run_dir: Optional[str] = None) -> Path:
 
     def run_eval(step: int) -> dict:
         params = agent.actor.params
-        stats = evaluate(lambda o: policy(params, o, None, deterministic=True), eval_env, p.eval_episodes, config.seed + 10_000)
+        stats = evaluate(lambda o: policy(params, o, None, deterministic=True), eval_env, p.eval_episodes, config.seed + 10_000, task.normalizer)
         logger.log("eval", step, stats)
         return stats
 

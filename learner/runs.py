@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from envs.dataset_io import DatasetError, read_dataset
 from envs.datasets import OfflineDataset, mc_returns
 from envs.tasks import Task
 from learner.checkpoint import atomic_write_bytes
@@ -33,16 +34,34 @@ def prepare_run_dir(config: Config, phase: str, run_dir: Optional[str] = None) -
 
 
 def load_offline_dataset(config: Config, task: Task) -> OfflineDataset:
-    """The pre-training dataset with the task's training reward convention applied."""
+    """The pre-training dataset with the task's training reward convention applied.
+
+    `pretrain.dataset`: "builtin" (the task's embedded generator, `pretrain.dataset_episodes`
+    episodes), a D4RL `.hdf5`/`.h5` file, a Minari dataset directory, or a Minari dataset id
+    under MINARI_DATASETS_PATH / ~/.minari/datasets. Files hold the task's raw (unscaled)
+    rewards, as D4RL's and `wsrl dataset generate`'s do.
+    """
     source = config.pretrain.dataset
-    if source != "builtin":
-        raise ConfigError(
-            f"config field 'pretrain.dataset': got {source!r}, expected 'builtin' "
-            "(the only data source in this version: the task's embedded generator)"
-        )
-    if task.builtin_dataset is None:
-        raise ConfigError(f"config field 'pretrain.dataset': task {task.name!r} has no builtin dataset")
-    return task.training_rewards(task.builtin_dataset(config.pretrain.dataset_episodes, config.seed))
+    if source == "builtin":
+        if task.builtin_dataset is None:
+            raise ConfigError(
+                f"config field 'pretrain.dataset': task {task.name!r} has no builtin dataset; expected a "
+                "D4RL .hdf5 file or a Minari dataset (directory or id)"
+                + (f", e.g. {task.d4rl_dataset}.hdf5" if task.d4rl_dataset else "")
+            )
+        dataset = task.builtin_dataset(config.pretrain.dataset_episodes, config.seed)
+    else:
+        spec = task.spec()
+        try:
+            dataset = read_dataset(
+                source,
+                observation_keys=task.observation_keys,
+                observation_dim=spec["observation_dim"],
+                action_dim=spec["action_dim"],
+            )
+        except DatasetError as e:
+            raise ConfigError(f"config field 'pretrain.dataset': {e}") from e
+    return task.training_rewards(dataset)
 
 
 def offline_replay(config: Config, task: Task) -> ReplayBuffer:

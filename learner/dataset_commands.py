@@ -1,0 +1,166 @@
+"""`wsrl dataset generate` and `wsrl dataset inspect`: offline datasets made and read locally.
+
+generate: point mazes (and the built-in point mass) with the noisy waypoint controller
+(envs/maze_data.py, seconds); locomotion by training a behaviour SAC and rolling it out
+(learner/behaviour_data.py, the D4RL recipe: random / medium / medium-replay / medium-expert /
+expert). Output: a D4RL HDF5 file (`.hdf5` / `.h5`) with a `<stem>.card.json` card beside it, or
+a Minari dataset directory (any other path); both written atomically, existing files refused
+unless --overwrite.
+
+inspect: size, episodes, episode lengths, return distribution and success rate of a D4RL
+file or Minari dataset, plus the card where there is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+GENERATED_FAMILIES = ("builtin", "maze", "locomotion")
+
+
+def add_commands(sub) -> None:
+    """Adds `wsrl dataset {generate,inspect}` to the top-level subparsers."""
+    dataset = sub.add_parser("dataset", help="make (generate) or look at (inspect) an offline dataset")
+    commands = dataset.add_subparsers(dest="dataset_command", required=True)
+
+    p = commands.add_parser("generate", help="make a D4RL-style dataset for a task locally")
+    p.add_argument("--task", required=True, help="task name, e.g. pointmaze-umaze, pointmaze-large, hopper-medium-replay")
+    p.add_argument("--out", required=True, help="output: a .hdf5/.h5 file (D4RL layout + card) or a Minari dataset directory")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0); the output is a function of it")
+    p.add_argument("--episodes", type=int, default=1000, help="mazes: number of episodes (default 1000)")
+    p.add_argument("--mode", choices=("diverse", "play"), default=None, help="mazes: random goals (diverse) or hand-picked start/goal cells (play); default: from the task name")
+    p.add_argument("--transitions", type=int, default=None, help="locomotion: transitions to roll out (default: per kind, see docs/datasets.md)")
+    p.add_argument("--train-steps", type=int, default=None, help="locomotion: behaviour SAC training steps")
+    p.add_argument("--behaviour-dir", default=None, help="locomotion: cache of the behaviour SAC run, reused by the other kinds of the same robot and seed")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+    p = commands.add_parser("inspect", help="size, episodes, return distribution and success rate of a dataset")
+    p.add_argument("path", help="a D4RL .hdf5/.h5 file, a Minari dataset directory or a local Minari id")
+    p.add_argument("--task", default=None, help="flatten dict observations with this task's keys and check its dims")
+    p.add_argument("--success-threshold", type=float, default=None, help="an episode whose return is >= this counts as a success (default: the card's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def run_command(args) -> int:
+    if args.dataset_command == "generate":
+        return generate(args)
+    return inspect(args)
+
+
+def generate_dataset(task, args):
+    """(dataset, card facts) for `task` from the generator of its family."""
+    if task.family == "maze":
+        from envs.maze_data import generate_maze_dataset
+
+        return generate_maze_dataset(task, args.episodes, args.seed, mode=args.mode, progress=True)
+    if task.family == "builtin" and task.builtin_dataset is not None:
+        dataset = task.builtin_dataset(args.episodes, args.seed)
+        return dataset, {"task": task.name, "generator": "builtin", "seed": args.seed, "success_threshold": 1.0}
+    if task.family == "locomotion":
+        from learner.behaviour_data import generate_locomotion_dataset
+
+        return generate_locomotion_dataset(
+            task, seed=args.seed, num_transitions=args.transitions, train_steps=args.train_steps,
+            behaviour_dir=args.behaviour_dir, progress=True,
+        )
+    raise ValueError(
+        f"field 'task': {task.name!r} is of family {task.family!r}; the local generators cover the "
+        f"families {GENERATED_FAMILIES} (antmaze needs a goal-reaching ant policy, kitchen and adroit "
+        "human demonstrations): give its D4RL/Minari file to pretrain.dataset instead"
+    )
+
+
+def generate(args) -> int:
+    from envs.dataset_io import write_d4rl_hdf5, write_minari
+    from envs.tasks import get_task
+
+    task = get_task(args.task)
+    out = Path(args.out)
+    if args.episodes < 1:
+        raise ValueError(f"field '--episodes': got {args.episodes}, expected an integer >= 1")
+    is_file = out.suffix in (".hdf5", ".h5")
+    # Refuse before spending minutes generating.
+    if not args.overwrite and (out.exists() if is_file else (out / "data").exists()):
+        raise FileExistsError(f"output {str(out)!r} exists; pass --overwrite to replace it")
+    dataset, card = generate_dataset(task, args)
+    card = {"task": task.name, **card}
+    if is_file:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_d4rl_hdf5(dataset, out, card, overwrite=args.overwrite)
+    else:
+        references = {"ref_min_score": task.ref_min_score, "ref_max_score": task.ref_max_score}
+        metadata = {"wsrl_card": card, **{k: v for k, v in references.items() if v is not None}}
+        write_minari(dataset, out, dataset_id=f"wsrl/{task.name}-v0", metadata=metadata, overwrite=args.overwrite)
+    returns = dataset.episode_returns()
+    print(
+        f"[wsrl dataset] {task.name}: {len(dataset)} transitions, {dataset.num_episodes} episodes, "
+        f"return mean {returns.mean():.3g} (min {returns.min():.3g}, max {returns.max():.3g}) -> {out}"
+    )
+    return 0
+
+
+def dataset_summary(dataset, success_threshold=None) -> dict:
+    """`dataset_stats` plus the return quartiles."""
+    from envs.dataset_io import dataset_stats
+
+    stats = dataset_stats(dataset, success_threshold)
+    quartiles = np.percentile(dataset.episode_returns(), [0, 25, 50, 75, 100])
+    stats["return_quartiles"] = [float(v) for v in quartiles]
+    return stats
+
+
+def return_histogram(returns: np.ndarray, bins: int = 10, width: int = 40) -> list[str]:
+    """A text histogram of the episode returns, one line per bin."""
+    counts, edges = np.histogram(returns, bins=bins)
+    scale = width / max(1, counts.max())
+    return [
+        f"  [{lo:10.4g}, {hi:10.4g}) {count:7d} {'#' * int(round(count * scale))}"
+        for lo, hi, count in zip(edges[:-1], edges[1:], counts)
+    ]
+
+
+def inspect(args) -> int:
+    from envs.dataset_io import card_path, read_dataset, read_minari_metadata
+
+    keys = dims = None
+    if args.task:
+        from envs.tasks import get_task
+
+        task = get_task(args.task)
+        spec = task.spec()
+        keys, dims = task.observation_keys, (spec["observation_dim"], spec["action_dim"])
+    path = Path(args.path)
+    dataset = read_dataset(path, keys, *(dims or (None, None)))
+    card: dict = {}
+    if path.suffix in (".hdf5", ".h5"):
+        if card_path(path).is_file():
+            card = json.loads(card_path(path).read_text())
+    else:
+        card = read_minari_metadata(path).get("wsrl_card", {})
+    threshold = args.success_threshold if args.success_threshold is not None else card.get("success_threshold")
+    stats = dataset_summary(dataset, threshold)
+    if args.json:
+        print(json.dumps({"path": str(path), **stats, "card": card}, indent=2))
+        return 0
+    print(f"{path}")
+    print(f"  transitions {stats['num_transitions']}, episodes {stats['num_episodes']} "
+          f"({stats['num_terminal_episodes']} ending in a terminal), obs dim {stats['observation_dim']}, "
+          f"action dim {stats['action_dim']}")
+    print(f"  episode length mean {stats['episode_length_mean']:.1f} (min {stats['episode_length_min']}, "
+          f"max {stats['episode_length_max']})")
+    q = stats["return_quartiles"]
+    print(f"  return mean {stats['return_mean']:.4g} +- {stats['return_std']:.4g}; min {q[0]:.4g}, "
+          f"25% {q[1]:.4g}, median {q[2]:.4g}, 75% {q[3]:.4g}, max {q[4]:.4g}")
+    if "success_rate" in stats:
+        print(f"  success rate {stats['success_rate']:.3f} (return >= {threshold:g})")
+    else:
+        print("  success rate: unknown (no --success-threshold and no card)")
+    print("  returns:")
+    print("\n".join(return_histogram(dataset.episode_returns())))
+    if card:
+        print("  card: " + ", ".join(f"{k}={v}" for k, v in card.items() if k not in stats))
+    return 0
