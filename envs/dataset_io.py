@@ -35,18 +35,17 @@ so a crash never leaves a half-written file under the real name.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import h5py
 import numpy as np
 
+from envs.atomic_files import atomic_path, atomic_write_bytes
 from envs.datasets import OfflineDataset, all_finite
 
 PathLike = Union[str, os.PathLike]
@@ -761,7 +760,7 @@ def write_d4rl_hdf5(
     stats = dataset_stats(dataset, card.get("success_threshold"))
     ends = dataset.episode_ends.astype(bool)
     terminals = dataset.terminals != 0
-    with _atomic_path(path) as tmp, h5py.File(tmp, "w") as file:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as file:
         file.create_dataset("observations", data=np.asarray(dataset.observations, np.float32))
         file.create_dataset("actions", data=np.asarray(dataset.actions, np.float32))
         file.create_dataset("rewards", data=np.asarray(dataset.rewards, np.float32))
@@ -809,7 +808,7 @@ def write_minari(
     terminals = dataset.terminals != 0
     starts = np.concatenate([[0], np.flatnonzero(ends)[:-1] + 1])
     stops = np.flatnonzero(ends) + 1
-    with _atomic_path(data_dir / MINARI_MAIN_FILE) as tmp, h5py.File(tmp, "w", track_order=True) as file:
+    with atomic_path(data_dir / MINARI_MAIN_FILE) as tmp, h5py.File(tmp, "w", track_order=True) as file:
         for i, (start, stop) in enumerate(zip(starts, stops)):
             group = file.create_group(f"episode_{i}")
             group.attrs["id"] = i
@@ -870,36 +869,3 @@ def _json_default(value):
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     raise TypeError(f"card value {value!r} of type {type(value).__name__} is not JSON serializable")
-
-
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yields a temp path in `path`'s directory; on success fsyncs it and renames it to
-    `path` (then fsyncs the directory), on failure removes it. Same pattern as
-    learner/checkpoint.py's atomic_write_bytes, which envs/ must not import."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp-")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_bytes(path: PathLike, payload: bytes) -> None:
-    """Writes `payload` to `path` through a temp file, fsync and rename."""
-    with _atomic_path(Path(path)) as tmp:
-        tmp.write_bytes(payload)

@@ -16,8 +16,6 @@ agents own, with their optimizer states (Appendix I keeps them):
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -26,6 +24,7 @@ import jax
 import numpy as np
 from flax import serialization
 
+from envs.atomic_files import atomic_write_bytes
 from learner.agents import AGENTS
 from learner.config import AgentConfig, Config, config_from_dict, to_dict
 
@@ -53,29 +52,6 @@ class Checkpoint:
     counters: dict
     state: dict  # the agent's flax state dict
     path: str = ""
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, rename: a crash mid-write leaves
-    the previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def save_checkpoint(path: str | Path, agent: Any, config: Config, spec: dict, counters: Optional[dict] = None) -> Path:

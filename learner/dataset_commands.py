@@ -13,7 +13,6 @@ file or Minari dataset, plus the card where there is one.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 

@@ -18,6 +18,7 @@ from envs.dataset_io import (
     write_d4rl_hdf5,
     write_minari,
 )
+from envs.atomic_files import atomic_path
 from envs.datasets import OfflineDataset, mc_returns
 
 
@@ -238,7 +239,7 @@ def test_writes_are_atomic_and_refuse_to_overwrite(tmp_path):
     assert len(read_d4rl_hdf5(path)) == 5 and json.loads(card_path(path).read_text())["version"] == 2
     # a write that fails half-way removes its temp file and leaves the old file as it was
     with pytest.raises(RuntimeError):
-        with dataset_io._atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:
             tmp.write_bytes(b"half")
             raise RuntimeError("crash")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.card.json", "d.hdf5"]
