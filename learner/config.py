@@ -73,6 +73,10 @@ class AgentConfig:
     max_target_backup_num_actions: int = 10
     # How the actor objective reduces the critic ensemble.
     actor_q_reduction: Literal["min", "mean"] = "min"
+    # SO2's perturbed value update: Gaussian noise of this variance, clipped to
+    # +-target_action_noise_clip, added to the next actions of the TD target (0: off).
+    target_action_noise_variance: float = 0.0
+    target_action_noise_clip: float = 0.6
 
     # CQL / CalQL (Kumar et al. 2020; Nakamoto et al. 2023).
     cql_alpha: float = 5.0
@@ -113,7 +117,24 @@ class FinetuneConfig:
     algorithm: Literal["sac", "cql", "calql", "iql"] = "sac"
     # Path to a pre-trained checkpoint; empty means train from scratch (the SAC baseline).
     checkpoint: str = ""
+    # What the online agent takes from the checkpoint: "pretrained" every network with its
+    # optimizer state (WSRL); "actor" only the policy (JSRL); "scratch" nothing, and `wsrl run`
+    # and `wsrl experiment` do not pre-train for it (SAC(fast), RLPD).
+    init: Literal["pretrained", "actor", "scratch"] = "pretrained"
     warmup_steps: int = 5_000
+    # Who fills the first `warmup_steps` transitions: "policy" the frozen pre-trained policy
+    # (WSRL); "random" uniform random actions; "dataset" `warmup_steps` transitions sampled
+    # from the offline dataset before the first env step (no warmup env steps then).
+    warmup: Literal["policy", "random", "dataset"] = "policy"
+    # Online steps after warmup during which only the critics are updated (Appendix F).
+    freeze_policy_steps: int = 0
+    # JSRL: at each episode start, with probability jsrl_initial_prob decaying linearly to 0
+    # over jsrl_decay_steps env steps, the frozen pre-trained policy rolls in for a
+    # Geometric(1 - jsrl_rollin_discount) number of steps (Appendix I).
+    jsrl: bool = False
+    jsrl_initial_prob: float = 0.5
+    jsrl_decay_steps: int = 100_000
+    jsrl_rollin_discount: float = 0.99
     num_steps: int = 300_000  # environment steps, warmup included
     utd_ratio: int = 4
     # Size of the online replay buffer; 0 means num_steps (nothing is ever overwritten).
@@ -268,24 +289,68 @@ def config_path(name_or_path: str) -> Path:
     return path
 
 
+COMMON_VARIANTS_FILE = CONFIGS_DIR / "common" / "methods.yaml"
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict:
+    with open(path) as f:
+        return _fix_yaml_floats(yaml.safe_load(f) or {})
+
+
+def variant_table(path: Path, data: dict) -> dict[str, dict]:
+    """Every variant of a family file, unresolved: configs/common/methods.yaml's entries, each
+    merged with the family's variant of the same name (`resolve_variant` follows `base`)."""
+    common = _read_yaml(COMMON_VARIANTS_FILE) if COMMON_VARIANTS_FILE.is_file() else {}
+    family = data.get("variants") or {}
+    if not isinstance(family, dict):
+        raise ConfigError(f"{path}: 'variants' must be a mapping of variant name -> settings")
+    table = {name: dict(entry or {}) for name, entry in common.items()}
+    for name, entry in family.items():
+        table[name] = _deep_merge(table.get(name, {}), entry or {})
+    return table
+
+
+def resolve_variant(path: Path, table: dict[str, dict], name: str, chain: tuple[str, ...] = ()) -> dict:
+    """The settings of variant `name` with its `base: NAME` chain merged underneath."""
+    chain = (*chain, name)
+    entry = dict(table[name])
+    base = entry.pop("base", None)
+    if base is None:
+        return entry
+    if base not in table:
+        raise ConfigError(f"{path}: variant {name!r} field 'base': unknown variant {base!r}")
+    if base in chain:
+        raise ConfigError(f"{path}: variant {name!r} field 'base': cycle {' -> '.join((*chain, base))}")
+    return _deep_merge(resolve_variant(path, table, base, chain), entry)
+
+
 def load_config(
     family: str = "pointmass", variant: str = "wsrl", overrides: typing.Sequence[str] = ()
 ) -> Config:
     """Resolves defaults <- family file defaults <- variant <- CLI overrides, then validates."""
     path = config_path(family)
-    with open(path) as f:
-        data = _fix_yaml_floats(yaml.safe_load(f) or {})
+    data = _read_yaml(path)
     unknown = set(data) - {"defaults", "variants"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; expected defaults, variants")
-    variants = data.get("variants") or {}
+    variants = variant_table(path, data)
     if variant not in variants:
         raise ConfigError(
-            f"config field 'variant': {variant!r} is not defined in {path.name}; "
+            f"config field 'variant': {variant!r} is not defined in {path.name} or {COMMON_VARIANTS_FILE.name}; "
             f"expected one of {', '.join(sorted(variants))}"
         )
     config = _merge(Config(), data.get("defaults") or {})
-    config = _merge(config, variants[variant] or {})
+    config = _merge(config, resolve_variant(path, variants, variant))
     config = dataclasses.replace(config, variant=variant)
     for text in overrides:
         config = _merge(config, parse_override(text))
@@ -359,4 +424,14 @@ def validate(config: Config) -> None:
     _check(f.utd_ratio >= 1, "finetune.utd_ratio", f.utd_ratio, "an integer >= 1")
     _check(f.replay_capacity >= 0, "finetune.replay_capacity", f.replay_capacity, "an integer >= 0 (0 means finetune.num_steps)")
     _check(0.0 <= f.offline_mixing_ratio < 1.0, "finetune.offline_mixing_ratio", f.offline_mixing_ratio, "a number in [0, 1)")
+    _check(f.freeze_policy_steps >= 0, "finetune.freeze_policy_steps", f.freeze_policy_steps, "an integer >= 0")
+    _check(0.0 <= f.jsrl_initial_prob <= 1.0, "finetune.jsrl_initial_prob", f.jsrl_initial_prob, "a number in [0, 1]")
+    _check(f.jsrl_decay_steps >= 1, "finetune.jsrl_decay_steps", f.jsrl_decay_steps, "an integer >= 1")
+    _check(0.0 <= f.jsrl_rollin_discount < 1.0, "finetune.jsrl_rollin_discount", f.jsrl_rollin_discount, "a number in [0, 1)")
+    _check(a.target_action_noise_variance >= 0, "agent.target_action_noise_variance", a.target_action_noise_variance, "a number >= 0")
+    _check(a.target_action_noise_clip > 0, "agent.target_action_noise_clip", a.target_action_noise_clip, "a number > 0")
+    _check(
+        not (f.jsrl and f.init == "scratch"),
+        "finetune.jsrl", f.jsrl, "false with finetune.init=scratch (JSRL rolls in the pre-trained policy)",
+    )
     _check(config.seed >= 0, "seed", config.seed, "an integer >= 0")

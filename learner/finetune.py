@@ -7,6 +7,12 @@
    critic updates on M fresh batches, then one actor update on their union.
 No offline data is kept (unless `offline_mixing_ratio` > 0, for the retention baselines).
 Time limits are truncations: stored with terminal = 0 so the target bootstraps through them.
+
+The baselines and ablations of the paper are switches of the same loop: `finetune.warmup`
+(random actions, or K transitions of the offline dataset instead of warmup env steps),
+`finetune.freeze_policy_steps` (critic-only updates after warmup), `finetune.jsrl` (roll-ins
+of the frozen pre-trained policy), `finetune.init` (what the checkpoint provides) and
+`offline_mixing_ratio` (retention, RLPD).
 """
 
 from __future__ import annotations
@@ -22,13 +28,12 @@ import numpy as np
 from envs.datasets import mc_returns
 from envs.tasks import get_task
 from learner.acting import Policy
-from learner.agents import make_agent
-from learner.checkpoint import read_checkpoint, restore_agent, save_checkpoint
+from learner.checkpoint import save_checkpoint
 from learner.config import Config, to_dict
 from learner.evaluation import evaluate
 from learner.replay_buffer import MixedSampler, ReplayBuffer
 from learner.run_logger import RunLogger, progress_bar
-from learner.runs import offline_replay, prepare_run_dir
+from learner.runs import initial_agent, offline_replay, prepare_run_dir
 
 
 class Finetuner:
@@ -40,24 +45,34 @@ class Finetuner:
         self.task = get_task(config.task)
         self.spec = self.task.spec()
         obs_dim, act_dim = self.spec["observation_dim"], self.spec["action_dim"]
-        if f.checkpoint:
-            self.checkpoint = read_checkpoint(f.checkpoint)
-            self.agent = restore_agent(self.checkpoint, f.algorithm, config.agent, self.spec, config.seed)
-        else:
-            self.checkpoint = None
-            self.agent = make_agent(f.algorithm, config.agent, obs_dim, act_dim, config.seed)
+        self.agent = initial_agent(config, self.spec)
         # The frozen pre-trained policy acts during warmup: an independent copy of its params.
         self.pretrained_actor_params = jax.tree_util.tree_map(jnp.array, self.agent.actor.params)
         self.policy = Policy(config.agent, act_dim)
-        self.replay = ReplayBuffer(f.replay_capacity or f.num_steps, obs_dim, act_dim)
+        dataset_warmup = f.warmup == "dataset" and f.warmup_steps > 0
+        capacity = (f.replay_capacity or f.num_steps) + (f.warmup_steps if dataset_warmup else 0)
+        self.replay = ReplayBuffer(capacity, obs_dim, act_dim)
         self.sampler = self.replay
+        offline = None
+        if f.offline_mixing_ratio > 0 or dataset_warmup:
+            offline = offline_replay(config, self.task)
         if f.offline_mixing_ratio > 0:
-            self.sampler = MixedSampler(self.replay, offline_replay(config, self.task), f.offline_mixing_ratio)
+            self.sampler = MixedSampler(self.replay, offline, f.offline_mixing_ratio)
+        # Env steps acting for warmup (frozen policy or random actions); updates start after them.
+        self.warmup_env_steps = 0 if f.warmup == "dataset" else f.warmup_steps
+        if dataset_warmup:
+            # K transitions drawn uniformly (without replacement) from the offline dataset
+            # replace the K warmup env steps (Appendix J).
+            picks = np.random.default_rng(config.seed + 2).choice(len(offline), min(f.warmup_steps, len(offline)), replace=False)
+            self.replay.add_from(offline, np.sort(picks))
         self.uses_mc_returns = f.algorithm == "calql"
         self.env = self.task.make_env(config.seed, training=True)
         self.eval_env = self.task.make_env(config.seed + 10_000, training=False)
         self.sample_rng = np.random.default_rng(config.seed)
         self.action_rng = jax.random.PRNGKey(config.seed + 1)
+        # Random warmup actions and JSRL's roll-in draws, apart from the streams above so the
+        # default run's randomness does not depend on these switches.
+        self.schedule_rng = np.random.default_rng(config.seed + 3)
         self.env_steps = 0
         self.updates = 0  # fused UTD updates (each = utd_ratio critic + 1 actor update)
         self.episodes = 0
@@ -65,14 +80,34 @@ class Finetuner:
         self._episode_slots: list[int] = []
         self._episode_rewards: list[float] = []
         self._episode_success = False
+        self.rollin_steps_left = self._draw_rollin()
 
     @property
     def in_warmup(self) -> bool:
-        """True while the next env step is one of the first K (acts with the frozen policy)."""
-        return self.env_steps < self.config.finetune.warmup_steps
+        """True while the next env step is one of the first K (acts with the frozen policy or,
+        with `finetune.warmup: random`, at random)."""
+        return self.env_steps < self.warmup_env_steps
+
+    def jsrl_rollin_probability(self) -> float:
+        """JSRL's chance that an episode starting now begins with a roll-in: decays linearly
+        from `jsrl_initial_prob` to 0 over `jsrl_decay_steps` env steps."""
+        f = self.config.finetune
+        return f.jsrl_initial_prob * max(0.0, 1.0 - self.env_steps / f.jsrl_decay_steps)
+
+    def _draw_rollin(self) -> int:
+        """Roll-in steps of the episode starting now (0 unless JSRL draws one)."""
+        f = self.config.finetune
+        if not f.jsrl or self.schedule_rng.random() >= self.jsrl_rollin_probability():
+            return 0
+        return int(self.schedule_rng.geometric(1.0 - f.jsrl_rollin_discount))
 
     def act(self, observation: np.ndarray) -> np.ndarray:
-        params = self.pretrained_actor_params if self.in_warmup else self.agent.actor.params
+        if self.in_warmup and self.config.finetune.warmup == "random":
+            return self.schedule_rng.uniform(-1.0, 1.0, self.spec["action_dim"]).astype(np.float32)
+        frozen = self.in_warmup or self.rollin_steps_left > 0
+        if self.rollin_steps_left > 0:
+            self.rollin_steps_left -= 1
+        params = self.pretrained_actor_params if frozen else self.agent.actor.params
         self.action_rng, key = jax.random.split(self.action_rng)
         return self.policy(params, observation, key)
 
@@ -94,9 +129,13 @@ class Finetuner:
         else:
             self.observation = next_observation
         update_info = None
-        if self.env_steps > f.warmup_steps:
+        online_steps = self.env_steps - self.warmup_env_steps
+        if online_steps > 0:
             batch = self.sampler.sample(self.sample_rng, f.utd_ratio, self.config.agent.batch_size)
-            self.agent, update_info = self.agent.update(batch)
+            if online_steps <= f.freeze_policy_steps:
+                self.agent, update_info = self.agent.update_critics(batch)
+            else:
+                self.agent, update_info = self.agent.update(batch)
             self.updates += 1
         return episode, update_info
 
@@ -111,6 +150,7 @@ class Finetuner:
         stats = {"return": float(rewards.sum()), "length": len(rewards), "success": float(self._episode_success)}
         self._episode_slots, self._episode_rewards, self._episode_success = [], [], False
         self.observation, _ = self.env.reset()
+        self.rollin_steps_left = self._draw_rollin()
         return stats
 
     def evaluate(self) -> dict:
@@ -134,10 +174,17 @@ def finetune(config: Config, run_dir: Optional[str] = None) -> Path:
     path = prepare_run_dir(config, "finetune", run_dir)
     runner = Finetuner(config)
     checkpoint = path / "checkpoint.ckpt"
-    source = f"from {f.checkpoint}" if f.checkpoint else "from scratch"
+    source = (f"from {f.checkpoint}" + (" (policy only)" if f.init == "actor" else "")) if f.checkpoint else "from scratch"
+    extras = "".join(
+        text for on, text in (
+            (f.freeze_policy_steps > 0, f", policy frozen for {f.freeze_policy_steps} steps"),
+            (f.jsrl, ", JSRL roll-ins"),
+            (f.offline_mixing_ratio > 0, f", {f.offline_mixing_ratio:.0%} offline data per batch"),
+        ) if on
+    )
     print(
-        f"[wsrl finetune] {f.algorithm} on {runner.task.name} {source}; warmup {f.warmup_steps} steps, "
-        f"UTD {f.utd_ratio}, {f.num_steps} env steps -> {path}"
+        f"[wsrl finetune] {f.algorithm} on {runner.task.name} {source}; warmup {f.warmup_steps} steps "
+        f"({f.warmup}), UTD {f.utd_ratio}{extras}, {f.num_steps} env steps -> {path}"
     )
     with RunLogger(path, config.logging, to_dict(config), path.name) as logger:
         last_eval = runner.evaluate()
@@ -150,7 +197,7 @@ def finetune(config: Config, run_dir: Optional[str] = None) -> Path:
             bar.update(1)
             if episode is not None:
                 last_return = episode["return"]
-                logger.log("episode", step, {**episode, "warmup": float(step <= f.warmup_steps)})
+                logger.log("episode", step, {**episode, "warmup": float(step <= runner.warmup_env_steps)})
             if info is not None and f.log_every and step % f.log_every == 0:
                 elapsed = time.perf_counter() - started
                 logger.log("train", step, {**info, "env_steps": step, "updates": runner.updates, "env_steps_per_s": step / elapsed})

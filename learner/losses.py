@@ -50,6 +50,13 @@ def td_target(
     return rewards + discount * masks * next_q
 
 
+def perturb_target_actions(actions: jnp.ndarray, noise: jnp.ndarray, variance: float, clip: float) -> jnp.ndarray:
+    """SO2's perturbed value update: a' + clip(sqrt(variance) * noise, -clip, clip), kept in
+    the action box [-1, 1]. `noise` is standard normal, shaped like `actions`."""
+    perturbation = jnp.clip(jnp.sqrt(variance) * noise, -clip, clip)
+    return jnp.clip(actions + perturbation, -1.0, 1.0)
+
+
 def critic_loss(qs: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
     """Mean over critics and batch of (Q_i(s, a) - y)^2; qs (E, B), targets (B,)."""
     return jnp.mean((qs - targets[None]) ** 2)

@@ -51,6 +51,17 @@ class ReplayBuffer:
         self._size = min(self._size + 1, self.capacity)
         return i
 
+    def add_from(self, source: "ReplayBuffer", indices: np.ndarray) -> np.ndarray:
+        """Stores `source`'s transitions at `indices` (MC returns included), in order; returns
+        their slots. Dataset warmup seeds the online buffer this way."""
+        indices = np.asarray(indices, np.int64)
+        slots = (self._next + np.arange(len(indices))) % self.capacity
+        for name, array in self.data.items():
+            array[slots] = source.data[name][indices]
+        self._next = int((self._next + len(indices)) % self.capacity)
+        self._size = min(self._size + len(indices), self.capacity)
+        return slots
+
     def set_mc_returns(self, slots: np.ndarray, values: np.ndarray) -> None:
         self.data["mc_returns"][slots] = values
 

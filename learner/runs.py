@@ -9,7 +9,8 @@ from typing import Optional
 from envs.dataset_io import DatasetError, read_dataset
 from envs.datasets import OfflineDataset, mc_returns
 from envs.tasks import Task
-from learner.checkpoint import atomic_write_bytes
+from learner.agents import make_agent
+from learner.checkpoint import atomic_write_bytes, read_checkpoint, restore_agent
 from learner.config import Config, ConfigError, dump_yaml
 from learner.replay_buffer import ReplayBuffer
 
@@ -69,3 +70,28 @@ def offline_replay(config: Config, task: Task) -> ReplayBuffer:
     dataset = load_offline_dataset(config, task)
     returns = mc_returns(dataset.rewards, dataset.episode_ends, config.agent.discount, task.sparse_failure_reward)
     return ReplayBuffer.from_dataset(dataset, returns)
+
+
+def initial_agent(config: Config, spec: dict):
+    """The online agent at the start of fine-tuning, as `finetune.init` says.
+
+    With `finetune.checkpoint`: "pretrained" takes every network the two algorithms share with
+    its optimizer state (WSRL, Appendix I); "actor" only the policy with its optimizer state,
+    the critics and temperature fresh (JSRL). Without a checkpoint, or with "scratch", a fresh
+    agent (SAC(fast), RLPD).
+    """
+    f = config.finetune
+    if f.init == "scratch" and f.checkpoint:
+        raise ConfigError(
+            f"config field 'finetune.checkpoint': got {f.checkpoint!r} with finetune.init='scratch'; "
+            "expected no checkpoint (or finetune.init 'pretrained' / 'actor')"
+        )
+    if f.jsrl and not f.checkpoint:
+        raise ConfigError("config field 'finetune.checkpoint': JSRL (finetune.jsrl=true) needs the pre-trained policy's checkpoint")
+    fresh = make_agent(f.algorithm, config.agent, spec["observation_dim"], spec["action_dim"], config.seed)
+    if not f.checkpoint:
+        return fresh
+    restored = restore_agent(read_checkpoint(f.checkpoint), f.algorithm, config.agent, spec, config.seed)
+    if f.init == "actor":
+        return fresh.replace(actor=restored.actor)
+    return restored

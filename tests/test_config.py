@@ -65,7 +65,7 @@ def test_bad_values_are_rejected_naming_the_field(override, fragment):
 
 
 def test_unknown_variant_and_family():
-    with pytest.raises(ConfigError, match="'variant': 'redq' is not defined in antmaze.yaml; expected one of"):
+    with pytest.raises(ConfigError, match="'variant': 'redq' is not defined in antmaze.yaml or methods.yaml; expected one of"):
         load_config("antmaze", "redq")
     with pytest.raises(ConfigError, match="known families: .*antmaze"):
         load_config("nosuchfamily", "wsrl")

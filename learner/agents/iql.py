@@ -116,13 +116,23 @@ class IQLAgent(flax.struct.PyTreeNode):
         actor, info = apply_gradients(self.actor, actor_loss_fn)
         return self.replace(actor=actor, rng=rng), {**info, "advantage": advantages.mean(), "awr_weight": weights.mean()}
 
-    @jax.jit
-    def update(self, batch: Batch) -> tuple["IQLAgent", dict]:
-        """M value+critic updates (one per leading index of `batch`), then one actor update on
-        the union of the M batches, compiled as one function (same contract as SAC)."""
+    def _critic_updates(self, batch: Batch) -> tuple["IQLAgent", dict]:
+        """M value+critic updates, one per leading index of `batch`; metrics averaged."""
         agent, infos = self, []
         for i in range(batch["rewards"].shape[0]):
             agent, info = agent.update_value_and_critic(jax.tree_util.tree_map(lambda x: x[i], batch))
             infos.append(info)
+        return agent, mean_metrics(infos)
+
+    @jax.jit
+    def update(self, batch: Batch) -> tuple["IQLAgent", dict]:
+        """M value+critic updates (one per leading index of `batch`), then one actor update on
+        the union of the M batches, compiled as one function (same contract as SAC)."""
+        agent, critic_info = self._critic_updates(batch)
         agent, actor_info = agent.update_actor(flatten_updates(batch))
-        return agent, {**mean_metrics(infos), **actor_info}
+        return agent, {**critic_info, **actor_info}
+
+    @jax.jit
+    def update_critics(self, batch: Batch) -> tuple["IQLAgent", dict]:
+        """`update` without the actor update: the policy stays frozen."""
+        return self._critic_updates(batch)

@@ -93,7 +93,14 @@ class SACAgent(flax.struct.PyTreeNode):
         c = self.config
         num_next = c.max_target_backup_num_actions if c.max_target_backup == "sampled_actions" else 1
         next_obs = repeat_states(batch["next_observations"], num_next)
+        if c.target_action_noise_variance > 0:
+            action_rng, noise_rng = jax.random.split(action_rng)
         next_actions, next_log_probs = sample_policy(self.actor, self.actor.params, next_obs, action_rng)
+        if c.target_action_noise_variance > 0:  # SO2 (the log-probs stay those of the policy's actions)
+            noise = jax.random.normal(noise_rng, next_actions.shape)
+            next_actions = losses.perturb_target_actions(
+                next_actions, noise, c.target_action_noise_variance, c.target_action_noise_clip
+            )
         if c.max_target_backup == "ensemble_max":
             next_qs = self.critic.apply_fn({"params": self.critic.target_params}, next_obs, next_actions)
             reduction = "max"
@@ -169,10 +176,8 @@ class SACAgent(flax.struct.PyTreeNode):
 
     # ---- the fused UTD step --------------------------------------------------------
 
-    @jax.jit
-    def update(self, batch: Batch) -> tuple["SACAgent", dict]:
-        """M critic updates (one per leading index of `batch`) then one actor update on all
-        M*B transitions, compiled as one function."""
+    def _critic_updates(self, batch: Batch) -> tuple["SACAgent", dict]:
+        """The M critic updates, one per leading index of `batch`; metrics averaged over them."""
         # The critic updates run as a lax.scan over the leading axis rather than an unrolled
         # loop: the same updates in the same order, but XLA keeps one critic update's
         # buffers instead of M, which shrinks the scratch memory it allocates per call
@@ -180,7 +185,18 @@ class SACAgent(flax.struct.PyTreeNode):
         # matters: glibc mmaps (and the call then page-faults) scratch buffers over 32 MB
         # afresh on every call. Locomotion on 2 cores: 74 -> 66 ms per call (best of 3 rounds).
         agent, critic_infos = jax.lax.scan(lambda agent, minibatch: agent.update_critic(minibatch), self, batch)
+        return agent, jax.tree_util.tree_map(lambda x: jnp.mean(x, axis=0), critic_infos)
+
+    @jax.jit
+    def update(self, batch: Batch) -> tuple["SACAgent", dict]:
+        """M critic updates (one per leading index of `batch`) then one actor update on all
+        M*B transitions, compiled as one function."""
+        agent, critic_info = self._critic_updates(batch)
         agent, actor_info = agent.update_actor(flatten_updates(batch))
-        critic_info = jax.tree_util.tree_map(lambda x: jnp.mean(x, axis=0), critic_infos)
         return agent, {**critic_info, **actor_info}
 
+    @jax.jit
+    def update_critics(self, batch: Batch) -> tuple["SACAgent", dict]:
+        """`update` without the actor and temperature update: the policy stays frozen
+        (`finetune.freeze_policy_steps`, Appendix F)."""
+        return self._critic_updates(batch)
