@@ -157,7 +157,7 @@ def inspect(args) -> int:
     if "success_rate" in stats:
         print(f"  success rate {stats['success_rate']:.3f} (return >= {threshold:g})")
     else:
-        print("  success rate: unknown (no --success-threshold and no card)")
+        print("  success rate: n/a (no success threshold in the card; pass --success-threshold)")
     print("  returns:")
     print("\n".join(return_histogram(dataset.episode_returns())))
     if card:

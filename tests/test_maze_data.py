@@ -161,3 +161,15 @@ def test_pretrain_dataset_path_is_read_with_the_task_reward_convention(tmp_path)
     config = load_config("pointmaze", "wsrl", ["task=antmaze-umaze"])
     with pytest.raises(ConfigError, match="pretrain.dataset.*no builtin dataset.*antmaze-umaze-v2.hdf5"):
         load_offline_dataset(config, get_task("antmaze-umaze"))
+
+
+def test_cli_generates_locomotion_data_through_the_behaviour_generator(tmp_path, capsys):
+    out = tmp_path / "hopper-random.hdf5"
+    assert main(["dataset", "generate", "--task", "hopper-random", "--out", str(out), "--transitions", "300"]) == 0
+    loaded = read_dataset(out, observation_dim=11, action_dim=3)
+    card = json.loads(card_path(out).read_text())
+    assert len(loaded) == 300 and card["kind"] == "random" and card["generator"] == "locomotion-behaviour-sac"
+    assert np.all(loaded.episode_ends[loaded.terminals == 1])
+    capsys.readouterr()
+    assert main(["dataset", "generate", "--task", "hopper-medium-replay", "--out", str(tmp_path / "mr.hdf5"), "--transitions", "10"]) == 2
+    assert "'num_transitions'" in capsys.readouterr().err

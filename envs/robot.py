@@ -1,0 +1,84 @@
+"""The robot env contract: what `wsrl actor --env package.module:YourRobotEnv` runs.
+
+A robot env is a plain `gymnasium.Env` the user writes for their robot:
+
+- `observation_space`: a Box; `action_space`: a Box with finite bounds (the actor rescales the
+  policy's [-1, 1] actions to it and clips every action to it).
+- `reset(seed=None, options=None) -> (observation, info)`, `step(action) -> (observation,
+  reward, terminated, truncated, info)`, `close()`. `step` should return as soon as the command
+  is sent and the next observation read: the actor holds the control rate, not the env.
+
+Optional hooks, looked up by name; none is required and nothing in the project needs editing:
+
+- `info["intervention_action"]` (array, action-space shape, in the env's own units): a human
+  took over this step (teleop, spacemouse, ...) and the robot executed this action instead of
+  the policy's. The actor stores it in the transition in place of the policy's action and
+  counts the step as an intervention.
+- `info["success"]` (bool): the task succeeded at this step (sparse-reward tasks; it is
+  reported in the episode statistics).
+- `info["safety_stop"]` (bool): the env detected an unsafe state. The actor ends the episode
+  (as a truncation: no terminal), calls `emergency_stop()` if the env has it, and pauses until
+  the operator resumes.
+- `wait_for_operator_reset(self) -> None`: called before every reset; blocks until the operator
+  has reset the scene (a keyboard prompt, a foot pedal). Without it the actor resets at once.
+- `emergency_stop(self) -> None`: bring the robot to a safe halt now (called on e-stop, on a
+  safety stop and on shutdown). It must return quickly and be safe to call more than once.
+- `control_hz` (attribute): the robot's control rate, the actor's default `--control-hz`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import gymnasium as gym
+import numpy as np
+
+INTERVENTION_KEY = "intervention_action"
+SUCCESS_KEY = "success"
+SAFETY_STOP_KEY = "safety_stop"
+HOOKS = ("wait_for_operator_reset", "emergency_stop")
+
+
+def check_robot_env(env: gym.Env) -> dict[str, Any]:
+    """Checks `env` against the contract; returns what it offers: the optional hooks it
+    implements and its `control_hz` (None if it has none). Raises ValueError naming the field."""
+    base = env.unwrapped
+    for name, space in (("observation_space", env.observation_space), ("action_space", env.action_space)):
+        if not isinstance(space, gym.spaces.Box):
+            raise ValueError(f"robot env {type(base).__name__}: field '{name}' is {space}, expected a gymnasium Box")
+    if not (np.all(np.isfinite(env.action_space.low)) and np.all(np.isfinite(env.action_space.high))):
+        raise ValueError(
+            f"robot env {type(base).__name__}: field 'action_space' has infinite bounds, expected finite low/high "
+            "(the actor clips every action to them)"
+        )
+    control_hz = find_attribute(env, "control_hz")
+    if control_hz is not None and not (isinstance(control_hz, (int, float)) and control_hz > 0):
+        raise ValueError(f"robot env {type(base).__name__}: field 'control_hz' is {control_hz!r}, expected a number > 0")
+    return {"hooks": [name for name in HOOKS if callable(find_attribute(env, name))], "control_hz": control_hz}
+
+
+def find_attribute(env: gym.Env, name: str) -> Optional[Any]:
+    """`name` on the outermost wrapper (or env) of the chain that has it, else None; wrappers
+    such as TimeLimit or RescaleAction do not hide a hook of the env they wrap."""
+    current = env
+    while True:
+        if hasattr(type(current), name) or name in vars(current):
+            return getattr(current, name)
+        if not isinstance(current, gym.Wrapper):
+            return getattr(current, name, None)
+        current = current.env
+
+
+def intervention_action(info: Mapping, action_space: gym.spaces.Box) -> Optional[np.ndarray]:
+    """The human's action of this step, checked against the action space, or None."""
+    value = info.get(INTERVENTION_KEY)
+    if value is None:
+        return None
+    action = np.asarray(value, np.float32)
+    if action.shape != action_space.shape:
+        raise ValueError(
+            f"robot env info['{INTERVENTION_KEY}']: shape {action.shape}, expected {action_space.shape} (the action space's)"
+        )
+    if not np.all(np.isfinite(action)):
+        raise ValueError(f"robot env info['{INTERVENTION_KEY}']: {action.tolist()} is not finite")
+    return np.clip(action, action_space.low, action_space.high)
