@@ -1,0 +1,217 @@
+"""`wsrl record`: episodes from any env (a robot, a task, a gymnasium id) written as an offline
+dataset that `wsrl pretrain` reads (D4RL HDF5 file or Minari directory).
+
+Who acts: a `--policy module:function` callable `f(observation) -> action` in the policy's
+[-1, 1] units (e.g. a scripted controller), or nobody (zero actions). A human takes over
+through either hook, and the takeover is what gets stored:
+
+- `--teleop module:function`: `f(observation) -> action or None` (policy units), polled every
+  step before acting; an action replaces the policy's.
+- the robot env's own `info["intervention_action"]` (env units, envs/robot.py): what the robot
+  executed instead; converted to policy units for storage.
+
+Every completed episode is saved at once (the whole file rewritten atomically), so stopping
+the recorder (Ctrl-C, SIGTERM, a crash) keeps every finished episode; the card beside the file
+counts episodes, interventions and successes. Imports no training code.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from actor.envs import make_actor_env
+from envs.dataset_io import write_d4rl_hdf5, write_minari
+from envs.datasets import OfflineDataset
+from envs.robot import INTERVENTION_KEY, find_attribute, intervention_action
+
+
+def load_callable(entry_point: str) -> Callable:
+    """'package.module:function' -> the function."""
+    import importlib
+
+    if ":" not in entry_point:
+        raise ValueError(f"entry point {entry_point!r}: expected 'package.module:function'")
+    module_name, attribute = entry_point.split(":", 1)
+    target = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise ValueError(f"entry point {entry_point!r} is not callable")
+    return target
+
+
+def to_policy_units(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """An action in the env's units as the policy's [-1, 1] (the inverse of RescaleAction)."""
+    return np.clip(2.0 * (np.asarray(action, np.float64) - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float32)
+
+
+class Recorder:
+    """Rolls episodes, keeps them, and rewrites the output after each one."""
+
+    def __init__(
+        self,
+        env_name: str,
+        out: str,
+        policy: Optional[Callable] = None,
+        teleop: Optional[Callable] = None,
+        seed: int = 0,
+        max_episode_steps: int = 0,
+        control_hz: float = 0.0,
+        overwrite: bool = False,
+    ):
+        self.env, self.spec = make_actor_env(env_name, seed, max_episode_steps)
+        self.out = Path(out)
+        self.is_file = self.out.suffix in (".hdf5", ".h5")
+        if not overwrite and (self.out.exists() if self.is_file else (self.out / "data").exists()):
+            raise FileExistsError(f"output {str(self.out)!r} exists; pass --overwrite to replace it")
+        self.first_write_overwrite = overwrite  # later writes replace the recorder's own file
+        self.policy, self.teleop = policy, teleop
+        self.env_name, self.seed = env_name, seed
+        self.period = 1.0 / control_hz if control_hz > 0 else 0.0
+        base = self.env.unwrapped
+        self.env_low = np.asarray(base.action_space.low, np.float64)
+        self.env_high = np.asarray(base.action_space.high, np.float64)
+        self.columns: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "episode_ends")}
+        self.episodes = self.interventions = self.successes = 0
+        self._written = False
+
+    def _act(self, observation: np.ndarray) -> tuple[np.ndarray, bool]:
+        if self.teleop is not None:
+            human = self.teleop(observation)
+            if human is not None:
+                return np.clip(np.asarray(human, np.float32), -1.0, 1.0), True
+        if self.policy is not None:
+            return np.clip(np.asarray(self.policy(observation), np.float32), -1.0, 1.0), False
+        return np.zeros(self.spec["action_dim"], np.float32), False
+
+    def record_episode(self, stop: Optional[threading.Event] = None) -> dict:
+        """One episode; returns its stats. Stopping mid-episode drops that episode only."""
+        wait_for_reset = find_attribute(self.env, "wait_for_operator_reset")
+        if callable(wait_for_reset):
+            wait_for_reset()
+        observation, _ = self.env.reset(seed=self.seed + self.episodes)
+        rows: list[tuple] = []
+        total, success, interventions = 0.0, False, 0
+        next_tick = time.monotonic()
+        while True:
+            if stop is not None and stop.is_set():
+                return {"stopped": True}
+            action, by_human = self._act(observation)
+            next_observation, reward, terminated, truncated, info = self.env.step(action)
+            executed = intervention_action(info, self.env.unwrapped.action_space) if INTERVENTION_KEY in info else None
+            if executed is not None:
+                action, by_human = to_policy_units(executed, self.env_low, self.env_high), True
+            interventions += int(by_human)
+            success = success or bool(info.get("success", False))
+            done = terminated or truncated
+            rows.append((observation, action, reward, next_observation, float(terminated), done))
+            total += float(reward)
+            observation = next_observation
+            if done:
+                break
+            if self.period:
+                next_tick += self.period
+                time.sleep(max(0.0, next_tick - time.monotonic()))
+        for row in rows:
+            for name, value in zip(self.columns, row):
+                self.columns[name].append(value)
+        self.episodes += 1
+        self.interventions += interventions
+        self.successes += int(success)
+        self.save()
+        return {"return": total, "length": len(rows), "success": success, "interventions": interventions}
+
+    def dataset(self) -> OfflineDataset:
+        c = self.columns
+        return OfflineDataset(
+            observations=np.asarray(c["observations"], np.float32).reshape(len(c["observations"]), -1),
+            actions=np.asarray(c["actions"], np.float32),
+            rewards=np.asarray(c["rewards"], np.float32),
+            next_observations=np.asarray(c["next_observations"], np.float32).reshape(len(c["observations"]), -1),
+            terminals=np.asarray(c["terminals"], np.float32),
+            episode_ends=np.asarray(c["episode_ends"], bool),
+        )
+
+    def save(self) -> None:
+        """Writes everything recorded so far (atomically: the previous file stays until then)."""
+        overwrite = self.first_write_overwrite or self._written
+        card = {
+            "env": self.env_name,
+            "generator": "wsrl record",
+            "seed": self.seed,
+            "recorded_episodes": self.episodes,
+            "interventions": self.interventions,
+            "successful_episodes": self.successes,
+        }
+        if self.is_file:
+            write_d4rl_hdf5(self.dataset(), self.out, card, overwrite=overwrite)
+        else:
+            write_minari(self.dataset(), self.out, metadata={"wsrl_card": card}, overwrite=overwrite)
+        self._written = True
+
+    def close(self) -> None:
+        stop_robot = find_attribute(self.env, "emergency_stop")
+        if callable(stop_robot):
+            stop_robot()
+        self.env.close()
+
+
+def record(
+    env_name: str, out: str, episodes: int, policy: str = "", teleop: str = "", seed: int = 0,
+    max_episode_steps: int = 0, control_hz: float = 0.0, overwrite: bool = False,
+) -> dict:
+    """`wsrl record`: records `episodes` episodes (SIGINT/SIGTERM stop after saving what is done)."""
+    if episodes < 1:
+        raise ValueError(f"field '--episodes': got {episodes}, expected an integer >= 1")
+    recorder = Recorder(
+        env_name, out, load_callable(policy) if policy else None, load_callable(teleop) if teleop else None,
+        seed, max_episode_steps, control_hz, overwrite,
+    )
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for _ in range(episodes):
+            stats = recorder.record_episode(stop)
+            if stats.get("stopped"):
+                break
+            print(
+                f"[wsrl record] episode {recorder.episodes}/{episodes}: return {stats['return']:.3g}, "
+                f"{stats['length']} steps, {stats['interventions']} interventions"
+                + (", success" if stats["success"] else ""),
+                flush=True,
+            )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        recorder.close()
+    summary = {"episodes": recorder.episodes, "transitions": len(recorder.columns["rewards"]),
+               "interventions": recorder.interventions, "out": str(recorder.out)}
+    print(f"[wsrl record] saved {summary['episodes']} episodes ({summary['transitions']} transitions, "
+          f"{summary['interventions']} interventions) -> {summary['out']}")
+    return summary
+
+
+def add_commands(sub) -> None:
+    """Adds `wsrl record` to the top-level subparsers."""
+    p = sub.add_parser("record", help="record episodes of any env (with teleop / interventions) as an offline dataset")
+    p.add_argument("--env", required=True, help="task name, gymnasium id or 'module:Class' entry point (a robot env)")
+    p.add_argument("--out", required=True, help="a .hdf5/.h5 file (D4RL layout + card) or a Minari dataset directory")
+    p.add_argument("--episodes", type=int, default=10, help="episodes to record (default 10)")
+    p.add_argument("--policy", default="", help="'module:function' acting as f(observation) -> action in [-1, 1] (default: zero actions)")
+    p.add_argument("--teleop", default="", help="'module:function' f(observation) -> action or None, polled every step: a human takeover")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-episode-steps", type=int, default=0, help="time limit for gymnasium envs (tasks bring their own)")
+    p.add_argument("--control-hz", type=float, default=0.0, help="hold this step rate (default 0: as fast as the env steps)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def run_command(args) -> int:
+    record(args.env, args.out, args.episodes, args.policy, args.teleop, args.seed,
+           args.max_episode_steps, args.control_hz, args.overwrite)
+    return 0
