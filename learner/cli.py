@@ -10,7 +10,9 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from actor import record as record_command
 from learner import dataset_commands
+from learner import experiment as experiment_commands
 from learner.config import ConfigError, dump_yaml, load_config
 from learner.distributed import commands as distributed
 
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
 
     dataset_commands.add_commands(sub)  # dataset generate, dataset inspect
+    record_command.add_commands(sub)  # record
+    experiment_commands.add_commands(sub)  # experiment, plot
     distributed.add_commands(sub, _add_config_args)  # learner, actor, run, status
     return parser
 
@@ -52,6 +56,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = load_config(args.config, args.variant, overrides) if hasattr(args, "config") else None
         if args.command == "dataset":
             return dataset_commands.run_command(args)
+        if args.command == "record":
+            return record_command.run_command(args)
+        if args.command in experiment_commands.COMMANDS:
+            return experiment_commands.run_command(args)
         if args.command in distributed.COMMANDS:
             return distributed.run_command(args, config)
         if args.command == "config":

@@ -108,8 +108,8 @@ class Finetuner:
         if self.rollin_steps_left > 0:
             self.rollin_steps_left -= 1
         params = self.pretrained_actor_params if frozen else self.agent.actor.params
-        self.action_rng, key = jax.random.split(self.action_rng)
-        return self.policy(params, observation, key)
+        action, self.action_rng = self.policy.sample(params, observation, self.action_rng)
+        return action
 
     def step(self) -> tuple[Optional[dict], Optional[dict]]:
         """One env step, then one fused update once past warmup.

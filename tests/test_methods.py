@@ -39,6 +39,9 @@ class RecordingPolicy:
         self.params_used.append(params)
         return np.full(2, 0.25, np.float32)
 
+    def sample(self, params, observation, rng):
+        return self(params, observation, rng), rng
+
 
 # --- SO2 ---------------------------------------------------------------------------------------
 def test_so2_target_noise_by_hand():

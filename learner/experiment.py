@@ -1,0 +1,644 @@
+"""`wsrl experiment SPEC`: a grid of methods x seeds x tasks, and `wsrl plot RUN_DIRS...`.
+
+An experiment spec (YAML, see docs/experiments.md and configs/experiments/example.yaml) names
+a config family, tasks, seeds, methods (a method = a variant of the family + overrides),
+overrides common to every run and a step budget. The harness
+
+1. plans: one fine-tuning run per (task, method, seed), and one pre-training run per distinct
+   (task, seed, agent section, pretrain section), shared by every method that fine-tunes from
+   it (a method with `finetune.init: scratch`, e.g. `sac` or `rlpd`, needs none, nor does one
+   whose overrides name a `finetune.checkpoint`);
+2. runs them as separate `wsrl pretrain` / `wsrl finetune` processes, up to `--jobs` at a
+   time, each fine-tuning run as soon as its pre-training is done;
+3. marks each finished run with `done.json` (written atomically after the process exits
+   successfully); a rerun skips marked runs and moves a directory without the marker (an
+   interrupted run) aside to `<dir>.partial-<n>` before running it again;
+4. writes `results.csv`, `curves_<task>.png` and `summary.md` (learner/plots.py).
+
+Layout of the experiment directory (`--out`, default runs/experiments/<name>):
+    spec.yaml                                   the spec as given
+    pretrain/<task>/<algorithm>-seed<k>-<key>/  shared pre-training runs (checkpoint.ckpt)
+    runs/<task>/<method>/seed<k>/               fine-tuning runs (+ output.log, done.json)
+    results.csv  curves_<task>.png  summary.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, TextIO
+
+import yaml
+
+from envs.atomic_files import atomic_write_bytes
+from learner.config import Config, ConfigError, config_path, load_config, parse_override, to_dict
+from learner.plots import DONE_FILE, METRICS
+
+COMMANDS = ("experiment", "plot")
+SPEC_KEYS = ("name", "family", "tasks", "seeds", "methods", "overrides", "budget", "jobs", "metric")
+METHOD_KEYS = ("variant", "overrides")
+BUDGET_KEYS = {"pretrain_steps": "pretrain.num_steps", "finetune_steps": "finetune.num_steps"}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SpecError(ConfigError):
+    """An experiment spec field is invalid; the message names the field and what was expected."""
+
+
+def _fail(field: str, value: Any, expected: str) -> None:
+    raise SpecError(f"experiment spec field '{field}': got {value!r}, expected {expected}")
+
+
+# ----------------------------------------------------------------------------------------
+# The spec.
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    name: str
+    variant: str
+    overrides: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentSpec:
+    name: str
+    family: str
+    tasks: tuple[str, ...]  # empty: the family's default task
+    seeds: tuple[int, ...]
+    methods: tuple[Method, ...]
+    overrides: tuple[str, ...] = ()  # every run, before the budget and the method's
+    budget: tuple[tuple[str, int], ...] = ()  # (budget key, steps)
+    jobs: Optional[int] = None
+    metric: str = "auto"
+
+
+def _overrides(field: str, value: Any) -> tuple[str, ...]:
+    """A list of `section.field=value` strings, or a mapping `section.field: value`."""
+    if value is None:
+        return ()
+    if isinstance(value, dict):
+        items = []
+        for key, v in value.items():
+            if not isinstance(key, str) or not key:
+                _fail(f"{field}", key, "keys of the form section.field")
+            items.append(f"{key}={json.dumps(v)}")
+    elif isinstance(value, list):
+        items = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or "=" not in item:
+                _fail(f"{field}[{i}]", item, "a string of the form section.field=value")
+            items.append(item)
+    else:
+        _fail(field, value, "a list of section.field=value strings or a mapping of section.field: value")
+    for i, item in enumerate(items):
+        try:
+            parse_override(item)
+        except ConfigError as e:
+            raise SpecError(f"experiment spec field '{field}': {e}") from None
+        key = item.split("=", 1)[0].strip()
+        if key in ("task", "seed", "variant", "logging.run_dir"):
+            where = {"task": "the spec's 'tasks'", "seed": "the spec's 'seeds'", "variant": "a method's 'variant'", "logging.run_dir": "--out"}[key]
+            _fail(f"{field}", item, f"no '{key}' override (the harness sets it; use {where})")
+    return tuple(items)
+
+
+def parse_spec(data: Any, default_name: str = "experiment") -> ExperimentSpec:
+    """Validates a spec mapping (e.g. a loaded YAML file); unknown keys are rejected."""
+    if not isinstance(data, dict):
+        _fail("<top level>", data, "a mapping with keys " + ", ".join(SPEC_KEYS))
+    for key in data:
+        if key not in SPEC_KEYS:
+            raise SpecError(f"experiment spec: unknown key '{key}'; expected one of {', '.join(SPEC_KEYS)}")
+
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not _NAME.match(name):
+        _fail("name", name, "a name of letters, digits, '-', '_' or '.'")
+    family = data.get("family", "pointmass")
+    if not isinstance(family, str) or not family:
+        _fail("family", family, "a config family (e.g. pointmass, antmaze) or a YAML path")
+
+    tasks = data.get("tasks", [])
+    if isinstance(tasks, str):
+        tasks = [tasks]
+    if not isinstance(tasks, list) or not all(isinstance(t, str) and _NAME.match(t) for t in tasks):
+        _fail("tasks", data.get("tasks"), "a task name or a list of task names")
+    if len(set(tasks)) != len(tasks):
+        _fail("tasks", tasks, "a list without repeated tasks")
+
+    if "seeds" not in data:
+        raise SpecError("experiment spec field 'seeds': missing; expected a number of seeds (0..N-1) or a list of seeds")
+    seeds = data["seeds"]
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            _fail("seeds", seeds, "a number of seeds >= 1 or a list of integers >= 0")
+        seeds = list(range(seeds))
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        _fail("seeds", data["seeds"], "a number of seeds >= 1 or a non-empty list of distinct integers >= 0")
+
+    if "methods" not in data:
+        raise SpecError("experiment spec field 'methods': missing; expected a list of variant names or a mapping name -> {variant, overrides}")
+    raw_methods = data["methods"]
+    methods = []
+    if isinstance(raw_methods, list):
+        for i, m in enumerate(raw_methods):
+            if not isinstance(m, str) or not _NAME.match(m):
+                _fail(f"methods[{i}]", m, "a variant name")
+            methods.append(Method(m, m))
+    elif isinstance(raw_methods, dict):
+        for m, body in raw_methods.items():
+            if not isinstance(m, str) or not _NAME.match(m):
+                _fail("methods", m, "method names of letters, digits, '-', '_' or '.'")
+            body = {} if body is None else body
+            if not isinstance(body, dict):
+                _fail(f"methods.{m}", body, "a mapping with keys variant, overrides (or nothing: the variant of the same name)")
+            for key in body:
+                if key not in METHOD_KEYS:
+                    raise SpecError(f"experiment spec field 'methods.{m}': unknown key '{key}'; expected one of {', '.join(METHOD_KEYS)}")
+            variant = body.get("variant", m)
+            if not isinstance(variant, str) or not variant:
+                _fail(f"methods.{m}.variant", variant, "a variant name of the family")
+            methods.append(Method(m, variant, _overrides(f"methods.{m}.overrides", body.get("overrides"))))
+    else:
+        _fail("methods", raw_methods, "a list of variant names or a mapping name -> {variant, overrides}")
+    if not methods:
+        _fail("methods", raw_methods, "at least one method")
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        _fail("methods", names, "distinct method names")
+
+    budget = data.get("budget") or {}
+    if not isinstance(budget, dict):
+        _fail("budget", budget, "a mapping with keys " + ", ".join(BUDGET_KEYS))
+    for key, value in budget.items():
+        if key not in BUDGET_KEYS:
+            raise SpecError(f"experiment spec field 'budget': unknown key '{key}'; expected one of {', '.join(BUDGET_KEYS)}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            _fail(f"budget.{key}", value, "an integer >= 1 (environment steps for finetune_steps, gradient steps for pretrain_steps)")
+
+    jobs = data.get("jobs")
+    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
+        _fail("jobs", jobs, "an integer >= 1")
+    metric = data.get("metric", "auto")
+    if metric not in METRICS:
+        _fail("metric", metric, "one of " + ", ".join(METRICS))
+
+    return ExperimentSpec(
+        name=name,
+        family=family,
+        tasks=tuple(tasks),
+        seeds=tuple(seeds),
+        methods=tuple(methods),
+        overrides=_overrides("overrides", data.get("overrides")),
+        budget=tuple(budget.items()),
+        jobs=jobs,
+        metric=metric,
+    )
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Reads and validates a spec file; a relative family YAML path is taken relative to the
+    spec file when it exists there."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"experiment spec {str(p)!r} not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise SpecError(f"experiment spec {str(p)!r} is not valid YAML: {e}") from None
+    spec = parse_spec(data, default_name=p.stem)
+    if Path(spec.family).suffix in (".yaml", ".yml") and not Path(spec.family).is_absolute():
+        beside = p.parent / spec.family
+        if beside.is_file():
+            spec = dataclasses.replace(spec, family=str(beside.resolve()))
+    return spec
+
+
+# ----------------------------------------------------------------------------------------
+# The plan.
+
+
+@dataclasses.dataclass
+class Job:
+    """One `wsrl pretrain` or `wsrl finetune` process of the grid."""
+
+    phase: str  # "pretrain" | "finetune"
+    task: str
+    seed: int
+    variant: str
+    method: str  # for pretrain: the methods sharing it, comma-separated
+    overrides: tuple[str, ...]
+    run_dir: Path
+    config_hash: str
+    pretrain: Optional["Job"] = None  # the pre-training this fine-tuning waits for
+    checkpoint: str = ""  # an explicit checkpoint (no pre-training) or ""
+    label: str = ""
+
+    def argv(self, family: str) -> list[str]:
+        """The `wsrl` command line (without the program name)."""
+        args = [self.phase, "--config", family, "--variant", self.variant, "--run-dir", str(self.run_dir)]
+        args += ["logging.progress=false", *self.overrides, f"task={self.task}", f"seed={self.seed}"]
+        if self.phase == "finetune" and self.pretrain is not None:
+            args.append(f"finetune.checkpoint={self.pretrain.run_dir / 'checkpoint.ckpt'}")
+        return args
+
+    @property
+    def done_file(self) -> Path:
+        return self.run_dir / DONE_FILE
+
+
+@dataclasses.dataclass
+class Plan:
+    spec: ExperimentSpec
+    out_dir: Path
+    family: str
+    pretrains: list[Job]
+    finetunes: list[Job]
+
+    @property
+    def jobs(self) -> list[Job]:
+        return self.pretrains + self.finetunes
+
+
+def _hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def needs_pretraining(config: Config) -> bool:
+    """Whether a fine-tuning run of `config` starts from a pre-training of its own grid: not
+    when `finetune.checkpoint` names a checkpoint, nor when `finetune.init` is "scratch"
+    (SAC(fast), RLPD)."""
+    return not config.finetune.checkpoint and config.finetune.init != "scratch"
+
+
+def _resolve_family(family: str) -> str:
+    path = Path(family)
+    if path.suffix in (".yaml", ".yml"):
+        return str(config_path(family).resolve())
+    config_path(family)  # raises ConfigError naming the known families
+    return family
+
+
+def plan_experiment(spec: ExperimentSpec, out_dir: str | Path, extra_overrides: Sequence[str] = ()) -> Plan:
+    """Expands the grid and resolves (validates) every run's config; runs nothing."""
+    out = Path(out_dir).resolve()
+    try:
+        family = _resolve_family(spec.family)
+    except ConfigError as e:
+        raise SpecError(f"experiment spec field 'family': {e}") from None
+    extra = _overrides("<command line overrides>", list(extra_overrides))
+    budget = tuple(f"{BUDGET_KEYS[k]}={v}" for k, v in spec.budget)
+    tasks = spec.tasks
+    if not tasks:
+        try:
+            tasks = (load_config(family, spec.methods[0].variant, spec.overrides + extra).task,)
+        except ConfigError as e:
+            raise SpecError(f"experiment spec field 'methods.{spec.methods[0].name}': {e}") from None
+    from envs.tasks import get_task
+
+    for task in tasks:
+        try:
+            get_task(task)
+        except ValueError as e:
+            raise SpecError(f"experiment spec field 'tasks': {e}") from None
+    pretrains: dict[str, Job] = {}
+    finetunes: list[Job] = []
+    for task in tasks:
+        for method in spec.methods:
+            overrides = spec.overrides + extra + budget + method.overrides
+            for seed in spec.seeds:
+                try:
+                    config = load_config(family, method.variant, list(overrides) + [f"task={task}", f"seed={seed}"])
+                except ConfigError as e:
+                    raise SpecError(f"experiment spec field 'methods.{method.name}' (task {task}, seed {seed}): {e}") from None
+                checkpoint = config.finetune.checkpoint
+                pre = None
+                if needs_pretraining(config):
+                    key = _hash({"task": config.task, "seed": config.seed, "agent": to_dict(config.agent), "pretrain": to_dict(config.pretrain)})
+                    pre = pretrains.get(key)
+                    if pre is None:
+                        pre = Job(
+                            phase="pretrain", task=task, seed=seed, variant=method.variant, method=method.name,
+                            overrides=overrides, run_dir=out / "pretrain" / task / f"{config.pretrain.algorithm}-seed{seed}-{key}",
+                            config_hash=key, label=f"pretrain {task} {config.pretrain.algorithm} seed={seed}",
+                        )
+                        pretrains[key] = pre
+                    else:
+                        pre.method += f",{method.name}"
+                ft_config = to_dict(config)
+                ft_config.pop("logging")
+                ft_config["finetune"]["checkpoint"] = f"pretrain:{pre.config_hash}" if pre else checkpoint
+                finetunes.append(
+                    Job(
+                        phase="finetune", task=task, seed=seed, variant=method.variant, method=method.name,
+                        overrides=overrides, run_dir=out / "runs" / task / method.name / f"seed{seed}",
+                        config_hash=_hash(ft_config), pretrain=pre, checkpoint=checkpoint,
+                        label=f"finetune {task} {method.name} seed={seed}",
+                    )
+                )
+    return Plan(spec=spec, out_dir=out, family=family, pretrains=list(pretrains.values()), finetunes=finetunes)
+
+
+# ----------------------------------------------------------------------------------------
+# Running.
+
+# A runner executes one job's `wsrl` command line with its output going to `log_path` and
+# returns the exit status. The default starts a separate process (isolating JAX); tests
+# pass a fake.
+Runner = Callable[[list[str], Path], int]
+
+
+def subprocess_runner(parallel: bool) -> Runner:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    if parallel:
+        # Several JAX processes on one accelerator: allocate GPU memory on demand instead of
+        # each grabbing 75% of it up front.
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+    def run(argv: list[str], log_path: Path) -> int:
+        with open(log_path, "w") as log:
+            return subprocess.run([sys.executable, "-m", "learner.cli", *argv], stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+
+    return run
+
+
+def _set_aside(run_dir: Path) -> Optional[Path]:
+    """Moves an unfinished run directory to `<dir>.partial-<n>` (n = 1, 2, ...)."""
+    if not run_dir.exists():
+        return None
+    n = 1
+    while run_dir.with_name(f"{run_dir.name}.partial-{n}").exists():
+        n += 1
+    target = run_dir.with_name(f"{run_dir.name}.partial-{n}")
+    run_dir.rename(target)
+    return target
+
+
+def _read_done(job: Job) -> Optional[dict]:
+    if not job.done_file.is_file():
+        return None
+    try:
+        return json.loads(job.done_file.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _fmt_score(run_dir: Path) -> str:
+    from learner.plots import final_score
+
+    score = final_score(run_dir)
+    return f"{score[0]} {score[1]:.3f}" if score else "no evaluation"
+
+
+@dataclasses.dataclass
+class ExperimentResult:
+    plan: Plan
+    ran: list[Job]  # started in this call
+    skipped: list[Job]  # already done
+    failed: list[Job]
+    set_aside: list[Path]
+    report: dict[str, Path]
+
+
+class _Lock:
+    """An exclusive lock on the experiment directory (two harnesses must not share one)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = None
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "w")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.close()
+            raise FileExistsError(f"experiment directory {str(self.path.parent)!r} is in use by another `wsrl experiment`") from None
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    out_dir: str | Path,
+    jobs: Optional[int] = None,
+    extra_overrides: Sequence[str] = (),
+    runner: Optional[Runner] = None,
+    dry_run: bool = False,
+    stream: Optional[TextIO] = None,
+) -> ExperimentResult:
+    """Plans, runs what is not done yet (up to `jobs` processes at a time), then writes the
+    report. A failed run is reported and does not stop the others (its dependents are
+    skipped); the report covers the runs that completed."""
+    plan = plan_experiment(spec, out_dir, extra_overrides)
+    jobs = jobs or spec.jobs or os.cpu_count() or 1
+    runner = runner or subprocess_runner(parallel=jobs > 1)
+    out = plan.out_dir
+    total = len(plan.jobs)
+    say_lock = threading.Lock()
+    stream = stream or sys.stdout
+
+    def say(text: str) -> None:
+        with say_lock:
+            print(text, file=stream, flush=True)
+
+    if dry_run:
+        say(f"[experiment {spec.name}] plan: {len(plan.pretrains)} pre-training + {len(plan.finetunes)} fine-tuning runs -> {out}")
+        for job in plan.jobs:
+            state = "done" if _read_done(job) else ("partial (will be set aside)" if job.run_dir.exists() else "to run")
+            say(f"  [{state}] {job.label}: wsrl {' '.join(job.argv(plan.family))}")
+        return ExperimentResult(plan, [], [], [], [], {})
+
+    with _Lock(out / ".lock"):
+        atomic_write_bytes(out / "spec.yaml", yaml.safe_dump(_spec_dict(spec), sort_keys=False).encode())
+        skipped, todo = [], []
+        for job in plan.jobs:
+            done = _read_done(job)
+            if done is not None and done.get("config_hash") != job.config_hash:
+                raise SpecError(
+                    f"run directory {str(job.run_dir)!r} was completed with a different config than the spec now gives "
+                    f"(changed overrides, budget or variant); use another --out, or move that directory away"
+                )
+            if done is not None and job.phase == "pretrain" and not (job.run_dir / "checkpoint.ckpt").is_file():
+                done = None  # its checkpoint is gone: pre-train again if a fine-tuning run needs it
+            (skipped if done is not None else todo).append(job)
+        # A pre-training whose fine-tuning runs are all done is not needed (e.g. deleted to save space).
+        needed = {id(job.pretrain) for job in todo if job.phase == "finetune" and job.pretrain is not None}
+        unneeded = [job for job in todo if job.phase == "pretrain" and id(job) not in needed]
+        todo = [job for job in todo if job not in unneeded]
+        set_aside = [p for p in (_set_aside(job.run_dir) for job in todo) if p is not None]
+        for p in set_aside:
+            say(f"[experiment {spec.name}] unfinished run set aside: {p}")
+        counter = {"finished": 0}
+        say(f"[experiment {spec.name}] {total} runs ({len(plan.pretrains)} pre-training, {len(plan.finetunes)} fine-tuning), "
+            f"{len(skipped) + len(unneeded)} already done, {len(todo)} to run, {jobs} at a time -> {out}")
+        for job in skipped:
+            counter["finished"] += 1
+            say(f"[{counter['finished']}/{total}] done earlier  {job.label}: {_fmt_score(job.run_dir)}")
+        for job in unneeded:
+            counter["finished"] += 1
+            say(f"[{counter['finished']}/{total}] not needed  {job.label}: its fine-tuning runs are done")
+
+        done_keys = {id(j) for j in skipped}
+        failed: list[Job] = []
+        ran: list[Job] = []
+        waiting: dict[int, list[Job]] = collections.defaultdict(list)
+        ready: collections.deque[Job] = collections.deque()
+        for job in todo:
+            if job.phase == "finetune" and job.pretrain is not None and id(job.pretrain) not in done_keys:
+                waiting[id(job.pretrain)].append(job)
+            else:
+                ready.append(job)
+        started_at = time.monotonic()
+
+        def execute(job: Job) -> tuple[int, float]:
+            job.run_dir.mkdir(parents=True, exist_ok=True)
+            t0 = time.monotonic()
+            rc = runner(job.argv(plan.family), job.run_dir / "output.log")
+            elapsed = time.monotonic() - t0
+            expected = job.run_dir / ("checkpoint.ckpt" if job.phase == "pretrain" else "eval.csv")
+            if rc == 0 and not expected.is_file():
+                rc = -1000  # exited cleanly but left no output
+            if rc == 0:
+                marker = {
+                    "phase": job.phase, "experiment": spec.name, "task": job.task, "method": job.method,
+                    "variant": job.variant, "seed": job.seed, "config_hash": job.config_hash,
+                    "elapsed_s": round(elapsed, 3), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                }
+                atomic_write_bytes(job.done_file, (json.dumps(marker, indent=1) + "\n").encode())
+            return rc, elapsed
+
+        def fail_dependents(job: Job) -> None:
+            for dep in waiting.pop(id(job), []):
+                counter["finished"] += 1
+                failed.append(dep)
+                say(f"[{counter['finished']}/{total}] SKIPPED     {dep.label}: its pre-training failed")
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            running: dict[Future, Job] = {}
+            try:
+                while ready or running:
+                    while ready and len(running) < jobs:
+                        job = ready.popleft()
+                        ran.append(job)
+                        say(f"[{counter['finished']}/{total}] start       {job.label} -> {job.run_dir}")
+                        running[pool.submit(execute, job)] = job
+                    finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        job = running.pop(future)
+                        counter["finished"] += 1
+                        try:
+                            rc, elapsed = future.result()
+                            error = "" if rc == 0 else (f"exit status {rc}" if rc != -1000 else "no output written")
+                        except Exception as e:  # the runner itself broke
+                            rc, elapsed, error = 1, 0.0, f"{type(e).__name__}: {e}"
+                        if rc == 0:
+                            say(f"[{counter['finished']}/{total}] finished    {job.label} in {elapsed:.1f}s: {_fmt_score(job.run_dir)}")
+                            for dep in waiting.pop(id(job), []):
+                                ready.appendleft(dep)
+                        else:
+                            failed.append(job)
+                            say(f"[{counter['finished']}/{total}] FAILED      {job.label} after {elapsed:.1f}s ({error}); log: {job.run_dir / 'output.log'}")
+                            say(_log_tail(job.run_dir / "output.log"))
+                            fail_dependents(job)
+            except KeyboardInterrupt:
+                for future in running:
+                    future.cancel()
+                raise
+        say(f"[experiment {spec.name}] {total - len(failed)}/{total} runs complete ({len(ran)} run now, "
+            f"{len(failed)} failed) in {time.monotonic() - started_at:.1f}s")
+
+        report: dict[str, Path] = {}
+        from learner.plots import read_run, write_report
+
+        records = [read_run(job.run_dir) for job in plan.finetunes if _read_done(job) is not None]
+        if records:
+            report = write_report(records, out, spec.name, spec.metric)
+            say(f"[experiment {spec.name}] wrote " + ", ".join(str(p) for p in report.values()))
+            say((out / "summary.md").read_text().rstrip())
+    return ExperimentResult(plan, ran, skipped, failed, set_aside, report)
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").rstrip().splitlines()
+    except OSError:
+        return "    (no log)"
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+def _spec_dict(spec: ExperimentSpec) -> dict:
+    return {
+        "name": spec.name,
+        "family": spec.family,
+        "tasks": list(spec.tasks),
+        "seeds": list(spec.seeds),
+        "methods": {m.name: {"variant": m.variant, "overrides": list(m.overrides)} for m in spec.methods},
+        "overrides": list(spec.overrides),
+        "budget": dict(spec.budget),
+        "metric": spec.metric,
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# Command line.
+
+
+def add_commands(sub) -> None:
+    """Adds `wsrl experiment` and `wsrl plot` to the top-level subparsers."""
+    p = sub.add_parser("experiment", help="run a grid of methods x seeds x tasks (resumable) and report it")
+    p.add_argument("spec", help="experiment spec YAML (see configs/experiments/example.yaml, docs/experiments.md)")
+    p.add_argument("--out", default=None, help="experiment directory (default: runs/experiments/<spec name>); rerun with the same one to resume")
+    p.add_argument("--jobs", type=int, default=None, help="runs at a time, each a separate process (default: the spec's jobs, else the number of CPU cores)")
+    p.add_argument("--dry-run", action="store_true", help="print the planned runs and their commands; run nothing")
+    p.add_argument("overrides", nargs="*", metavar="section.field=value", help="added to the spec's common overrides for every run")
+
+    p = sub.add_parser("plot", help="learning curves, tidy CSV and score table from run directories")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="fine-tuning run directories, or directories to search for them (e.g. an experiment directory)")
+    p.add_argument("--out", default=None, help="output directory (default: the directory given when it is one experiment directory, else plots/)")
+    p.add_argument("--metric", choices=METRICS, default="auto", help="y axis and score (default auto: normalized_score, else success_rate, else return)")
+    p.add_argument("--name", default="", help="title of summary.md (default: the runs' experiment name)")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if args.command == "experiment":
+        if args.jobs is not None and args.jobs < 1:
+            raise SpecError(f"--jobs: got {args.jobs}, expected an integer >= 1")
+        spec = load_spec(args.spec)
+        out = args.out or str(Path("runs") / "experiments" / spec.name)
+        result = run_experiment(spec, out, jobs=args.jobs, extra_overrides=args.overrides, dry_run=args.dry_run)
+        return 1 if result.failed else 0
+    from learner.plots import read_runs, write_report
+
+    out = args.out
+    if out is None:
+        single = Path(args.run_dirs[0])
+        out = str(single) if len(args.run_dirs) == 1 and (single / "spec.yaml").is_file() else "plots"
+    records = read_runs(args.run_dirs)
+    written = write_report(records, out, args.name, args.metric)
+    print(f"[wsrl plot] {len(records)} runs -> " + ", ".join(str(p) for p in written.values()))
+    print((Path(out) / "summary.md").read_text().rstrip())
+    return 0
