@@ -22,11 +22,23 @@ MAX_RECEIVE_BYTES = 64 << 20
 class LearnerClient:
     """Stubs for the Learner service; create it in the process that uses it (after spawn)."""
 
-    def __init__(self, address: str, token: Optional[str] = None, tls_ca: Optional[str] = None, timeout_s: float = 600.0):
-        options = [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+    def __init__(self, address: str, token: Optional[str] = None, tls_ca: Optional[str] = None, timeout_s: float = 600.0, max_backoff_s: float = 5.0):
+        options = [
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+            # Reconnect soon after a restarted learner is back (gRPC's default backoff grows
+            # to 120 s, so an actor could idle for minutes after a learner outage).
+            ("grpc.initial_reconnect_backoff_ms", int(min(1.0, max_backoff_s) * 1000)),
+            ("grpc.max_reconnect_backoff_ms", int(max_backoff_s * 1000)),
+        ]
         if tls_ca:
-            with open(tls_ca, "rb") as f:
-                self.channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(f.read()), options)
+            try:
+                with open(tls_ca, "rb") as f:
+                    root = f.read()
+            except OSError as e:
+                raise ValueError(f"--tls-ca: cannot read {tls_ca!r}: {e.strerror}") from None
+            if b"-----BEGIN CERTIFICATE-----" not in root:
+                raise ValueError(f"--tls-ca: {tls_ca!r} holds no PEM certificate")
+            self.channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root), options)
         else:
             self.channel = grpc.insecure_channel(address, options)
         self.stub = pb_grpc.LearnerStub(self.channel)
@@ -44,11 +56,25 @@ class LearnerClient:
         # Long deadline: in sync mode the learner holds the answer while the actor is ahead.
         return self.stub.PushTransitions(batch, timeout=self.timeout_s, metadata=self.metadata)
 
-    def pull(self, actor_id: str, have_version: int) -> tuple[int, Optional[dict]]:
-        """(version, params) of the latest policy; params None if `have_version` is it."""
-        stream = self.stub.PullPolicy(pb.PullPolicyRequest(actor_id=actor_id, have_version=have_version), timeout=60.0, metadata=self.metadata)
-        version, unchanged, payload = codec.join_chunks(stream)
-        return version, (None if unchanged else codec.deserialize_params(payload))
+    def pull(self, actor_id: str, have_version: int, have_learner_id: str = "") -> tuple[int, Optional[dict], str]:
+        """(version, params, learner_id) of the latest policy; params None if `have_version`
+        (served by `have_learner_id`) is it."""
+        for attempt in range(3):
+            request = pb.PullPolicyRequest(actor_id=actor_id, have_version=have_version, have_learner_id=have_learner_id)
+            first = self.stub.PullPolicy(request, timeout=60.0, metadata=self.metadata)
+            chunks = [first]
+            try:
+                for index in range(1, first.num_chunks):  # one unary call per further chunk
+                    request = pb.PullPolicyRequest(actor_id=actor_id, index=index, version=first.version)
+                    chunks.append(self.stub.PullPolicy(request, timeout=60.0, metadata=self.metadata))
+            except grpc.RpcError as e:
+                # Published over while we fetched (the learner keeps a few versions): again.
+                if e.code() == grpc.StatusCode.NOT_FOUND and attempt < 2:
+                    continue
+                raise
+            version, unchanged, payload, learner_id = codec.join_chunks(iter(chunks))
+            return version, (None if unchanged else codec.deserialize_params(payload)), learner_id
+        raise AssertionError("unreachable")
 
     def report(self, request: pb.ReportEpisodesRequest) -> pb.ReportEpisodesResponse:
         return self.stub.ReportEpisodes(request, timeout=30.0, metadata=self.metadata)

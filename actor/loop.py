@@ -4,11 +4,15 @@ One `ActorLoop` per process. During warmup the learner serves only version 0 (th
 pre-trained policy), so the actor acts with it until the learner publishes updates; it asks
 for a newer version every `pull_every` env steps and at episode ends. Transitions go out in
 batches of `batch_size` or after `max_latency_s`, one batch in flight at a time, each kept
-(in memory and, with a spool directory, on disk) until the learner acknowledges it.
+(in memory and, with a spool directory, on disk) until the learner acknowledges it, and
+after that until the learner reports it checkpointed (the `durable_sequence` of its answers):
+a learner killed between two state saves resumes from the last one and answers OUT_OF_RANGE
+("expected N"), and the actor resends its batches from N on.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import signal
@@ -51,14 +55,27 @@ class ActorSettings:
     connect_timeout_s: float = 120.0
     flush_timeout_s: float = 30.0
     report_every_s: float = 2.0
+    # At least this many seconds per env step (a robot's control period; 0: as fast as possible).
+    step_period_s: float = 0.0
+    # Longest wait between retries, and between the channel's reconnection attempts, so the
+    # actor is back within this long after a restarted learner comes up.
+    max_backoff_s: float = 5.0
+    # Acknowledged transitions kept until the learner has checkpointed them; beyond this many
+    # the oldest are forgotten (a learner kill may then lose them).
+    retain_transitions: int = 100_000
 
     def __post_init__(self):
-        for name in ("batch_size",):
+        for name in ("batch_size", "retain_transitions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"actor setting '{name}': got {getattr(self, name)}, expected an integer >= 1")
         for name in ("num_steps", "pull_every", "max_episode_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"actor setting '{name}': got {getattr(self, name)}, expected an integer >= 0")
+        for name in ("step_period_s", "max_latency_s"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"actor setting '{name}': got {getattr(self, name)}, expected a number >= 0")
+        if not self.max_backoff_s > 0:
+            raise ValueError(f"actor setting 'max_backoff_s': got {self.max_backoff_s}, expected a number > 0")
 
 
 class ActorError(RuntimeError):
@@ -75,15 +92,22 @@ class ActorLoop:
         self.run_id = uuid.uuid4().hex  # fresh at every start: (actor, run, seq) is unique
         self.sequence = 0
         self.env, self.spec = make_actor_env(settings.env, settings.seed, settings.max_episode_steps)
-        self.client = LearnerClient(settings.learner, settings.token or None, settings.tls_ca or None)
+        self.client = LearnerClient(settings.learner, settings.token or None, settings.tls_ca or None, max_backoff_s=settings.max_backoff_s)
         self.spool = Spool(f"{settings.spool_dir}/{self.actor_id}") if settings.spool_dir else None
         # Same RNG use as Finetuner: PRNGKey(seed + 1), split once per action.
         self.action_rng = jax.random.PRNGKey(settings.seed + 1)
         self.policy: Optional[Policy] = None
         self.params = None
         self.version = -1
+        self.version_source = ""  # learner_id that served `version`
         self.env_steps = 0
         self.last_ack: Optional[pb.PushResponse] = None
+        # Acknowledged batches of this run that the learner has not checkpointed yet.
+        self._unconfirmed: collections.deque = collections.deque()
+        self._unconfirmed_n = 0
+        self._warned_retain = False
+        self._resent = 0  # batches resent because the learner lost them (a restart)
+        self._last_step_at = 0.0
         self.episodes: list[pb.Episode] = []
         self._pending: list[tuple] = []
         self._pending_since = 0.0
@@ -122,13 +146,13 @@ class ActorLoop:
             next_sequence=next_sequence,
         )
         try:
-            return with_retries(lambda: self.client.handshake(request), self.stop, what="handshake")
+            return with_retries(lambda: self.client.handshake(request), self.stop, what="handshake", cap_s=self.settings.max_backoff_s)
         except grpc.RpcError as e:
             raise ActorError(f"handshake refused: {e.code().name}: {e.details()}") from None
 
     def _resend_spooled(self) -> None:
-        """Batches of earlier runs that were never acknowledged: the learner stores the ones
-        it lacks and acknowledges the rest as duplicates."""
+        """Batches of earlier runs that were never acknowledged, or not yet checkpointed by the
+        learner: it stores the ones it lacks and acknowledges the rest as duplicates."""
         batches = self.spool.pending()
         runs = sorted({b.run_id for b in batches})
         for run_id in runs:
@@ -139,45 +163,85 @@ class ActorLoop:
         if batches:
             print(f"[wsrl actor] {self.actor_id}: resent {len(batches)} spooled batches from {len(runs)} earlier run(s)", flush=True)
 
-    def _send(self, batch: pb.TransitionBatch, spooled: bool = False, give_up_s: Optional[float] = None) -> Optional[pb.PushResponse]:
+    def _send(self, batch: pb.TransitionBatch, spooled: bool = False, give_up_s: Optional[float] = None, resend: bool = False) -> Optional[pb.PushResponse]:
         """Pushes one batch until acknowledged (stored or duplicate). Returns None if it had
-        to give up (the batch then stays in the spool, if any)."""
-        if self.spool is not None and not spooled:
+        to give up (the batch then stays in the spool, if any). `resend`: a batch the learner
+        lost in a restart, already kept (and spooled); it is only pushed again."""
+        if self.spool is not None and not spooled and not resend:
             self.spool.put(batch)
         stop = threading.Event() if give_up_s is not None else self.stop
         while True:
             try:
-                ack = with_retries(lambda: self.client.push(batch), stop, give_up_s, what=f"push seq {batch.sequence}")
+                ack = with_retries(lambda: self.client.push(batch), stop, give_up_s, what=f"push seq {batch.sequence}", cap_s=self.settings.max_backoff_s)
                 break
             except grpc.RpcError as e:
                 code = e.code()
-                if code == grpc.StatusCode.FAILED_PRECONDITION and "Handshake" in (e.details() or ""):
-                    # A learner that restarted without our run: register it where we stand.
-                    self._handshake(batch.run_id, batch.sequence)
-                    continue
-                if code == grpc.StatusCode.OUT_OF_RANGE:
-                    expected = self._handshake(batch.run_id, batch.sequence).next_sequence
+                unknown_run = code == grpc.StatusCode.FAILED_PRECONDITION and "Handshake" in (e.details() or "")
+                if unknown_run or code == grpc.StatusCode.OUT_OF_RANGE:
+                    # The learner restarted: from a state that lacks this run (unknown_run) or
+                    # lacks its latest batches (OUT_OF_RANGE). Ask where it stands; resend.
+                    kept = self._kept(batch.run_id)
+                    start = min([b.sequence for b in kept if b.sequence < batch.sequence], default=batch.sequence)
+                    expected = self._handshake(batch.run_id, start).next_sequence
                     if expected > batch.sequence:  # already stored earlier
                         ack = pb.PushResponse(duplicate=True, next_sequence=expected)
                         break
-                    raise ActorError(f"learner expects sequence {expected} of run {batch.run_id}, which this actor no longer holds") from None
+                    missing = [b for b in kept if expected <= b.sequence < batch.sequence]
+                    if [b.sequence for b in missing] != list(range(expected, batch.sequence)):
+                        raise ActorError(f"learner expects sequence {expected} of run {batch.run_id}, which this actor no longer holds "
+                                         f"(it keeps acknowledged batches from {start}; raise retain_transitions or use a spool)") from None
+                    if missing:
+                        print(f"[wsrl actor] {self.actor_id}: the learner lost batches {expected}..{batch.sequence - 1} of run {batch.run_id[:8]} "
+                              f"(it restarted from a checkpoint); resending them", flush=True)
+                    for b in missing:
+                        if self._send(b, give_up_s=give_up_s, resend=True) is None:
+                            return None
+                        self._resent += 1
+                    continue
                 if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED):
                     return None  # gave up (stopping); kept in the spool if there is one
                 raise ActorError(f"learner refused batch {batch.sequence}: {code.name}: {e.details()}") from None
-        if self.spool is not None:
-            self.spool.remove(batch.run_id, batch.sequence)
+        if not resend:
+            self._confirm(batch, ack)
         self.last_ack = ack
         return ack
 
+    def _kept(self, run_id: str) -> list[pb.TransitionBatch]:
+        """Acknowledged batches of `run_id` still held (memory for this run, else the spool)."""
+        if run_id == self.run_id:
+            return list(self._unconfirmed)
+        return [b for b in self.spool.pending() if b.run_id == run_id] if self.spool is not None else []
+
+    def _confirm(self, batch: pb.TransitionBatch, ack: pb.PushResponse) -> None:
+        """Keeps an acknowledged batch until the learner's durable watermark passes it; drops
+        (from memory and spool) what the learner has checkpointed."""
+        durable = ack.durable_sequence
+        if batch.run_id != self.run_id:  # a spooled batch of an earlier run
+            if durable > batch.sequence and self.spool is not None:
+                self.spool.remove(batch.run_id, batch.sequence)
+            return
+        self._unconfirmed.append(batch)
+        self._unconfirmed_n += batch.observations.shape[0]
+        while self._unconfirmed and (self._unconfirmed[0].sequence < durable or self._unconfirmed_n > self.settings.retain_transitions):
+            old = self._unconfirmed.popleft()
+            self._unconfirmed_n -= old.observations.shape[0]
+            if old.sequence >= durable and not self._warned_retain:
+                self._warned_retain = True
+                print(f"[wsrl actor] {self.actor_id}: more than {self.settings.retain_transitions} acknowledged transitions wait for a learner "
+                      f"checkpoint; forgetting the oldest (a learner kill now loses them)", flush=True)
+            if self.spool is not None:
+                self.spool.remove(old.run_id, old.sequence)
+
     def _pull(self, force: bool = False) -> None:
         try:
-            version, params = with_retries(lambda: self.client.pull(self.actor_id, -1 if force else self.version), self.stop, what="pull")
+            version, params, source = with_retries(lambda: self.client.pull(self.actor_id, -1 if force else self.version, self.version_source),
+                                                   self.stop, what="pull", cap_s=self.settings.max_backoff_s)
         except grpc.RpcError:
             if force:
                 raise
             return  # keep acting with the current policy; try again at the next pull
         if params is not None:
-            self.version, self.params = version, params
+            self.version, self.params, self.version_source = version, params, source
 
     def flush(self, give_up_s: Optional[float] = None) -> bool:
         """Sends the partial batch, if any. False if it could not be delivered."""
@@ -189,6 +253,7 @@ class ActorLoop:
             run_id=self.run_id,
             sequence=self.sequence,
             policy_version=max(0, min(columns[6])),
+            policy_learner_id=columns[7][int(np.argmin(columns[6]))],
             observations=codec.encode_tensor(np.stack(columns[0]).astype(np.float32)),
             actions=codec.encode_tensor(np.stack(columns[1]).astype(np.float32)),
             rewards=codec.encode_tensor(np.asarray(columns[2], np.float32)),
@@ -227,6 +292,11 @@ class ActorLoop:
         if self._observation is None:
             observation, _ = self.env.reset(seed=s.seed)
             self._observation = np.asarray(observation, np.float32).reshape(-1)
+        if s.step_period_s:
+            wait = self._last_step_at + s.step_period_s - time.monotonic()
+            if wait > 0:
+                self.stop.wait(wait)
+            self._last_step_at = time.monotonic()
         if s.pull_every and self.env_steps and self.env_steps % s.pull_every == 0:
             self._pull()
         observation = self._observation
@@ -236,7 +306,7 @@ class ActorLoop:
         done = bool(terminated or truncated)
         if not self._pending:
             self._pending_since = time.monotonic()
-        self._pending.append((observation, action, float(reward), next_observation, bool(terminated), done, self.version))
+        self._pending.append((observation, action, float(reward), next_observation, bool(terminated), done, self.version, self.version_source))
         self.env_steps += 1
         ep = self._episode
         ep["return"] += float(reward)
@@ -269,7 +339,8 @@ class ActorLoop:
             self.step()
         delivered = self.flush(give_up_s=self.settings.flush_timeout_s)
         self.report()
-        return {"env_steps": self.env_steps, "episodes": self.num_episodes, "sequence": self.sequence, "policy_version": self.version, "delivered": delivered}
+        return {"env_steps": self.env_steps, "episodes": self.num_episodes, "sequence": self.sequence, "policy_version": self.version,
+                "delivered": delivered, "resent_batches": self._resent}
 
     def close(self) -> None:
         self.client.close()

@@ -1,21 +1,39 @@
 """Transport benchmark of the distributed learner (loopback, this machine).
 
-Prints: validated inserts/s at batch 1, 64 and 256 (PushTransitions into a learner whose
-warmup is never reached, so only validation + ingest is timed); publish+pull latency of a
-locomotion-sized policy (17 -> 2x256 -> 6, ~0.3 MB; `--hidden 512` for ~1.2 MB). Medians;
-the machine is shared, compare within a run. (Not done yet: `wsrl run` env steps/s with 1
-and 2 actors against `wsrl finetune`.)
+Prints, as medians (the machine is shared: compare within a run, look at the ratios):
 
-    PYTHONPATH=. python benchmarks/transport.py [--seconds 3] [--hidden 256]
+* validated inserts/s at batch 1, 64 and 256 (PushTransitions into a learner whose warmup is
+  never reached, so only validation + ingest is timed);
+* publish + pull latency of a locomotion policy (17 -> 2 x H -> 6 x 2 heads; H = 256: 0.29 MB,
+  H = 512: 1.1 MB) through the real `LearnerServer` / `LearnerClient`: a fresh version is
+  published (a reference swap, as the training thread does), then one `pull` serializes it,
+  streams it and decodes it. Next to it, interleaved on the same server and channel, the
+  floor: a raw grpcio unary call returning the same number of bytes;
+* `wsrl run` env steps/s with 1 and 2 actors against `wsrl finetune` on the same config (the
+  default `pointmass` family, small step counts, the same checkpoint), every command a fresh
+  process, rounds interleaved. The rate is the steady state between two logged env steps
+  after warmup and the first update's compilation (`finetune`: its `train.csv`; `run`: the
+  learner's `learner.csv`), so process start-up and evaluations are not in it; the whole
+  command's wall time is printed too.
+
+    PYTHONPATH=. python benchmarks/transport.py [--seconds 3] [--rounds 3] [--only inserts,pull,run]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def inserts_per_second(batch_size: int, seconds: float) -> float:
@@ -31,7 +49,7 @@ def inserts_per_second(batch_size: int, seconds: float) -> float:
     config = Config(finetune=FinetuneConfig(warmup_steps=10**9, num_steps=2_000_000), logging=LoggingConfig(tensorboard=False, progress=False))
     server = LearnerServer(Trainer(config, spec, DistributedSettings(mode="async", max_batch_size=256, max_pending=1 << 22))).start()
     client = LearnerClient(server.address)
-    client.handshake(pb.HandshakeRequest(protocol_version=1, spec=codec.spec_to_proto(spec), actor_id="bench", run_id="r"))
+    client.handshake(pb.HandshakeRequest(protocol_version=codec.PROTOCOL_VERSION, spec=codec.spec_to_proto(spec), actor_id="bench", run_id="r"))
     rng = np.random.default_rng(0)
     n = batch_size
     tensors = {
@@ -52,64 +70,132 @@ def inserts_per_second(batch_size: int, seconds: float) -> float:
     return sent / elapsed
 
 
-def pull_latency_ms(hidden: int, rounds: int = 30) -> tuple[float, int]:
-    """Median ms to serialize a freshly published version and pull it over loopback."""
+def pull_latency_ms(hidden: int, rounds: int = 200) -> dict:
+    """Median ms of publish + pull of a fresh version of a 17 -> 2 x `hidden` -> 6 policy, and
+    of a raw unary call returning as many bytes (the floor), interleaved; payload size."""
+    import grpc
     import jax
 
     from actor.client import LearnerClient
-    from learner.distributed.server import PolicyStore
-    from protos import codec
+    from learner.config import AgentConfig, Config, FinetuneConfig, LoggingConfig
+    from learner.distributed.server import LearnerServer
+    from learner.distributed.trainer import Trainer
 
-    rng = np.random.default_rng(0)
-    params = {f"Dense_{i}": {"kernel": rng.normal(size=s).astype(np.float32), "bias": np.zeros(s[1], np.float32)} for i, s in enumerate([(17, hidden), (hidden, hidden), (hidden, 12)])}
-    params = jax.tree_util.tree_map(jax.numpy.asarray, params)
-
-    class FakeTrainer:  # stands in for a Trainer: only latest_policy() is used
-        version = 0
-
-        def latest_policy(self):
-            return self.version, params
-
-    from concurrent import futures
-
-    import grpc
-
-    from protos.wsrl.v1 import learner_pb2_grpc as pb_grpc
-
-    trainer = FakeTrainer()
-    store = PolicyStore(trainer)
-
-    class Service(pb_grpc.LearnerServicer):
-        def PullPolicy(self, request, context):
-            version, payload = store.payload()
-            yield from codec.policy_chunks(version, payload)
-
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    pb_grpc.add_LearnerServicer_to_server(Service(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    spec = {"task": "locomotion-bench", "observation_dim": 17, "action_dim": 6, "action_low": [-1.0] * 6, "action_high": [1.0] * 6}
+    agent = AgentConfig(actor_hidden_dims=(hidden, hidden), critic_hidden_dims=(8,), critic_ensemble_size=2, critic_subsample_size=2, batch_size=8)
+    config = Config(task="locomotion-bench", agent=agent, finetune=FinetuneConfig(warmup_steps=10**9, num_steps=1000), logging=LoggingConfig(tensorboard=False, progress=False))
+    trainer = Trainer(config, spec)
+    base = trainer.agent.actor.params
+    server = LearnerServer(trainer)
+    size = len(server.service.policies.latest()[1][0])
+    raw_payload = bytes(size)
+    raw_handler = grpc.method_handlers_generic_handler("bench.Raw", {"Bytes": grpc.unary_unary_rpc_method_handler(lambda request, context: raw_payload)})
+    server.server.add_generic_rpc_handlers((raw_handler,))
     server.start()
-    client = LearnerClient(f"127.0.0.1:{port}")
-    times, size = [], 0
-    for i in range(rounds + 3):
-        trainer.version = i + 1  # publish: the next pull serializes anew
+    client = LearnerClient(server.address)
+    raw = client.channel.unary_unary("/bench.Raw/Bytes")
+    have, source = -1, ""
+    pulls, raws = [], []
+    for i in range(rounds + 10):
+        params = jax.block_until_ready(jax.tree_util.tree_map(lambda x: x + 0.0, base))  # a new version's arrays
+        with trainer.cond:  # publish, as Trainer._update does
+            trainer.policy_version, trainer.policy_params = i + 1, params
         t = time.perf_counter()
-        version, got = client.pull("bench", i)
-        times.append(time.perf_counter() - t)
-        size = len(codec.serialize_params(got))
+        have, got, source = client.pull("bench", have, source)
+        pulls.append(time.perf_counter() - t)
+        assert got is not None and have == i + 1
+        t = time.perf_counter()
+        raw(b"", timeout=10)
+        raws.append(time.perf_counter() - t)
     client.close()
-    server.stop(0)
-    return statistics.median(times[3:]) * 1e3, size
+    server.stop(grace=0)
+    pulls, raws = pulls[10:], raws[10:]
+    return {"bytes": size, "pull_ms": statistics.median(pulls) * 1e3, "raw_ms": statistics.median(raws) * 1e3,
+            "pull_p10_ms": statistics.quantiles(pulls, n=10)[0] * 1e3, "raw_p10_ms": statistics.quantiles(raws, n=10)[0] * 1e3}
+
+
+# ---- wsrl run vs wsrl finetune -------------------------------------------------------------------
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def _rate(times: dict[int, float], start: int, end: int) -> float:
+    return (end - start) / (times[end] - times[start])
+
+
+def run_vs_finetune(rounds: int, warmup: int, steps: int, log_every: int, work: Path) -> dict[str, list]:
+    """Env steps/s of `wsrl finetune`, `wsrl run --num-actors 1` and `--num-actors 2` on the same
+    config and checkpoint (fresh processes, rounds interleaved): {command: [(rate, wall s)]}."""
+    from learner.agents import make_agent
+    from learner.checkpoint import save_checkpoint
+    from learner.config import load_config
+    from envs.tasks import get_task
+
+    overrides = [
+        f"finetune.warmup_steps={warmup}", f"finetune.num_steps={steps}", f"finetune.log_every={log_every}", "finetune.eval_every=0",
+        "finetune.eval_episodes=1", "finetune.checkpoint_every=0", "logging.tensorboard=false", "logging.progress=false",
+    ]
+    config = load_config("pointmass", "wsrl", overrides)
+    spec = get_task(config.task).spec()
+    # Weights do not change the speed: an untrained CalQL agent stands in for pre-training.
+    checkpoint = save_checkpoint(work / "pre.ckpt", make_agent("calql", config.agent, spec["observation_dim"], spec["action_dim"], seed=0), config, spec)
+    # Steady state: from 2 x warmup (the first update's compilation and the actors' queue of
+    # up to --max-lead steps are behind) to the end; both ends are logged steps.
+    start = max(2 * warmup, warmup + 4 * log_every) // log_every * log_every
+    commands = {
+        "finetune": ["finetune"],
+        "run x1": ["run", "--num-actors", "1"],
+        "run x2": ["run", "--num-actors", "2"],
+    }
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    results: dict[str, list] = {name: [] for name in commands}
+    for r in range(rounds):
+        for name, command in commands.items():
+            run_dir = work / f"{name.replace(' ', '')}-{r}"
+            t = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "learner.cli", *command, "--config", "pointmass", "--checkpoint", str(checkpoint),
+                                   "--run-dir", str(run_dir), *overrides], cwd=ROOT, env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - t
+            if done.returncode != 0:
+                raise RuntimeError(f"{name} failed:\n{done.stderr[-2000:]}")
+            if name == "finetune":  # train.csv: env_steps_per_s = step / seconds since the loop began
+                times = {int(row["step"]): row["step"] / row["env_steps_per_s"] for row in _read_csv(run_dir / "train.csv")}
+            else:  # learner.csv: time_s since the learner started, per inserted env step
+                times = {int(row["processed_steps"]): row["time_s"] for row in _read_csv(run_dir / "learner.csv")}
+            results[name].append((_rate(times, start, steps), wall))
+            print(f"  round {r + 1} {name:8s}: {results[name][-1][0]:7.1f} env steps/s (steps {start}..{steps}), {wall:5.1f} s wall", flush=True)
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per insert measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of finetune / run x1 / run x2")
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--only", default="inserts,pull,run", help="comma-separated subset of inserts, pull, run")
     args = parser.parse_args()
-    for batch in (1, 64, 256):
-        print(f"validated inserts/s at batch {batch:3d}: {inserts_per_second(batch, args.seconds):,.0f}", flush=True)
-    ms, size = pull_latency_ms(args.hidden)
-    print(f"publish+pull of a {size / 1e6:.2f} MB policy: {ms:.2f} ms (median)")
+    parts = set(args.only.split(","))
+    print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)", flush=True)
+    if "inserts" in parts:
+        for batch in (1, 64, 256):
+            print(f"validated inserts/s at batch {batch:3d}: {inserts_per_second(batch, args.seconds):,.0f}", flush=True)
+    if "pull" in parts:
+        for hidden in (256, 512):
+            r = pull_latency_ms(hidden)
+            print(f"publish+pull of a {r['bytes'] / 1e6:.2f} MB policy (hidden {hidden}): {r['pull_ms']:.2f} ms median ({r['pull_p10_ms']:.2f} p10); "
+                  f"raw grpcio unary of the same bytes: {r['raw_ms']:.2f} ms ({r['raw_p10_ms']:.2f} p10)", flush=True)
+    if "run" in parts:
+        with tempfile.TemporaryDirectory() as work:
+            results = run_vs_finetune(args.rounds, args.warmup, args.steps, 50, Path(work))
+        base = statistics.median(r for r, _ in results["finetune"])
+        for name, values in results.items():
+            rate, wall = statistics.median(r for r, _ in values), statistics.median(w for _, w in values)
+            print(f"{name:8s}: {rate:7.1f} env steps/s median of {len(values)} ({rate / base:.2f}x finetune), {wall:.1f} s wall median", flush=True)
+    print(f"load average at end: {os.getloadavg()[0]:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ class AgentConfig:
     actor_q_reduction: Literal["min", "mean"] = "min"
     # SO2's perturbed value update: Gaussian noise of this variance, clipped to
     # +-target_action_noise_clip, added to the next actions of the TD target (0: off).
+    # Online fine-tuning only: pre-training ignores it (see `pretraining_agent_config`).
     target_action_noise_variance: float = 0.0
     target_action_noise_clip: float = 0.6
 
@@ -93,6 +94,12 @@ class AgentConfig:
     iql_awr_temperature: float = 3.0  # inverse temperature beta
     iql_awr_max_weight: float = 100.0
     value_lr: float = 3e-4
+
+
+def pretraining_agent_config(agent: AgentConfig) -> AgentConfig:
+    """The agent settings offline pre-training uses: the fine-tuning-only ones (SO2's target
+    noise) reset, so every method that starts from the same pre-training shares it."""
+    return dataclasses.replace(agent, target_action_noise_variance=0.0, target_action_noise_clip=AgentConfig.target_action_noise_clip)
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,10 @@ class FinetuneConfig:
     eval_episodes: int = 20
     log_every: int = 1_000
     checkpoint_every: int = 50_000
+    # Forgetting diagnostics (learner/diagnostics.py) every this many env steps (0: off):
+    # Q, TD error and KL to the pre-trained policy / Q on held-out offline and online states.
+    diagnostics_every: int = 20_000
+    diagnostics_states: int = 1024
 
 
 @dataclass(frozen=True)
@@ -157,6 +168,9 @@ class LoggingConfig:
     wandb_project: str = "wsrl"
     wandb_mode: Literal["online", "offline"] = "offline"
     progress: bool = True
+    # One rendered evaluation episode per fine-tuning evaluation, under RUN_DIR/videos/
+    # (MUJOCO_GL=egl renders MuJoCo tasks headless).
+    eval_videos: bool = False
 
 
 @dataclass(frozen=True)
@@ -424,6 +438,8 @@ def validate(config: Config) -> None:
     _check(f.utd_ratio >= 1, "finetune.utd_ratio", f.utd_ratio, "an integer >= 1")
     _check(f.replay_capacity >= 0, "finetune.replay_capacity", f.replay_capacity, "an integer >= 0 (0 means finetune.num_steps)")
     _check(0.0 <= f.offline_mixing_ratio < 1.0, "finetune.offline_mixing_ratio", f.offline_mixing_ratio, "a number in [0, 1)")
+    _check(f.diagnostics_every >= 0, "finetune.diagnostics_every", f.diagnostics_every, "an integer >= 0 (0 disables)")
+    _check(f.diagnostics_states >= 2, "finetune.diagnostics_states", f.diagnostics_states, "an integer >= 2")
     _check(f.freeze_policy_steps >= 0, "finetune.freeze_policy_steps", f.freeze_policy_steps, "an integer >= 0")
     _check(0.0 <= f.jsrl_initial_prob <= 1.0, "finetune.jsrl_initial_prob", f.jsrl_initial_prob, "a number in [0, 1]")
     _check(f.jsrl_decay_steps >= 1, "finetune.jsrl_decay_steps", f.jsrl_decay_steps, "an integer >= 1")

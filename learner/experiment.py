@@ -42,7 +42,7 @@ from typing import Any, Callable, Optional, Sequence, TextIO
 import yaml
 
 from envs.atomic_files import atomic_write_bytes
-from learner.config import Config, ConfigError, config_path, load_config, parse_override, to_dict
+from learner.config import Config, ConfigError, config_path, load_config, parse_override, pretraining_agent_config, to_dict
 from learner.plots import DONE_FILE, METRICS
 
 COMMANDS = ("experiment", "plot")
@@ -331,7 +331,7 @@ def plan_experiment(spec: ExperimentSpec, out_dir: str | Path, extra_overrides: 
                 checkpoint = config.finetune.checkpoint
                 pre = None
                 if needs_pretraining(config):
-                    key = _hash({"task": config.task, "seed": config.seed, "agent": to_dict(config.agent), "pretrain": to_dict(config.pretrain)})
+                    key = _hash({"task": config.task, "seed": config.seed, "agent": to_dict(pretraining_agent_config(config.agent)), "pretrain": to_dict(config.pretrain)})
                     pre = pretrains.get(key)
                     if pre is None:
                         pre = Job(

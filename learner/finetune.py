@@ -17,6 +17,7 @@ of the frozen pre-trained policy), `finetune.init` (what the checkpoint provides
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -25,11 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from envs.atomic_files import atomic_write_bytes
 from envs.datasets import mc_returns
 from envs.tasks import get_task
 from learner.acting import Policy
 from learner.checkpoint import save_checkpoint
-from learner.config import Config, to_dict
+from learner.config import Config, ConfigError, to_dict
+from learner.diagnostics import ForgettingDiagnostics, RenderUnavailable, dip_and_recovery, held_out_sample, record_episode_video
 from learner.evaluation import evaluate
 from learner.replay_buffer import MixedSampler, ReplayBuffer
 from learner.run_logger import RunLogger, progress_bar
@@ -186,9 +189,21 @@ def finetune(config: Config, run_dir: Optional[str] = None) -> Path:
         f"[wsrl finetune] {f.algorithm} on {runner.task.name} {source}; warmup {f.warmup_steps} steps "
         f"({f.warmup}), UTD {f.utd_ratio}{extras}, {f.num_steps} env steps -> {path}"
     )
+    diagnostics = make_diagnostics(config, runner) if f.diagnostics_every else None
+    history: list[tuple[int, float]] = []  # (env step, score) of every evaluation
+
+    def run_eval(step: int) -> dict:
+        stats = runner.evaluate()
+        logger.log("eval", step, {**stats, "updates": runner.updates})
+        history.append((step, evaluation_score(stats)))
+        if config.logging.eval_videos:
+            record_eval_video(runner, path / "videos" / f"step{step:08d}", config.seed + 20_000 + step)
+        return stats
+
     with RunLogger(path, config.logging, to_dict(config), path.name) as logger:
-        last_eval = runner.evaluate()
-        logger.log("eval", 0, {**last_eval, "updates": 0})
+        last_eval = run_eval(0)
+        if diagnostics is not None:
+            logger.log("diagnostics", 0, diagnostics.compute(runner.agent, runner.replay))
         bar = progress_bar(f.num_steps, f"finetune {f.algorithm}", config.logging.progress)
         last_return, started = float("nan"), time.perf_counter()
         while runner.env_steps < f.num_steps:
@@ -202,8 +217,9 @@ def finetune(config: Config, run_dir: Optional[str] = None) -> Path:
                 elapsed = time.perf_counter() - started
                 logger.log("train", step, {**info, "env_steps": step, "updates": runner.updates, "env_steps_per_s": step / elapsed})
             if f.eval_every and step % f.eval_every == 0:
-                last_eval = runner.evaluate()
-                logger.log("eval", step, {**last_eval, "updates": runner.updates})
+                last_eval = run_eval(step)
+            if diagnostics is not None and step % f.diagnostics_every == 0:
+                logger.log("diagnostics", step, diagnostics.compute(runner.agent, runner.replay))
             if f.checkpoint_every and step % f.checkpoint_every == 0:
                 save_checkpoint(checkpoint, runner.agent, config, runner.spec, runner.counters())
             if step % 100 == 0 or step == f.num_steps:
@@ -215,11 +231,44 @@ def finetune(config: Config, run_dir: Optional[str] = None) -> Path:
                 )
         bar.close()
         if not (f.eval_every and f.num_steps % f.eval_every == 0):
-            last_eval = runner.evaluate()
-            logger.log("eval", f.num_steps, {**last_eval, "updates": runner.updates})
+            last_eval = run_eval(f.num_steps)
         save_checkpoint(checkpoint, runner.agent, config, runner.spec, runner.counters())
+    steps, scores = zip(*history)
+    dip = dip_and_recovery(steps, scores, scores[0], runner.warmup_env_steps)
+    summary = {"final_eval": last_eval, "env_steps": runner.env_steps, "updates": runner.updates, **dip}
+    atomic_write_bytes(path / "summary.json", (json.dumps(summary, indent=2, default=float) + "\n").encode())
+    recovery = "never recovered" if dip["recovery_step"] is None else f"back by step {dip['recovery_step']}"
     print(
         f"[wsrl finetune] done: {runner.env_steps} env steps, {runner.updates} updates; eval return "
-        f"{last_eval['return']:.3f}, success {last_eval['success_rate']:.2f}; checkpoint {checkpoint}"
+        f"{last_eval['return']:.3f}, success {last_eval['success_rate']:.2f}; dip {dip['dip']:+.3g} "
+        f"({recovery}); checkpoint {checkpoint}"
     )
     return path
+
+
+def evaluation_score(stats: dict) -> float:
+    """The score curves and the dip are measured in: the D4RL normalized score where the task
+    has one, else the success rate."""
+    return float(stats.get("normalized_score", stats["success_rate"]))
+
+
+def make_diagnostics(config: Config, runner: Finetuner) -> ForgettingDiagnostics:
+    """Forgetting diagnostics against the agent as fine-tuning starts, with a held-out sample
+    of the task's offline dataset (training rewards) when there is one."""
+    offline = None
+    try:
+        offline = held_out_sample(offline_replay(config, runner.task), 2 * config.finetune.diagnostics_states, config.seed)
+    except (ConfigError, ValueError) as e:  # no dataset for this task: the offline keys stay NaN
+        print(f"[wsrl finetune] diagnostics without offline data ({e})")
+    return ForgettingDiagnostics.from_agent(
+        runner.agent, offline, num_states=config.finetune.diagnostics_states, seed=config.seed
+    )
+
+
+def record_eval_video(runner: Finetuner, path: Path, seed: int) -> None:
+    """One deterministic evaluation episode rendered to `path` (+ the format's suffix)."""
+    params = runner.agent.actor.params
+    try:
+        record_episode_video(lambda o: runner.policy(params, o, None, deterministic=True), runner.task, path, seed)
+    except RenderUnavailable as e:
+        print(f"[wsrl finetune] no evaluation video: {e}")

@@ -12,7 +12,7 @@ from envs.tasks import get_task
 from learner.acting import Policy
 from learner.agents import make_agent
 from learner.checkpoint import save_checkpoint
-from learner.config import Config, to_dict
+from learner.config import Config, pretraining_agent_config, to_dict
 from learner.evaluation import evaluate
 from learner.run_logger import RunLogger, progress_bar
 from learner.runs import offline_replay, prepare_run_dir
@@ -26,7 +26,7 @@ def pretrain(config: Config, run_dir: Optional[str] = None) -> Path:
     spec = task.spec()
     path = prepare_run_dir(config, "pretrain", run_dir)
     data = offline_replay(config, task)
-    agent = make_agent(p.algorithm, config.agent, spec["observation_dim"], spec["action_dim"], config.seed)
+    agent = make_agent(p.algorithm, pretraining_agent_config(config.agent), spec["observation_dim"], spec["action_dim"], config.seed)
     policy = Policy(config.agent, spec["action_dim"])
     eval_env = task.make_env(config.seed + 10_000, training=False)
     rng = np.random.default_rng(config.seed)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import filecmp
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import grpc
@@ -102,6 +101,25 @@ def test_actor_package_does_not_import_training_code():
     assert result.returncode == 0, result.stderr
 
 
+def test_param_packing_matches_flax_msgpack_byte_for_byte():
+    """serialize_params writes flax's msgpack format itself (one copy instead of three); the
+    bytes equal flax.serialization.msgpack_serialize for every kind of leaf we meet."""
+    from flax import serialization
+
+    rng = np.random.default_rng(0)
+    tree = {
+        "Dense_0": {"kernel": jax.numpy.asarray(rng.normal(size=(17, 300)).astype(np.float32)), "bias": np.zeros(300, np.float32)},
+        "scalar": np.float32(2.5), "empty": np.zeros((0, 3), np.float32), "ints": np.arange(70_000, dtype=np.int32),
+        "transposed": rng.normal(size=(4, 3)).T, "flags": np.array([True, False]), "half": jax.numpy.ones(5, jax.numpy.bfloat16),
+        "nested": {f"k{i}": np.full(i, i, np.float32) for i in range(20)}, "none": {},
+    }
+    payload = codec.serialize_params(tree)
+    assert payload == serialization.msgpack_serialize(jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(tree)))
+    back = codec.deserialize_params(payload)
+    np.testing.assert_array_equal(back["Dense_0"]["kernel"], np.asarray(tree["Dense_0"]["kernel"]))
+    assert back["half"].dtype == jax.numpy.bfloat16 and back["transposed"].shape == (3, 4) and back["nested"]["k19"].shape == (19,)
+
+
 def test_tensors_and_chunked_params_round_trip():
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     t = codec.encode_tensor(a)
@@ -111,13 +129,18 @@ def test_tensors_and_chunked_params_round_trip():
         codec.decode_tensor(pb.Tensor(dtype="float32", shape=[3, 4], data=t.data[:-1]), "x")
     params = {"Dense_0": {"kernel": np.random.default_rng(0).normal(size=(300, 1000)).astype(np.float32)}}
     payload = codec.serialize_params(params)
-    chunks = list(codec.policy_chunks(7, payload, chunk_bytes=1 << 18))
+    chunks = codec.policy_chunks(7, payload, chunk_bytes=1 << 18, learner_id="L1")
     assert len(chunks) == 5 and all(len(c.data) <= 1 << 18 for c in chunks)  # 1.2 MB in 256 KB chunks
-    version, unchanged, joined = codec.join_chunks(iter(chunks))
-    assert version == 7 and not unchanged
+    version, unchanged, joined, learner_id = codec.join_chunks(iter(chunks))
+    assert version == 7 and not unchanged and learner_id == "L1" and joined == payload
     np.testing.assert_array_equal(codec.deserialize_params(joined)["Dense_0"]["kernel"], params["Dense_0"]["kernel"])
     with pytest.raises(codec.WireError, match="index"):
         codec.join_chunks(iter([chunks[0], chunks[2]]))
+    corrupt = pb.PolicyChunk()
+    corrupt.CopyFrom(chunks[1])
+    corrupt.data = bytes(len(corrupt.data))
+    with pytest.raises(codec.WireError, match="sha256"):
+        codec.join_chunks(iter([chunks[0], corrupt, *chunks[2:]]))
 
 
 # ---- Algorithm 1 over gRPC ------------------------------------------------------------------
@@ -176,6 +199,7 @@ def test_duplicates_are_acknowledged_not_stored_and_restarts_resume(server):
         assert hello(client, run_id="r1").next_sequence == 0
         ack = client.push(make_batch(3, seq=0))
         assert ack.stored and not ack.duplicate and ack.next_sequence == 1 and ack.env_steps == 3
+        assert ack.durable_sequence == 1  # no state directory: nothing to wait for, forget at once
         retry = client.push(make_batch(3, seq=0))  # a retry after a lost ack
         assert retry.duplicate and not retry.stored and retry.next_sequence == 1
         with pytest.raises(grpc.RpcError) as gap:
@@ -281,18 +305,49 @@ def test_bad_batches_are_rejected_naming_the_field_and_nothing_is_stored(server,
         client.close()
 
 
+def test_multi_chunk_policy_is_pulled_chunk_by_chunk_while_versions_are_published(server):
+    """A policy over the chunk size travels as several unary PullPolicy calls (index > 0 names
+    the version); the learner keeps the last few versions, so publishing meanwhile does not
+    break a pull, and a version that is gone gets NOT_FOUND naming the field."""
+    trainer, store = server.trainer, server.service.policies
+    store.chunk_bytes = 200  # the tiny policy (815 bytes) becomes 5 chunks
+    client = LearnerClient(server.address)
+    try:
+        version, params, learner_id = client.pull("a", -1)
+        assert version == 0 and learner_id == server.learner_id and leaves_equal(params, trainer.agent.actor.params)
+        first = client.stub.PullPolicy(pb.PullPolicyRequest(actor_id="a", have_version=-1))
+        assert first.num_chunks == 5 and first.index == 0 and first.total_bytes == 815 and len(first.sha256) == 64
+        for v in range(1, 6):  # publish five versions (new arrays each time, as updates do)
+            with trainer.cond:
+                trainer.policy_version, trainer.policy_params = v, jax.tree_util.tree_map(lambda x: x + v, trainer.agent.actor.params)
+            if v == 1:
+                # Version 0 is still held: its remaining chunks can be fetched by index.
+                rest = [client.stub.PullPolicy(pb.PullPolicyRequest(actor_id="a", index=i, version=0)) for i in range(1, 5)]
+                assert codec.join_chunks(iter([first, *rest]))[0] == 0
+            assert client.pull("a", v - 1, learner_id)[0] == v
+        with pytest.raises(grpc.RpcError) as e:
+            client.stub.PullPolicy(pb.PullPolicyRequest(actor_id="a", index=1, version=0))
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND and "field 'version': version 0 is no longer held (latest is 5)" in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:
+            client.stub.PullPolicy(pb.PullPolicyRequest(actor_id="a", index=9, version=5))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "field 'index': got 9, expected < 5" in e.value.details()
+        version, params, _ = client.pull("a", 2, learner_id)
+        assert version == 5 and leaves_equal(params, jax.tree_util.tree_map(lambda x: x + 5, trainer.agent.actor.params))
+        assert client.pull("a", 5, learner_id)[1] is None  # unchanged
+    finally:
+        client.close()
+
+
 def test_random_bytes_into_every_rpc_never_crash_the_server(server):
     rng, codes = np.random.default_rng(0), set()
     with grpc.insecure_channel(server.address) as channel:
         for method in ("Handshake", "PushTransitions", "PullPolicy", "ReportEpisodes", "GetStatus"):
             path = f"/wsrl.v1.Learner/{method}"
-            call = channel.unary_stream(path) if method == "PullPolicy" else channel.unary_unary(path)
+            call = channel.unary_unary(path)
             for size in (0, 1, 7, 64, 1000, 5000):
                 for _ in range(3):
                     try:
-                        result = call(rng.bytes(size), timeout=10)
-                        if method == "PullPolicy":
-                            list(result)
+                        call(rng.bytes(size), timeout=10)
                     except grpc.RpcError as e:
                         # UNKNOWN would mean an exception escaped a handler.
                         assert e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN), (method, e.details())
@@ -319,9 +374,9 @@ def test_spec_or_protocol_mismatch_is_failed_precondition_naming_both_sides(serv
         assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "spec.observation_dim: actor has 5, learner has 2" in e.value.details()
         with pytest.raises(grpc.RpcError) as e:
-            hello(client, protocol=2, spec={**SPEC, "task": "other"})
+            hello(client, protocol=99, spec={**SPEC, "task": "other"})
         assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "protocol_version: actor has 2, learner has 1" in e.value.details()
+        assert "protocol_version: actor has 99, learner has 2" in e.value.details()
         assert "spec.task: actor has 'other', learner has 'pointmass-goal'" in e.value.details()
     finally:
         client.close()
@@ -364,6 +419,71 @@ def test_off_loopback_requires_the_token(tmp_path):
         assert status_client.status().mode == "sync"
         status_client.close()
         assert health_status(address) == health_pb2.HealthCheckResponse.SERVING  # probes stay open
+    finally:
+        server.stop(grace=0)
+
+
+def _self_signed(directory: Path, name: str) -> tuple[str, str]:
+    """(cert, key) PEM paths of a fresh self-signed certificate for localhost / 127.0.0.1."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no `openssl` binary to make a test certificate (and the `cryptography` package is not a dependency)")
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+def test_tls_off_loopback_serves_actors_status_and_health_and_refuses_plaintext(tmp_path, capsys):
+    """TLS with a self-signed certificate (made here with openssl): an actor with --tls-ca and
+    the token pushes and pulls, `wsrl status --tls-ca` works, health checks work over TLS;
+    a plaintext client or one trusting another CA cannot talk to it, and the token is still
+    required over TLS. Bad TLS options are refused naming the option."""
+    from learner.cli import main
+
+    cert, key = _self_signed(tmp_path, "learner")
+    other_cert, _ = _self_signed(tmp_path, "other")
+    config = tiny_config(finetune={"warmup_steps": 1000, "num_steps": 2000})
+    with pytest.raises(ValueError, match="give both --tls-cert and --tls-key"):
+        LearnerServer(Trainer(config, SPEC), "127.0.0.1:0", tls_cert=cert)
+    with pytest.raises(ValueError, match="--tls-key: cannot read '/nonexistent.key'"):
+        LearnerServer(Trainer(config, SPEC), "127.0.0.1:0", tls_cert=cert, tls_key="/nonexistent.key")
+    with pytest.raises(ValueError, match="--tls-cert: .* holds no PEM certificate"):
+        LearnerServer(Trainer(config, SPEC), "127.0.0.1:0", tls_cert=key, tls_key=key)
+    with pytest.raises(ValueError, match="--tls-ca: .* holds no PEM certificate"):
+        LearnerClient("127.0.0.1:1", tls_ca=key)
+
+    server = LearnerServer(Trainer(config, SPEC), "0.0.0.0:0", token="s3cret", status_token="st4tus", tls_cert=cert, tls_key=key).start()
+    address = f"localhost:{server.port}"
+    request = pb.HandshakeRequest(protocol_version=codec.PROTOCOL_VERSION, spec=codec.spec_to_proto(SPEC), actor_id="x", run_id="x")
+    try:
+        for label, client in (("plaintext", LearnerClient(address, "s3cret")), ("other CA", LearnerClient(address, "s3cret", other_cert))):
+            with pytest.raises(grpc.RpcError) as e:
+                client.stub.Handshake(request, timeout=10, metadata=client.metadata)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE, label
+            client.close()
+        client = LearnerClient(address, None, cert)
+        with pytest.raises(grpc.RpcError) as e:  # TLS does not replace the token
+            hello(client)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        client.close()
+
+        loop = ActorLoop(ActorSettings(learner=address, actor_id="tls-robot", token="s3cret", tls_ca=cert, batch_size=3, pull_every=2))
+        try:
+            result = loop.run(6)
+        finally:
+            loop.close()
+        assert result["delivered"] and result["sequence"] == 2 and loop.version == 0 and loop.params is not None
+        assert server.trainer.wait_processed(6, 10) and len(server.trainer.replay) == 6
+
+        assert main(["status", address, "--token", "st4tus", "--tls-ca", cert]) == 0
+        out = capsys.readouterr().out
+        assert "env steps 6 (processed 6" in out and "tls-robot" in out
+        with grpc.secure_channel(address, grpc.ssl_channel_credentials(Path(cert).read_bytes())) as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="wsrl.v1.Learner"), timeout=10)
+        assert check.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         server.stop(grace=0)
 
@@ -472,13 +592,19 @@ def test_kill_9_of_an_actor_then_restart_loses_and_duplicates_nothing(tmp_path):
 
 
 def test_learner_state_resume_continues_counters_buffer_version_and_sequences(checkpoint, tmp_path):
+    """In-process: the saved state restores counters, buffer, RNGs and sequence numbers; the
+    durable watermark answered with each push is what the last save holds; versions of the
+    previous learner process are told apart from the resumed one's by learner id (the
+    multi-process SIGKILL test below covers real processes and live actors)."""
     config = tiny_config(finetune={"checkpoint": str(checkpoint), "warmup_steps": 4, "num_steps": 100, "utd_ratio": 2})
     settings = {"state_dir": str(tmp_path / "state"), "max_lead": 0}
     first = start_learner(config, **settings)
     client = LearnerClient(first.address)
     hello(client)
     for seq in range(3):
-        client.push(make_batch(3, seq=seq))
+        assert client.push(make_batch(3, seq=seq)).durable_sequence == 0  # nothing saved yet
+    old_version, _, old_learner = client.pull("a", -1)
+    assert old_version == 5 and old_learner == first.learner_id
     client.close()
     first.stop(grace=0)  # drains, then saves the state
     a = first.trainer
@@ -496,10 +622,258 @@ def test_learner_state_resume_continues_counters_buffer_version_and_sequences(ch
     try:
         assert hello(client).next_sequence == 3  # the reconnecting actor resumes where it was
         assert client.pull("a", 4)[0] == 5
-        assert client.push(make_batch(3, seq=2)).duplicate  # retried after the restart: not stored
-        assert client.push(make_batch(2, seq=3)).stored
+        # The same version number from the killed learner process is not "unchanged".
+        version, params, learner_id = client.pull("a", 5, old_learner)
+        assert version == 5 and params is not None and learner_id == second.learner_id != old_learner
+        assert client.pull("a", 5, learner_id)[1] is None
+        ack = client.push(make_batch(3, seq=2))  # retried after the restart: not stored
+        assert ack.duplicate and ack.durable_sequence == 3
+        # Acted with version 9 of the old learner process (published after its last save, say):
+        # above this learner's count, but not "from the future".
+        batch = make_batch(2, seq=3)
+        batch.policy_version, batch.policy_learner_id = 9, old_learner
+        assert client.push(batch).stored
+        batch = make_batch(2, seq=4)
+        batch.policy_version, batch.policy_learner_id = 99, second.learner_id
+        with pytest.raises(grpc.RpcError) as e:
+            client.push(batch)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "field 'policy_version': got 99" in e.value.details()
         assert b.wait_processed(11, 10)
         assert b.updates == 11 - 4 and len(b.replay) == 11  # no burst of catch-up updates
     finally:
         client.close()
         second.stop(grace=0)
+
+
+# ---- multi-process: rolling UTD windows, learner kill -9 and resume ----------------------------
+
+
+def _read_csv(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
+    """Polls `predicate` (a condition on another process's state) until it returns a truthy value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _paced_actor(settings: dict, barrier) -> None:
+    """Spawned: one actor; its channel is made here, after the process started. It connects,
+    then waits for the other actors so that their runs overlap, then runs to its num_steps."""
+    loop = ActorLoop(ActorSettings(**settings))
+    try:
+        loop.connect()
+        barrier.wait(timeout=180)
+        result = loop.run()
+    finally:
+        loop.close()
+    sys.exit(0 if result["delivered"] else 1)
+
+
+def test_sync_two_actors_of_different_speeds_keep_utd_in_every_rolling_window(checkpoint, tmp_path):
+    """Learner and 2 actors are separate processes (spawn). Actor 'fast' steps as fast as the
+    learner lets it (batches of 4); actor 'slow' takes >= 50 ms per env step (batches of 1).
+
+    Samples: the learner's `learner.csv` has one row per inserted env step p = 0..N (log_every
+    1), each a consistent snapshot taken on the training thread after that step's update:
+    C(p) critic gradient steps (M per fused update) and A(p) transitions accepted so far.
+    Window: any w = 20 consecutive inserted env steps [p, p + w]. Only post-warmup steps count
+    in the denominator, post(p) = max(0, p - K), so a window straddling the warmup boundary
+    K is judged on its post-warmup part. Checked for every window:
+    (C(p+w) - C(p)) / (post(p+w) - post(p)) within M = 4 +- 0.1, and C unchanged in windows
+    entirely inside warmup. Also: the actors' lead over the learner stays bounded (A(p) - p <=
+    2 x (max_lead + batch)), the fast actor finished while the slow one still had steps left
+    (the speeds really differ, so the last windows hold only slow-actor steps), and the
+    agent's own critic step counter grew by exactly M x (N - K)."""
+    import dataclasses
+    import multiprocessing as mp
+    import time
+
+    from learner.config import to_dict
+    from learner.distributed.commands import _learner_process
+
+    k, m, fast_steps, slow_steps, max_lead, window = 30, 4, 90, 45, 8, 20
+    n = fast_steps + slow_steps
+    config = tiny_config(finetune={"checkpoint": str(checkpoint), "warmup_steps": k, "num_steps": n, "utd_ratio": m, "log_every": 1})
+    settings = DistributedSettings(max_lead=max_lead)
+    ctx = mp.get_context("spawn")
+    ready, stop, barrier = ctx.Queue(), ctx.Event(), ctx.Barrier(2)
+    run_dir = tmp_path / "run"
+    learner = ctx.Process(target=_learner_process, args=(to_dict(config), dataclasses.asdict(settings), str(run_dir), ready, stop))
+    learner.start()
+    actors, client = [], None
+    try:
+        address = ready.get(timeout=180)
+        assert not address.startswith("error"), address
+        common = {"learner": address, "env": config.task, "pull_every": 5, "max_latency_s": 1000.0}
+        for actor_id, steps, batch, period in (("fast", fast_steps, 4, 0.0), ("slow", slow_steps, 1, 0.05)):
+            s = {**common, "actor_id": actor_id, "seed": len(actors), "num_steps": steps, "batch_size": batch, "step_period_s": period}
+            actors.append(ctx.Process(target=_paced_actor, args=(s, barrier)))
+            actors[-1].start()
+        client = LearnerClient(address)
+        slow_when_fast_done = None
+        while any(a.is_alive() for a in actors):
+            accepted = {a.actor_id: a.env_steps for a in client.status().actors}
+            if slow_when_fast_done is None and accepted.get("fast") == fast_steps:
+                slow_when_fast_done = accepted.get("slow", 0)
+            time.sleep(0.02)
+        assert [a.exitcode for a in actors] == [0, 0]
+        _wait_for(lambda: client.status().processed_steps == n, 60, "the learner to insert every transition")
+    finally:
+        stop.set()
+        if client is not None:
+            client.close()
+        learner.join(timeout=120)
+        for a in actors:
+            if a.is_alive():
+                a.terminate()
+    assert learner.exitcode == 0
+    # The fast actor finished while the slow one still had steps to take (>= 50 ms each).
+    assert slow_when_fast_done is not None and slow_when_fast_done < slow_steps, slow_when_fast_done
+
+    rows = _read_csv(run_dir / "learner.csv")
+    by_step = {int(r["processed_steps"]): r for r in rows}
+    assert sorted(by_step) == list(range(n + 1))  # a sample at every inserted env step
+    c = [by_step[p]["critic_updates"] for p in range(n + 1)]
+    lead = [by_step[p]["env_steps"] - p for p in range(n + 1)]
+    post = [max(0, p - k) for p in range(n + 1)]
+    assert max(lead) <= 2 * (max_lead + 4) and lead[-1] == 0
+    ratios = []
+    for p in range(n + 1 - window):
+        if post[p + window] == post[p]:
+            assert c[p + window] == c[p] == 0, f"critic updates during warmup window [{p}, {p + window}]"
+        else:
+            ratios.append((p, (c[p + window] - c[p]) / (post[p + window] - post[p])))
+    straddling = [p for p, _ in ratios if p < k]
+    assert len(straddling) == window - 1  # windows across the warmup boundary were checked
+    bad = [(p, r) for p, r in ratios if abs(r - m) > 0.1]
+    assert not bad, f"windows [p, p+{window}] off M={m}: {bad[:5]}"
+    final = read_checkpoint(run_dir / "checkpoint.ckpt")
+    pre = read_checkpoint(checkpoint)
+    assert int(final.state["critic"]["step"]) - int(pre.state["critic"]["step"]) == m * (n - k)
+    assert final.counters["env_steps"] == final.counters["processed_steps"] == n
+
+
+def test_learner_killed_with_sigkill_resumes_and_live_actors_finish_exactly_once(checkpoint, tmp_path):
+    """`wsrl learner` (a real process) is killed with SIGKILL after a state save and after it
+    acknowledged more batches; `wsrl learner --resume RUN_DIR` (a new process, same address)
+    continues from the saved counters, buffer and policy version. The two `wsrl actor`
+    processes keep running: they retry, reconnect by themselves, resend the acknowledged
+    batches the killed learner lost (kept until the learner reports them checkpointed) and
+    finish. In the end every transition is stored exactly once: per actor, transitions and
+    batches equal what it sent, and the buffer holds no repeated row."""
+    import json
+    import os
+    import re
+    import signal
+
+    from flax import serialization
+
+    from learner.distributed.commands import resumed_config
+    from learner.distributed.trainer import load_learner_state
+
+    k, m, per_actor, batch, every = 10, 2, 60, 4, 40
+    n = 2 * per_actor
+    run_dir, state_file = tmp_path / "run", tmp_path / "run" / "learner_state" / "learner_state.msgpack"
+    # A shared persistent compilation cache: the resumed learner reuses the first one's
+    # compiled update instead of spending seconds of this 2-core box recompiling it.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    overrides = [
+        "agent.critic_hidden_dims=[16]", "agent.actor_hidden_dims=[16]", "agent.critic_ensemble_size=4", "agent.batch_size=8",
+        f"finetune.warmup_steps={k}", f"finetune.num_steps={n}", f"finetune.utd_ratio={m}", f"finetune.checkpoint_every={every}",
+        "finetune.eval_episodes=1", "finetune.log_every=1", "logging.tensorboard=false", "logging.progress=false",
+    ]
+    processes = []
+
+    def start(name, *args):
+        log = open(tmp_path / f"{name}.log", "w")
+        processes.append(subprocess.Popen([sys.executable, "-m", "learner.cli", *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+        return processes[-1]
+
+    def saved_counters():
+        if not state_file.exists():
+            return None
+        return json.loads(serialization.msgpack_restore(state_file.read_bytes())["counters"])
+
+    def status():
+        try:
+            return client.status()
+        except grpc.RpcError:
+            return None
+
+    client = None
+    try:
+        first = start("learner1", "learner", "--checkpoint", str(checkpoint), "--run-dir", str(run_dir), "--bind", "127.0.0.1:0", "--forever", "--max-lead", "4", *overrides)
+        address = _wait_for(lambda: re.findall(r"on (127\.0\.0\.1:\d+) ->", (tmp_path / "learner1.log").read_text()), 120, "the learner to serve")[0]
+        actors = [
+            start(f"actor{i}", "actor", "--learner", address, "--actor-id", f"a{i}", "--seed", str(i), "--num-steps", str(per_actor), "--batch-size", str(batch),
+                  "--max-latency", "1000", "--pull-every", "5", "--step-period", "0.02", "--max-backoff", "0.5")
+            for i in range(2)
+        ]
+        client = LearnerClient(address, max_backoff_s=0.5)
+
+        def acknowledged_after_a_save():
+            # Status first: a save landing between the two reads then only delays the kill.
+            s, saved = status(), saved_counters()
+            return s is not None and saved is not None and s.env_steps >= saved["env_steps"] + 2 * batch and s.env_steps
+
+        acknowledged = _wait_for(acknowledged_after_a_save, 120, "a state save followed by more acknowledged batches")
+        first.send_signal(signal.SIGKILL)
+        assert first.wait(timeout=30) == -signal.SIGKILL
+        saved = saved_counters()
+        assert saved["env_steps"] < acknowledged  # the kill lost acknowledged batches
+        assert all(a.poll() is None for a in actors)  # the actors are still running
+
+        second = start("learner2", "learner", "--resume", str(run_dir), "--bind", address, "--forever", "--max-lead", "4")
+        for a in actors:
+            assert a.wait(timeout=120) == 0, (tmp_path / "actor0.log").read_text() + (tmp_path / "actor1.log").read_text()
+        _wait_for(lambda: (s := status()) is not None and s.processed_steps == n, 60, "the resumed learner to insert every transition")
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=120) == 0, (tmp_path / "learner2.log").read_text()
+    finally:
+        if client is not None:
+            client.close()
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    actor_logs = "".join((tmp_path / f"actor{i}.log").read_text() for i in range(2))
+    assert "the learner lost batches" in actor_logs  # and resent them
+
+    # The resumed learner started exactly at the saved counters and trained on from there.
+    rows = _read_csv(run_dir / "learner.csv")
+    start_row = rows[0]
+    assert int(start_row["processed_steps"]) == saved["processed"] and int(start_row["env_steps"]) == saved["env_steps"]
+    assert int(start_row["updates"]) == saved["updates"] == saved["processed"] - k
+    assert int(start_row["policy_version"]) == saved["policy_version"] == saved["updates"]
+    assert int(start_row["buffer_size"]) == saved["processed"]
+    steps = [int(r["processed_steps"]) for r in rows[1:]]
+    assert steps == list(range(saved["processed"] + 1, n + 1))
+    assert all(r["critic_updates"] == m * (r["processed_steps"] - k) for r in rows)  # no burst, no gap
+
+    trainer = Trainer(resumed_config(str(run_dir)), SPEC)
+    load_learner_state(trainer, str(run_dir / "learner_state"))
+    assert trainer.env_steps == trainer.processed == len(trainer.replay) == n
+    assert trainer.updates == trainer.policy_version == n - k
+    for actor_id in ("a0", "a1"):
+        record = trainer.actors[actor_id]
+        assert record.accepted == per_actor and list(record.next_sequence.values()) == [per_actor // batch]
+    d = trainer.replay.data
+    rows_stored = np.concatenate([d["observations"][:n], d["actions"][:n], d["next_observations"][:n]], axis=1)
+    assert len(np.unique(rows_stored, axis=0)) == n  # no transition stored twice
+    final, pre = read_checkpoint(run_dir / "checkpoint.ckpt"), read_checkpoint(checkpoint)
+    assert int(final.state["critic"]["step"]) - int(pre.state["critic"]["step"]) == m * (n - k)

@@ -107,3 +107,29 @@ def test_cli_pretrain_then_finetune_end_to_end(tmp_path):
 def test_cli_rejects_bad_config_with_a_message(capsys):
     assert main(["finetune", "finetune.warmup_steps=-1"]) == 2
     assert "'finetune.warmup_steps': got -1, expected an integer >= 0" in capsys.readouterr().err
+
+
+def test_finetune_logs_forgetting_diagnostics_and_the_dip(pretrained, tmp_path):
+    import json
+
+    from learner.diagnostics import DIAGNOSTIC_KEYS
+    from learner.finetune import finetune
+
+    path, _ = pretrained
+    config = tiny_config(finetune={"checkpoint": str(path), "warmup_steps": 4, "num_steps": 12, "eval_every": 4,
+                                   "diagnostics_every": 6, "diagnostics_states": 8})
+    run = finetune(config, str(tmp_path / "run"))
+    with open(run / "diagnostics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["step"]) for r in rows] == [0.0, 6.0, 12.0]
+    assert set(DIAGNOSTIC_KEYS) <= set(rows[0])
+    # At the start the agent is the pre-trained one: both KLs vanish; the buffer is empty.
+    assert float(rows[0]["kl_policy_offline"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(rows[0]["kl_q_softmax_offline"]) == pytest.approx(0.0, abs=1e-6)
+    assert rows[0]["online_q_mean"] == "nan" and float(rows[2]["kl_policy_online"]) > 0
+    summary = json.loads((run / "summary.json").read_text())
+    with open(run / "eval.csv") as f:
+        evals = [(float(r["step"]), float(r["normalized_score"])) for r in csv.DictReader(f)]
+    after_warmup = [score for step, score in evals if step > 4]
+    assert summary["dip"] == pytest.approx(min(after_warmup) - evals[0][1])
+    assert summary["env_steps"] == 12 and summary["final_eval"]["normalized_score"] == evals[-1][1]

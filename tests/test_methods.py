@@ -206,3 +206,11 @@ def test_variant_base_errors_name_the_variant(tmp_path):
         load_config(str(path), "a")
     with pytest.raises(ConfigError, match=r"variant 'c' field 'base': unknown variant 'nope'"):
         load_config(str(path), "c")
+
+
+def test_pretraining_ignores_so2_target_noise():
+    from learner.config import pretraining_agent_config
+
+    so2, wsrl = load_config("pointmass", "so2"), load_config("pointmass", "wsrl")
+    assert so2.agent.target_action_noise_variance == 0.3
+    assert pretraining_agent_config(so2.agent) == pretraining_agent_config(wsrl.agent) == wsrl.agent

@@ -69,7 +69,9 @@ def add_commands(subparsers: Any, add_config_args: Optional[Callable[[argparse.A
     p.add_argument("--pull-every", type=int, default=10, help="env steps between policy pulls (default 10; 0: episode ends only)")
     p.add_argument("--no-pull-at-episode-end", action="store_true", help="do not pull at episode ends")
     p.add_argument("--max-episode-steps", type=int, default=0, help="time limit for gymnasium envs")
-    p.add_argument("--spool-dir", default="", help="keep unacknowledged batches on disk here (survives a restart)")
+    p.add_argument("--spool-dir", default="", help="keep unacknowledged (and not yet checkpointed) batches on disk here (survives a restart)")
+    p.add_argument("--step-period", type=float, default=0.0, metavar="SECONDS", help="at least this long per env step (a control period; default 0: as fast as possible)")
+    p.add_argument("--max-backoff", type=float, default=5.0, metavar="SECONDS", help="longest wait between reconnection attempts to the learner (default 5)")
     _add_auth_args(p, server=False)
 
     p = subparsers.add_parser("run", help="one learner + N actor processes on this machine (pre-trains first without a checkpoint)")
@@ -83,7 +85,7 @@ def add_commands(subparsers: Any, add_config_args: Optional[Callable[[argparse.A
     p = subparsers.add_parser("status", help="print a learner's state")
     p.add_argument("address", metavar="HOST:PORT")
     p.add_argument("--token", default=None, help="status token (default: $WSRL_STATUS_TOKEN)")
-    p.add_argument("--tls-ca", default=None)
+    p.add_argument("--tls-ca", default=None, help="PEM root certificate to connect over TLS")
 
 
 def _token(args: argparse.Namespace, env: str = "WSRL_TOKEN") -> Optional[str]:
@@ -133,6 +135,7 @@ def run_command(args: argparse.Namespace, config: Any = None) -> int:
             batch_size=args.batch_size, max_latency_s=args.max_latency, pull_every=args.pull_every,
             pull_at_episode_end=not args.no_pull_at_episode_end, max_episode_steps=args.max_episode_steps,
             token=_token(args) or "", tls_ca=args.tls_ca or "", spool_dir=args.spool_dir,
+            step_period_s=args.step_period, max_backoff_s=args.max_backoff,
         )
         try:
             result = run_actor(settings)
@@ -304,7 +307,7 @@ def _evaluate(config, params) -> dict:
     task = TASKS[config.task]
     policy = Policy(config.agent, task.spec()["action_dim"])
     env = task.make_env(config.seed + 10_000, training=False)
-    return evaluate(lambda o: policy(params, o, None, deterministic=True), env, config.finetune.eval_episodes, config.seed + 10_000)
+    return evaluate(lambda o: policy(params, o, None, deterministic=True), env, config.finetune.eval_episodes, config.seed + 10_000, task.normalizer)
 
 
 # ---- wsrl run ---------------------------------------------------------------------------------
@@ -349,7 +352,7 @@ def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, 
     path = Path(run_dir or config.logging.run_dir or f"runs/{config.task}-{config.variant}-run-{time.strftime('%Y%m%d-%H%M%S')}")
     if (path / "config.yaml").exists():
         raise FileExistsError(f"run directory {str(path)!r} already holds a run (config.yaml exists); choose another --run-dir")
-    if not f.checkpoint and pretrain_first and config.variant != "sac":
+    if not f.checkpoint and pretrain_first and f.init != "scratch":
         from learner.pretrain import pretrain
 
         config = _with_finetune(config, checkpoint=str(pretrain(config, str(path / "pretrain"))))

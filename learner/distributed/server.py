@@ -14,13 +14,14 @@ import json
 import threading
 import uuid
 from concurrent import futures
+from pathlib import Path
 from typing import Any, Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from learner.config import Config, to_dict
-from learner.distributed.trainer import DistributedSettings, QueueFull, SequenceGap, Trainer, UnknownRun
+from learner.config import to_dict
+from learner.distributed.trainer import QueueFull, SequenceGap, Trainer, UnknownRun
 from learner.distributed.validation import BatchRejected, validate_batch
 from protos import codec
 from protos.wsrl.v1 import learner_pb2 as pb
@@ -111,19 +112,38 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
 
 class PolicyStore:
-    """Serializes the latest published actor params once per version, on first pull."""
+    """Published actor params as serialized PolicyChunk messages, ready to send: encoded
+    (device to host, msgpack, chunking: `codec.encode_policy`) once per version, on its first
+    pull; every other pull of that version only sends the bytes. Publishing itself (on the
+    training thread) stays a reference swap. The last `keep` versions stay, so an actor
+    fetching a multi-chunk version by index can finish while newer ones are published."""
 
-    def __init__(self, trainer: Trainer):
+    def __init__(self, trainer: Trainer, learner_id: str = "", keep: int = 4, chunk_bytes: int = codec.CHUNK_BYTES):
         self.trainer = trainer
+        self.learner_id = learner_id
+        self.keep = keep
+        self.chunk_bytes = chunk_bytes
         self._lock = threading.Lock()
-        self._cached: tuple[int, bytes] = (-1, b"")
+        self._cache: dict[int, list[bytes]] = {}  # version -> serialized chunks
 
-    def payload(self) -> tuple[int, bytes]:
+    def latest(self) -> tuple[int, list[bytes]]:
+        """(version, its serialized PolicyChunk messages) of the latest published policy."""
         version, params = self.trainer.latest_policy()
         with self._lock:
-            if self._cached[0] != version:
-                self._cached = (version, codec.serialize_params(params))
-            return self._cached
+            chunks = self._cache.get(version)
+        if chunks is None:
+            # Serialize outside the lock; two first pulls of one version may both do it.
+            chunks = codec.encode_policy(version, params, self.chunk_bytes, self.learner_id)
+            with self._lock:
+                chunks = self._cache.setdefault(version, chunks)
+                while len(self._cache) > self.keep:
+                    del self._cache[min(self._cache)]
+        return version, chunks
+
+    def get(self, version: int) -> Optional[list[bytes]]:
+        """The chunks of `version` if it is still held, else None."""
+        with self._lock:
+            return self._cache.get(version)
 
 
 class LearnerService(pb_grpc.LearnerServicer):
@@ -132,7 +152,7 @@ class LearnerService(pb_grpc.LearnerServicer):
     def __init__(self, trainer: Trainer, learner_id: str):
         self.trainer = trainer
         self.learner_id = learner_id
-        self.policies = PolicyStore(trainer)
+        self.policies = PolicyStore(trainer, learner_id)
         c = trainer.config
         self.spec = trainer.spec
         self.fingerprint = codec.policy_fingerprint(c.agent, self.spec["observation_dim"], self.spec["action_dim"])
@@ -178,7 +198,7 @@ class LearnerService(pb_grpc.LearnerServicer):
         try:
             stored, next_sequence = t.submit(request.actor_id, request.run_id, request.sequence, None)
             if stored:
-                arrays = validate_batch(request, self.spec, t.settings.max_batch_size, t.latest_policy()[0])
+                arrays = validate_batch(request, self.spec, t.settings.max_batch_size, t.latest_policy()[0], self.learner_id)
                 stored, next_sequence = t.submit(request.actor_id, request.run_id, request.sequence, arrays)
         except BatchRejected as e:
             t.note_rejected()
@@ -204,16 +224,25 @@ class LearnerService(pb_grpc.LearnerServicer):
             policy_version=status["policy_version"],
             env_steps=status["env_steps"],
             updates=status["updates"],
+            durable_sequence=t.durable_sequence(request.actor_id, request.run_id),
         )
 
-    def PullPolicy(self, request: pb.PullPolicyRequest, context):
+    def PullPolicy(self, request: pb.PullPolicyRequest, context) -> pb.PolicyChunk | bytes:
         self._check(context)
-        version, params = self.trainer.latest_policy()
-        if request.have_version == version:
-            yield pb.PolicyChunk(version=version, unchanged=True, num_chunks=0)
-            return
-        version, payload = self.policies.payload()
-        yield from codec.policy_chunks(version, payload)
+        if request.index > 0:  # the rest of a multi-chunk version
+            chunks = self.policies.get(request.version)
+            if chunks is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"field 'version': version {request.version} is no longer held (latest is "
+                              f"{self.trainer.latest_policy()[0]}); pull again from index 0")
+            if request.index >= len(chunks):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"field 'index': got {request.index}, expected < {len(chunks)} (num_chunks of version {request.version})")
+            return chunks[request.index]
+        version, _ = self.trainer.latest_policy()
+        # Version numbers restart from the saved one when a learner resumes: the same number
+        # from another learner process is another policy.
+        if request.have_version == version and request.have_learner_id in ("", self.learner_id):
+            return pb.PolicyChunk(version=version, unchanged=True, num_chunks=0, learner_id=self.learner_id)
+        return self.policies.latest()[1][0]
 
     def ReportEpisodes(self, request: pb.ReportEpisodesRequest, context) -> pb.ReportEpisodesResponse:
         self._check(context)
@@ -229,6 +258,25 @@ class LearnerService(pb_grpc.LearnerServicer):
         actors = [pb.ActorStatus(**a) for a in s.pop("actors")]
         s.pop("error")
         return pb.StatusResponse(actors=actors, **s)
+
+
+def _serialize_response(message: Any) -> bytes:
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+def add_learner_service(server: grpc.Server, service: LearnerService) -> None:
+    """`learner_pb2_grpc.add_LearnerServicer_to_server`, except that a handler may answer with
+    an already serialized message (PullPolicy's cached chunks: no copy, no re-encoding)."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["Learner"].methods:
+        assert not (method.client_streaming or method.server_streaming), method.name
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(service, method.name),
+            request_deserializer=getattr(pb, method.input_type.name).FromString,
+            response_serializer=_serialize_response,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
 
 
 class LearnerServer:
@@ -262,11 +310,18 @@ class LearnerServer:
             # Workers held by sync-mode backpressure must not starve new calls.
             maximum_concurrent_rpcs=max_workers * 4,
         )
-        pb_grpc.add_LearnerServicer_to_server(self.service, self.server)
+        add_learner_service(self.server, self.service)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if tls_cert:
-            with open(tls_key, "rb") as k, open(tls_cert, "rb") as c:
-                credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
+            pem = {}
+            for flag, path, marker in (("--tls-cert", tls_cert, b"-----BEGIN CERTIFICATE-----"), ("--tls-key", tls_key, b"PRIVATE KEY-----")):
+                try:
+                    pem[flag] = Path(path).read_bytes()
+                except OSError as e:
+                    raise ValueError(f"{flag}: cannot read {path!r}: {e.strerror}") from None
+                if marker not in pem[flag]:
+                    raise ValueError(f"{flag}: {path!r} holds no PEM {'certificate' if flag == '--tls-cert' else 'private key'}")
+            credentials = grpc.ssl_server_credentials([(pem["--tls-key"], pem["--tls-cert"])])
             self.port = self.server.add_secure_port(address, credentials)
         else:
             self.port = self.server.add_insecure_port(address)

@@ -14,6 +14,15 @@ update), as in `Finetuner.step`. An actor whose not-yet-processed transitions ex
 async mode never holds actors back: every accepted batch is inserted at once and the thread
 updates as fast as it can, but never beyond `max_utd` critic updates per post-warmup env step;
 the achieved UTD is reported (and a warning logged when it falls below `min_utd`).
+
+Every `finetune.log_every` inserted env steps (and once at start) the thread logs its counters
+to the `learner` group (`learner.csv`): accepted and inserted env steps, fused and critic
+updates, policy version, buffer size, seconds since start. Rows are written on the training
+thread between steps, so each is a consistent snapshot (in sync mode the step's update is done).
+
+Durability: the per-run sequence numbers stored in the last saved state are the "durable"
+watermark answered with every push; an actor keeps acknowledged batches above it, so a learner
+killed between two state saves gets them again after `--resume` (see `actor.loop`).
 """
 
 from __future__ import annotations
@@ -155,6 +164,9 @@ class Trainer:
         self._thread: Optional[threading.Thread] = None
         self._started = time.perf_counter()
         self._saved_at = 0  # `processed` at the last state save
+        self._logged_at = -1  # `processed` at the last `learner` counters row
+        # (actor id, run id) -> sequence numbers below this are in the last saved state.
+        self.durable: dict[tuple[str, str], int] = {}
 
     # ---- handler side (cheap, under the lock) ---------------------------------------
 
@@ -210,6 +222,15 @@ class Trainer:
                 self.cond.wait(left)
             return record.pending <= self.settings.max_lead
 
+    def durable_sequence(self, actor_id: str, run_id: str) -> int:
+        """Batches of this run below the returned sequence are in the last saved learner state
+        (without a state directory: everything acknowledged, as nothing is ever saved)."""
+        with self.cond:
+            if not self.settings.state_dir:
+                record = self.actors.get(actor_id)
+                return record.next_sequence.get(run_id, 0) if record is not None else 0
+            return self.durable.get((actor_id, run_id), 0)
+
     def note_rejected(self) -> None:
         with self.cond:
             self.rejected += 1
@@ -262,6 +283,8 @@ class Trainer:
     # ---- the training thread ----------------------------------------------------------
 
     def start(self) -> None:
+        self._started = time.perf_counter()
+        self._log_counters()  # where this learner starts (0, or the resumed counters)
         self._thread = threading.Thread(target=self._run, name="wsrl-trainer", daemon=True)
         self._thread.start()
 
@@ -314,6 +337,7 @@ class Trainer:
                     self.queued -= 1
                     self.actors[actor_id].pending -= 1
                     self.cond.notify_all()
+                self._maybe_log_counters()
             self._maybe_save_state()
 
     def _run_async(self) -> None:
@@ -344,6 +368,7 @@ class Trainer:
                 if s.min_utd and utd < s.min_utd and post >= 1000 and not self._utd_warned:
                     self._utd_warned = True
                     print(f"[wsrl learner] warning: achieved UTD {utd:.2f} is below min_utd={s.min_utd} (the learner cannot keep up with the actors)", flush=True)
+            self._maybe_log_counters()
 
     def _may_update(self) -> bool:
         f, s = self.config.finetune, self.settings
@@ -387,6 +412,30 @@ class Trainer:
             elapsed = time.perf_counter() - self._started
             with self.log_lock:
                 self.logger.log("train", self.processed, {**info, "env_steps": self.processed, "updates": self.updates, "env_steps_per_s": self.processed / elapsed})
+
+    def _maybe_log_counters(self) -> None:
+        every = self.config.finetune.log_every
+        if self.logger is not None and every and self.processed // every > self._logged_at // every:
+            self._log_counters()
+
+    def _log_counters(self) -> None:
+        """One `learner` row: a consistent snapshot of the counters (taken under the lock)."""
+        if self.logger is None:
+            return
+        m = self.config.finetune.utd_ratio
+        with self.cond:
+            row = {
+                "time_s": time.perf_counter() - self._started,
+                "env_steps": self.env_steps,
+                "processed_steps": self.processed,
+                "updates": self.updates,
+                "critic_updates": self.updates * m,
+                "policy_version": self.policy_version,
+                "buffer_size": len(self.replay),
+            }
+            self._logged_at = self.processed
+        with self.log_lock:
+            self.logger.log("learner", row["processed_steps"], row)
 
     # ---- checkpoint / resume ------------------------------------------------------------
 
@@ -443,6 +492,9 @@ def save_learner_state(trainer: Trainer, directory: str) -> Path:
         "open_episodes": json.dumps([[a, r, [int(x) for x in slots], rewards] for (a, r), (slots, rewards) in trainer._episodes.items()]),
     }
     atomic_write_bytes(path / STATE_FILE, serialization.msgpack_serialize(state))
+    # Only now (the state file renamed into place) are these batches safe from a learner kill.
+    with trainer.cond:
+        trainer.durable = {(a, run): int(seq) for a, r in actors.items() for run, seq in r["next_sequence"].items()}
     for old in path.glob("agent-*.ckpt"):
         if old.name != agent_file:
             old.unlink(missing_ok=True)
@@ -494,3 +546,4 @@ def load_learner_state(trainer: Trainer, directory: str) -> None:
             trainer.queued += n
             trainer.actors[item["actor_id"]].pending += n
         trainer._episodes = {(a, r): (list(slots), list(rewards)) for a, r, slots, rewards in json.loads(state["open_episodes"])}
+        trainer.durable = {(a, run): seq for a, r in trainer.actors.items() for run, seq in r.next_sequence.items()}

@@ -39,16 +39,18 @@ def _invalid(field: str, message: str) -> BatchRejected:
     return BatchRejected(grpc.StatusCode.INVALID_ARGUMENT, f"field '{field}': {message}")
 
 
-def validate_batch(batch: pb.TransitionBatch, spec: Mapping, max_batch_size: int, latest_version: int) -> dict[str, np.ndarray]:
+def validate_batch(batch: pb.TransitionBatch, spec: Mapping, max_batch_size: int, latest_version: int, learner_id: str = "") -> dict[str, np.ndarray]:
     """Decodes and checks every field of `batch` against the handshake `spec`.
 
     Checks: every tensor present with the expected dtype and shape (N, dim) / (N,), the same
     N >= 1 everywhere, N <= max_batch_size (else RESOURCE_EXHAUSTED), all floats finite,
-    actions inside [-1, 1], bool tensors 0/1, policy_version not from the future.
+    actions inside [-1, 1], bool tensors 0/1, policy_version not from the future (when it was
+    served by this learner, `learner_id`, or the batch names none: a version served by an
+    earlier learner process, before a `--resume`, may lie above this one's count).
     Returns {field: array}; raises BatchRejected.
     """
     dims = {"obs": int(spec["observation_dim"]), "act": int(spec["action_dim"])}
-    if batch.policy_version > latest_version:
+    if batch.policy_version > latest_version and batch.policy_learner_id in ("", learner_id):
         raise _invalid("policy_version", f"got {batch.policy_version}, expected <= {latest_version} (the latest published version)")
     # Size first, from the shape alone, so an oversized batch is refused before decoding.
     first = batch.observations

@@ -71,7 +71,7 @@ class HandshakeResponse(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., spec: _Optional[_Union[Spec, _Mapping]] = ..., config_fingerprint: _Optional[str] = ..., agent_config_json: _Optional[str] = ..., next_sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., mode: _Optional[str] = ..., warmup_steps: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., learner_id: _Optional[str] = ...) -> None: ...
 
 class TransitionBatch(_message.Message):
-    __slots__ = ("actor_id", "run_id", "sequence", "policy_version", "observations", "actions", "rewards", "next_observations", "terminals", "episode_ends")
+    __slots__ = ("actor_id", "run_id", "sequence", "policy_version", "observations", "actions", "rewards", "next_observations", "terminals", "episode_ends", "policy_learner_id")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class TransitionBatch(_message.Message):
     NEXT_OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
     TERMINALS_FIELD_NUMBER: _ClassVar[int]
     EPISODE_ENDS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_LEARNER_ID_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     run_id: str
     sequence: int
@@ -92,34 +93,43 @@ class TransitionBatch(_message.Message):
     next_observations: Tensor
     terminals: Tensor
     episode_ends: Tensor
-    def __init__(self, actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., observations: _Optional[_Union[Tensor, _Mapping]] = ..., actions: _Optional[_Union[Tensor, _Mapping]] = ..., rewards: _Optional[_Union[Tensor, _Mapping]] = ..., next_observations: _Optional[_Union[Tensor, _Mapping]] = ..., terminals: _Optional[_Union[Tensor, _Mapping]] = ..., episode_ends: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    policy_learner_id: str
+    def __init__(self, actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., observations: _Optional[_Union[Tensor, _Mapping]] = ..., actions: _Optional[_Union[Tensor, _Mapping]] = ..., rewards: _Optional[_Union[Tensor, _Mapping]] = ..., next_observations: _Optional[_Union[Tensor, _Mapping]] = ..., terminals: _Optional[_Union[Tensor, _Mapping]] = ..., episode_ends: _Optional[_Union[Tensor, _Mapping]] = ..., policy_learner_id: _Optional[str] = ...) -> None: ...
 
 class PushResponse(_message.Message):
-    __slots__ = ("stored", "duplicate", "next_sequence", "policy_version", "env_steps", "updates")
+    __slots__ = ("stored", "duplicate", "next_sequence", "policy_version", "env_steps", "updates", "durable_sequence")
     STORED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     NEXT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     ENV_STEPS_FIELD_NUMBER: _ClassVar[int]
     UPDATES_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     stored: bool
     duplicate: bool
     next_sequence: int
     policy_version: int
     env_steps: int
     updates: int
-    def __init__(self, stored: _Optional[bool] = ..., duplicate: _Optional[bool] = ..., next_sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., env_steps: _Optional[int] = ..., updates: _Optional[int] = ...) -> None: ...
+    durable_sequence: int
+    def __init__(self, stored: _Optional[bool] = ..., duplicate: _Optional[bool] = ..., next_sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., env_steps: _Optional[int] = ..., updates: _Optional[int] = ..., durable_sequence: _Optional[int] = ...) -> None: ...
 
 class PullPolicyRequest(_message.Message):
-    __slots__ = ("actor_id", "have_version")
+    __slots__ = ("actor_id", "have_version", "have_learner_id", "index", "version")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     HAVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HAVE_LEARNER_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     have_version: int
-    def __init__(self, actor_id: _Optional[str] = ..., have_version: _Optional[int] = ...) -> None: ...
+    have_learner_id: str
+    index: int
+    version: int
+    def __init__(self, actor_id: _Optional[str] = ..., have_version: _Optional[int] = ..., have_learner_id: _Optional[str] = ..., index: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class PolicyChunk(_message.Message):
-    __slots__ = ("version", "unchanged", "index", "num_chunks", "total_bytes", "data", "sha256")
+    __slots__ = ("version", "unchanged", "index", "num_chunks", "total_bytes", "data", "sha256", "learner_id")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UNCHANGED_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +137,7 @@ class PolicyChunk(_message.Message):
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_ID_FIELD_NUMBER: _ClassVar[int]
     version: int
     unchanged: bool
     index: int
@@ -134,7 +145,8 @@ class PolicyChunk(_message.Message):
     total_bytes: int
     data: bytes
     sha256: str
-    def __init__(self, version: _Optional[int] = ..., unchanged: _Optional[bool] = ..., index: _Optional[int] = ..., num_chunks: _Optional[int] = ..., total_bytes: _Optional[int] = ..., data: _Optional[bytes] = ..., sha256: _Optional[str] = ...) -> None: ...
+    learner_id: str
+    def __init__(self, version: _Optional[int] = ..., unchanged: _Optional[bool] = ..., index: _Optional[int] = ..., num_chunks: _Optional[int] = ..., total_bytes: _Optional[int] = ..., data: _Optional[bytes] = ..., sha256: _Optional[str] = ..., learner_id: _Optional[str] = ...) -> None: ...
 
 class Episode(_message.Message):
     __slots__ = ("episode_return", "length", "success", "policy_version")

@@ -44,7 +44,7 @@ class LearnerStub:
                 request_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.TransitionBatch.SerializeToString,
                 response_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.PushResponse.FromString,
                 _registered_method=True)
-        self.PullPolicy = channel.unary_stream(
+        self.PullPolicy = channel.unary_unary(
                 '/wsrl.v1.Learner/PullPolicy',
                 request_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.PullPolicyRequest.SerializeToString,
                 response_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.PolicyChunk.FromString,
@@ -107,7 +107,7 @@ def add_LearnerServicer_to_server(servicer, server):
                     request_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.TransitionBatch.FromString,
                     response_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.PushResponse.SerializeToString,
             ),
-            'PullPolicy': grpc.unary_stream_rpc_method_handler(
+            'PullPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.PullPolicy,
                     request_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.PullPolicyRequest.FromString,
                     response_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.PolicyChunk.SerializeToString,
@@ -198,7 +198,7 @@ class Learner:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_stream(
+        return grpc.experimental.unary_unary(
             request,
             target,
             '/wsrl.v1.Learner/PullPolicy',
