@@ -30,7 +30,7 @@ import numpy as np
 from actor.client import LearnerClient, with_retries
 from actor.envs import make_actor_env
 from actor.spool import Spool
-from learner.acting import Policy
+from learner.acting import Policy, jsrl_rollin_steps
 from protos import codec
 from protos.wsrl.v1 import learner_pb2 as pb
 
@@ -96,6 +96,11 @@ class ActorLoop:
         self.spool = Spool(f"{settings.spool_dir}/{self.actor_id}") if settings.spool_dir else None
         # Same RNG use as Finetuner: PRNGKey(seed + 1), split once per action.
         self.action_rng = jax.random.PRNGKey(settings.seed + 1)
+        # Random warmup actions and JSRL draws (as Finetuner's schedule_rng).
+        self.schedule_rng = np.random.default_rng(settings.seed + 3)
+        self.behaviour: dict = {}  # from the handshake: warmup mode, JSRL settings
+        self.pretrained_params = None  # version 0, kept for JSRL roll-ins
+        self.rollin_steps_left = 0
         self.policy: Optional[Policy] = None
         self.params = None
         self.version = -1
@@ -134,7 +139,12 @@ class ActorLoop:
         hello = self._handshake(self.run_id, self.sequence)
         self.sequence = hello.next_sequence
         self.policy = Policy(types.SimpleNamespace(**json.loads(hello.agent_config_json)), self.spec["action_dim"])
+        self.behaviour = json.loads(hello.actor_behaviour_json or "{}")
         self._pull(force=True)
+        if self.version == 0:
+            self.pretrained_params = self.params  # JSRL rolls in with it
+        elif self.behaviour.get("jsrl"):
+            print(f"[wsrl actor] {self.actor_id}: joined after version 0 was replaced; no JSRL roll-ins from this actor", flush=True)
         return hello
 
     def _handshake(self, run_id: str, next_sequence: int) -> pb.HandshakeResponse:
@@ -283,8 +293,27 @@ class ActorLoop:
     # ---- acting ----------------------------------------------------------------------
 
     def act(self, observation: np.ndarray) -> np.ndarray:
-        self.action_rng, key = jax.random.split(self.action_rng)
-        return self.policy(self.params, observation, key)
+        """The action for `observation`: the current policy's sample, or as the learner's
+        fine-tuning asks (`actor_behaviour_json`): uniform random while version 0 is all there
+        is (`warmup: random`), the version-0 policy during a JSRL roll-in."""
+        b = self.behaviour
+        if b.get("warmup") == "random" and self.version == 0:
+            return self.schedule_rng.uniform(-1.0, 1.0, self.spec["action_dim"]).astype(np.float32)
+        params = self.params
+        if self.rollin_steps_left > 0:
+            self.rollin_steps_left -= 1
+            params = self.pretrained_params
+        # Same key stream as Finetuner: split once per action (inside the one compiled call).
+        action, self.action_rng = self.policy.sample(params, observation, self.action_rng)
+        return action
+
+    def _draw_rollin(self) -> int:
+        """JSRL roll-in steps for the episode starting now, on the learner's env-step clock."""
+        b = self.behaviour
+        if not b.get("jsrl") or self.pretrained_params is None:
+            return 0
+        env_steps = self.last_ack.env_steps if self.last_ack is not None else self.env_steps
+        return jsrl_rollin_steps(self.schedule_rng, env_steps, b["jsrl_initial_prob"], b["jsrl_decay_steps"], b["jsrl_rollin_discount"])
 
     def step(self) -> None:
         """One env step: maybe pull, act, record the transition, maybe push a batch."""
@@ -292,6 +321,7 @@ class ActorLoop:
         if self._observation is None:
             observation, _ = self.env.reset(seed=s.seed)
             self._observation = np.asarray(observation, np.float32).reshape(-1)
+            self.rollin_steps_left = self._draw_rollin()
         if s.step_period_s:
             wait = self._last_step_at + s.step_period_s - time.monotonic()
             if wait > 0:
@@ -318,6 +348,7 @@ class ActorLoop:
             self._episode = {"return": 0.0, "length": 0, "success": False}
             observation, _ = self.env.reset()
             self._observation = np.asarray(observation, np.float32).reshape(-1)
+            self.rollin_steps_left = self._draw_rollin()
         else:
             self._observation = next_observation
         if len(self._pending) >= s.batch_size or time.monotonic() - self._pending_since > s.max_latency_s:

@@ -51,3 +51,13 @@ class Policy:
         actions, rng = _split_and_act(self.module, params, obs[None] if single else obs, rng)
         actions = np.asarray(actions)
         return (actions[0] if single else actions), rng
+
+
+def jsrl_rollin_steps(rng: np.random.Generator, env_steps: int, initial_prob: float, decay_steps: int, discount: float) -> int:
+    """JSRL's roll-in for an episode starting after `env_steps` env steps of fine-tuning: with
+    probability `initial_prob` decaying linearly to 0 over `decay_steps`, a Geometric(1 -
+    `discount`) number of steps acted by the frozen pre-trained policy; else 0 (Appendix I)."""
+    probability = initial_prob * max(0.0, 1.0 - env_steps / decay_steps)
+    if rng.random() >= probability:
+        return 0
+    return int(rng.geometric(1.0 - discount))

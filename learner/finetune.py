@@ -29,14 +29,13 @@ import numpy as np
 from envs.atomic_files import atomic_write_bytes
 from envs.datasets import mc_returns
 from envs.tasks import get_task
-from learner.acting import Policy
+from learner.acting import Policy, jsrl_rollin_steps
 from learner.checkpoint import save_checkpoint
-from learner.config import Config, ConfigError, to_dict
-from learner.diagnostics import ForgettingDiagnostics, RenderUnavailable, dip_and_recovery, held_out_sample, record_episode_video
+from learner.config import Config, to_dict
+from learner.diagnostics import RenderUnavailable, dip_and_recovery, record_episode_video
 from learner.evaluation import evaluate
-from learner.replay_buffer import MixedSampler, ReplayBuffer
 from learner.run_logger import RunLogger, progress_bar
-from learner.runs import initial_agent, offline_replay, prepare_run_dir
+from learner.runs import initial_agent, make_diagnostics, online_replay, prepare_run_dir
 
 
 class Finetuner:
@@ -47,27 +46,12 @@ class Finetuner:
         self.config = config
         self.task = get_task(config.task)
         self.spec = self.task.spec()
-        obs_dim, act_dim = self.spec["observation_dim"], self.spec["action_dim"]
+        act_dim = self.spec["action_dim"]
         self.agent = initial_agent(config, self.spec)
         # The frozen pre-trained policy acts during warmup: an independent copy of its params.
         self.pretrained_actor_params = jax.tree_util.tree_map(jnp.array, self.agent.actor.params)
         self.policy = Policy(config.agent, act_dim)
-        dataset_warmup = f.warmup == "dataset" and f.warmup_steps > 0
-        capacity = (f.replay_capacity or f.num_steps) + (f.warmup_steps if dataset_warmup else 0)
-        self.replay = ReplayBuffer(capacity, obs_dim, act_dim)
-        self.sampler = self.replay
-        offline = None
-        if f.offline_mixing_ratio > 0 or dataset_warmup:
-            offline = offline_replay(config, self.task)
-        if f.offline_mixing_ratio > 0:
-            self.sampler = MixedSampler(self.replay, offline, f.offline_mixing_ratio)
-        # Env steps acting for warmup (frozen policy or random actions); updates start after them.
-        self.warmup_env_steps = 0 if f.warmup == "dataset" else f.warmup_steps
-        if dataset_warmup:
-            # K transitions drawn uniformly (without replacement) from the offline dataset
-            # replace the K warmup env steps (Appendix J).
-            picks = np.random.default_rng(config.seed + 2).choice(len(offline), min(f.warmup_steps, len(offline)), replace=False)
-            self.replay.add_from(offline, np.sort(picks))
+        self.replay, self.sampler, self.warmup_env_steps = online_replay(config, self.task, self.spec)
         self.uses_mc_returns = f.algorithm == "calql"
         self.env = self.task.make_env(config.seed, training=True)
         self.eval_env = self.task.make_env(config.seed + 10_000, training=False)
@@ -91,18 +75,12 @@ class Finetuner:
         with `finetune.warmup: random`, at random)."""
         return self.env_steps < self.warmup_env_steps
 
-    def jsrl_rollin_probability(self) -> float:
-        """JSRL's chance that an episode starting now begins with a roll-in: decays linearly
-        from `jsrl_initial_prob` to 0 over `jsrl_decay_steps` env steps."""
-        f = self.config.finetune
-        return f.jsrl_initial_prob * max(0.0, 1.0 - self.env_steps / f.jsrl_decay_steps)
-
     def _draw_rollin(self) -> int:
         """Roll-in steps of the episode starting now (0 unless JSRL draws one)."""
         f = self.config.finetune
-        if not f.jsrl or self.schedule_rng.random() >= self.jsrl_rollin_probability():
+        if not f.jsrl:
             return 0
-        return int(self.schedule_rng.geometric(1.0 - f.jsrl_rollin_discount))
+        return jsrl_rollin_steps(self.schedule_rng, self.env_steps, f.jsrl_initial_prob, f.jsrl_decay_steps, f.jsrl_rollin_discount)
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         if self.in_warmup and self.config.finetune.warmup == "random":
@@ -189,7 +167,7 @@ def finetune(config: Config, run_dir: Optional[str] = None) -> Path:
         f"[wsrl finetune] {f.algorithm} on {runner.task.name} {source}; warmup {f.warmup_steps} steps "
         f"({f.warmup}), UTD {f.utd_ratio}{extras}, {f.num_steps} env steps -> {path}"
     )
-    diagnostics = make_diagnostics(config, runner) if f.diagnostics_every else None
+    diagnostics = make_diagnostics(config, runner.task, runner.agent) if f.diagnostics_every else None
     history: list[tuple[int, float]] = []  # (env step, score) of every evaluation
 
     def run_eval(step: int) -> dict:
@@ -250,19 +228,6 @@ def evaluation_score(stats: dict) -> float:
     """The score curves and the dip are measured in: the D4RL normalized score where the task
     has one, else the success rate."""
     return float(stats.get("normalized_score", stats["success_rate"]))
-
-
-def make_diagnostics(config: Config, runner: Finetuner) -> ForgettingDiagnostics:
-    """Forgetting diagnostics against the agent as fine-tuning starts, with a held-out sample
-    of the task's offline dataset (training rewards) when there is one."""
-    offline = None
-    try:
-        offline = held_out_sample(offline_replay(config, runner.task), 2 * config.finetune.diagnostics_states, config.seed)
-    except (ConfigError, ValueError) as e:  # no dataset for this task: the offline keys stay NaN
-        print(f"[wsrl finetune] diagnostics without offline data ({e})")
-    return ForgettingDiagnostics.from_agent(
-        runner.agent, offline, num_states=config.finetune.diagnostics_states, seed=config.seed
-    )
 
 
 def record_eval_video(runner: Finetuner, path: Path, seed: int) -> None:

@@ -6,13 +6,15 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from envs.dataset_io import DatasetError, read_dataset
 from envs.datasets import OfflineDataset, mc_returns
 from envs.tasks import Task
 from learner.agents import make_agent
 from learner.checkpoint import atomic_write_bytes, read_checkpoint, restore_agent
 from learner.config import Config, ConfigError, dump_yaml
-from learner.replay_buffer import ReplayBuffer
+from learner.replay_buffer import MixedSampler, ReplayBuffer
 
 
 def prepare_run_dir(config: Config, phase: str, run_dir: Optional[str] = None) -> Path:
@@ -95,3 +97,38 @@ def initial_agent(config: Config, spec: dict):
     if f.init == "actor":
         return fresh.replace(actor=restored.actor)
     return restored
+
+
+def online_replay(config: Config, task: Task, spec: dict) -> tuple[ReplayBuffer, object, int]:
+    """(online buffer, the sampler updates draw from, warmup env steps) for fine-tuning.
+
+    The sampler is the buffer itself, or with `offline_mixing_ratio` > 0 a `MixedSampler`
+    over it and the offline dataset (retention baselines, RLPD). With `finetune.warmup:
+    dataset` the buffer starts with K = `warmup_steps` transitions drawn uniformly without
+    replacement from the offline dataset (Appendix J) and there are no warmup env steps;
+    otherwise the first K env steps are warmup (frozen policy or random actions).
+    """
+    f = config.finetune
+    dataset_warmup = f.warmup == "dataset" and f.warmup_steps > 0
+    capacity = (f.replay_capacity or f.num_steps) + (f.warmup_steps if dataset_warmup else 0)
+    replay = ReplayBuffer(capacity, spec["observation_dim"], spec["action_dim"])
+    offline = offline_replay(config, task) if f.offline_mixing_ratio > 0 or dataset_warmup else None
+    sampler = MixedSampler(replay, offline, f.offline_mixing_ratio) if f.offline_mixing_ratio > 0 else replay
+    if dataset_warmup:
+        picks = np.random.default_rng(config.seed + 2).choice(len(offline), min(f.warmup_steps, len(offline)), replace=False)
+        replay.add_from(offline, np.sort(picks))
+    return replay, sampler, 0 if f.warmup == "dataset" else f.warmup_steps
+
+
+def make_diagnostics(config: Config, task: Optional[Task], agent):
+    """Forgetting diagnostics (learner/diagnostics.py) against `agent` as fine-tuning starts,
+    with a held-out sample of the task's offline dataset (training rewards) when it has one."""
+    from learner.diagnostics import ForgettingDiagnostics, held_out_sample
+
+    offline = None
+    try:
+        if task is not None:
+            offline = held_out_sample(offline_replay(config, task), 2 * config.finetune.diagnostics_states, config.seed)
+    except ValueError as e:  # ConfigError / DatasetError: no dataset; the offline keys stay NaN
+        print(f"[wsrl] forgetting diagnostics without offline data ({e})")
+    return ForgettingDiagnostics.from_agent(agent, offline, num_states=config.finetune.diagnostics_states, seed=config.seed)

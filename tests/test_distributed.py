@@ -18,7 +18,7 @@ from actor.client import LearnerClient
 from actor.loop import ActorLoop, ActorSettings
 from actor.spool import Spool
 from envs.tasks import get_task
-from learner.acting import Policy
+from learner.acting import Policy, jsrl_rollin_steps
 from learner.agents import make_agent
 from learner.checkpoint import read_checkpoint, save_checkpoint
 from learner.distributed.server import AuthInterceptor, LearnerServer, is_loopback, token_matches
@@ -188,6 +188,66 @@ def test_sync_actor_reproduces_finetune_warmup_and_update_counts(checkpoint):
         server.stop(grace=0)
 
 
+
+
+@pytest.mark.parametrize("method", [{"warmup": "dataset", "warmup_steps": 6}, {"freeze_policy_steps": 3}], ids=["dataset_warmup", "freeze_policy"])
+def test_sync_actor_reproduces_finetune_for_method_variants(checkpoint, method):
+    """Dataset warmup (offline rows seeded, updates from the first env step) and the frozen
+    policy (critic-only updates first) run the same through the learner as in Finetuner."""
+    steps = 10
+    config = tiny_config(finetune={"checkpoint": str(checkpoint), "warmup_steps": 4, "num_steps": 40, "utd_ratio": 2, **method})
+    reference = Finetuner(config)
+    for _ in range(steps):
+        reference.step()
+    server = start_learner(config, max_lead=0)
+    try:
+        trainer = server.trainer
+        loop = ActorLoop(ActorSettings(learner=server.address, seed=config.seed, batch_size=1, pull_every=1, actor_id="solo"))
+        loop.connect()
+        loop.run(steps)
+        assert trainer.wait_processed(steps, 30) and trainer.updates == reference.updates
+        rows = len(reference.replay)
+        assert len(trainer.replay) == rows
+        for name in ("observations", "actions", "rewards", "next_observations", "terminals", "mc_returns"):
+            np.testing.assert_array_equal(trainer.replay.data[name][:rows], reference.replay.data[name][:rows], err_msg=name)
+        assert leaves_equal(trainer.agent.actor.params, reference.agent.actor.params)
+        assert leaves_equal(trainer.agent.critic.params, reference.agent.critic.params)
+    finally:
+        loop.close()
+        server.stop(grace=0)
+
+
+def test_actors_follow_the_learners_random_warmup_and_jsrl_rollins(checkpoint):
+    config = tiny_config(finetune={"checkpoint": str(checkpoint), "warmup_steps": 5, "num_steps": 40, "warmup": "random"})
+    server = start_learner(config, max_lead=0)
+    try:
+        loop = ActorLoop(ActorSettings(learner=server.address, seed=0, batch_size=1, pull_every=1, actor_id="w"))
+        loop.connect()
+        assert loop.behaviour["warmup"] == "random" and loop.version == 0
+        loop.run(5)
+        warmup_actions = server.trainer.replay.data["actions"][:5]
+        observations = server.trainer.replay.data["observations"][:5]
+        rng, policy = jax.random.PRNGKey(1), Policy(config.agent, 2)
+        sampled = np.stack([policy.sample(loop.pretrained_params, o, rng)[0] for o in observations])
+        assert np.all(np.abs(warmup_actions) <= 1) and not np.allclose(warmup_actions, sampled)
+        np.testing.assert_array_equal(warmup_actions, np.random.default_rng(0 + 3).uniform(-1, 1, (5, 2)).astype(np.float32))
+    finally:
+        loop.close()
+        server.stop(grace=0)
+    config = tiny_config(finetune={"checkpoint": str(checkpoint), "warmup_steps": 0, "num_steps": 40, "init": "actor",
+                                   "jsrl": True, "jsrl_initial_prob": 1.0, "jsrl_decay_steps": 10**9})
+    server = start_learner(config, max_lead=0)
+    try:
+        loop = ActorLoop(ActorSettings(learner=server.address, seed=0, batch_size=1, pull_every=1, actor_id="j"))
+        loop.connect()
+        assert loop.behaviour["jsrl"] and leaves_equal(loop.pretrained_params, server.trainer.agent.actor.params)
+        loop.run(1)
+        assert loop.rollin_steps_left >= 0 and loop.num_episodes == 0
+        drawn = loop.rollin_steps_left + 1  # one roll-in step was taken
+        assert drawn == jsrl_rollin_steps(np.random.default_rng(3), 0, 1.0, 10**9, 0.99)
+    finally:
+        loop.close()
+        server.stop(grace=0)
 
 
 # ---- exactly-once ---------------------------------------------------------------------------

@@ -85,23 +85,23 @@ def test_so2_noise_changes_the_td_target_and_vanishes_with_a_tiny_clip():
 
 
 # --- JSRL -----------------------------------------------------------------------------------
-def test_jsrl_rollin_probability_decays_linearly_to_zero(pretrained):
-    path, _ = pretrained
-    runner = Finetuner(tiny_config(finetune={"checkpoint": str(path), "jsrl": True, "init": "actor", "warmup_steps": 0, "jsrl_decay_steps": 100}))
+def test_jsrl_rollin_probability_decays_linearly_to_zero():
+    from learner.acting import jsrl_rollin_steps
+
     for steps, expected in ((0, 0.5), (25, 0.375), (50, 0.25), (100, 0.0), (150, 0.0)):
-        runner.env_steps = steps
-        assert runner.jsrl_rollin_probability() == pytest.approx(expected)
+        rng = np.random.default_rng(0)
+        rolled = np.mean([jsrl_rollin_steps(rng, steps, 0.5, 100, 0.99) > 0 for _ in range(4000)])
+        assert rolled == pytest.approx(expected, abs=0.03)  # binomial s.e. <= 0.008
 
 
-def test_jsrl_rollin_lengths_are_geometric(pretrained):
-    path, _ = pretrained
-    runner = Finetuner(tiny_config(finetune={"checkpoint": str(path), "jsrl": True, "init": "actor", "warmup_steps": 0, "jsrl_initial_prob": 1.0}))
-    lengths = np.array([runner._draw_rollin() for _ in range(4000)])
+def test_jsrl_rollin_lengths_are_geometric():
+    from learner.acting import jsrl_rollin_steps
+
+    rng = np.random.default_rng(1)
+    lengths = np.array([jsrl_rollin_steps(rng, 0, 1.0, 100_000, 0.99) for _ in range(4000)])
     assert lengths.min() >= 1
     # Geometric(p = 1 - 0.99): mean 1/p = 100, standard error sqrt(1-p)/p/sqrt(n) ~ 1.6
     assert lengths.mean() == pytest.approx(100, abs=6)
-    runner.env_steps = runner.config.finetune.jsrl_decay_steps  # probability 0 from here on
-    assert all(runner._draw_rollin() == 0 for _ in range(200))
 
 
 def test_jsrl_rolls_in_with_the_frozen_policy_then_hands_over(pretrained):

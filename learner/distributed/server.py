@@ -157,6 +157,11 @@ class LearnerService(pb_grpc.LearnerServicer):
         self.spec = trainer.spec
         self.fingerprint = codec.policy_fingerprint(c.agent, self.spec["observation_dim"], self.spec["action_dim"])
         self.agent_config_json = json.dumps(to_dict(c.agent))
+        f = c.finetune
+        self.actor_behaviour_json = json.dumps({
+            "warmup": f.warmup, "jsrl": f.jsrl, "jsrl_initial_prob": f.jsrl_initial_prob,
+            "jsrl_decay_steps": f.jsrl_decay_steps, "jsrl_rollin_discount": f.jsrl_rollin_discount,
+        })
 
     def _check(self, context) -> None:
         if self.trainer.error is not None:
@@ -190,6 +195,7 @@ class LearnerService(pb_grpc.LearnerServicer):
             warmup_steps=self.trainer.config.finetune.warmup_steps,
             max_batch_size=s.max_batch_size,
             learner_id=self.learner_id,
+            actor_behaviour_json=self.actor_behaviour_json,
         )
 
     def PushTransitions(self, request: pb.TransitionBatch, context) -> pb.PushResponse:

@@ -108,34 +108,24 @@ class ActorRecord:
     last_seen: float = 0.0
 
 
-def build_agent(config: Config, spec: dict):
-    """The fine-tuning agent as `Finetuner` builds it: restored from `finetune.checkpoint`
-    (optimizer states kept) or freshly initialized."""
-    from learner.agents import make_agent
-    from learner.checkpoint import read_checkpoint, restore_agent
-
-    f = config.finetune
-    if f.checkpoint:
-        return restore_agent(read_checkpoint(f.checkpoint), f.algorithm, config.agent, spec, config.seed)
-    return make_agent(f.algorithm, config.agent, spec["observation_dim"], spec["action_dim"], config.seed)
-
-
 class Trainer:
     """Replay buffer + agent + the training thread; thread-safe entry points for handlers."""
 
     def __init__(self, config: Config, spec: dict, settings: DistributedSettings = DistributedSettings(), agent: Any = None, logger: Any = None):
-        from learner.replay_buffer import MixedSampler, ReplayBuffer
+        from envs.tasks import TASKS
+        from learner.runs import initial_agent, online_replay
 
         f = config.finetune
         self.config, self.spec, self.settings = config, spec, settings
-        self.agent = agent if agent is not None else build_agent(config, spec)
-        self.replay = ReplayBuffer(f.replay_capacity or f.num_steps, spec["observation_dim"], spec["action_dim"])
-        self.sampler = self.replay
-        if f.offline_mixing_ratio > 0:
-            from envs.tasks import get_task
-            from learner.runs import offline_replay
+        self.agent = agent if agent is not None else initial_agent(config, spec)
+        # As Finetuner: the online buffer (seeded with offline rows for dataset warmup), the
+        # sampler (mixing offline data for retention / RLPD) and K, the warmup env steps.
+        self.replay, self.sampler, self.warmup_env_steps = online_replay(config, TASKS.get(config.task), spec)
+        self.diagnostics = None
+        if logger is not None and f.diagnostics_every:
+            from learner.runs import make_diagnostics
 
-            self.sampler = MixedSampler(self.replay, offline_replay(config, get_task(config.task)), f.offline_mixing_ratio)
+            self.diagnostics = make_diagnostics(config, TASKS.get(config.task), self.agent)
         # Same seeding as Finetuner, so one sync actor reproduces `wsrl finetune`.
         self.sample_rng = np.random.default_rng(config.seed)
         self.uses_mc_returns = f.algorithm == "calql"
@@ -248,12 +238,12 @@ class Trainer:
         if self.logger is not None:
             with self.log_lock:
                 for e in episodes:
-                    self.logger.log("episode", step, {**e, "warmup": float(step <= self.config.finetune.warmup_steps)})
+                    self.logger.log("episode", step, {**e, "warmup": float(step <= self.warmup_env_steps)})
         return total
 
     def status(self) -> dict:
         """Counters for GetStatus and the progress display."""
-        m, k = self.config.finetune.utd_ratio, self.config.finetune.warmup_steps
+        m, k = self.config.finetune.utd_ratio, self.warmup_env_steps
         now = time.monotonic()
         with self.cond:
             post_warmup = max(0, self.processed - k)
@@ -331,7 +321,7 @@ class Trainer:
             for i in range(len(arrays["rewards"])):
                 self._insert(actor_id, run_id, arrays, i)
                 # Algorithm 1: one fused update per env step once K steps have arrived.
-                if self.processed > self.config.finetune.warmup_steps:
+                if self.processed > self.warmup_env_steps:
                     self._update()
                 with self.cond:
                     self.queued -= 1
@@ -363,7 +353,7 @@ class Trainer:
             self._maybe_save_state()
             if self._may_update():
                 self._update()
-                post = self.processed - f.warmup_steps
+                post = self.processed - self.warmup_env_steps
                 utd = self.updates * f.utd_ratio / post
                 if s.min_utd and utd < s.min_utd and post >= 1000 and not self._utd_warned:
                     self._utd_warned = True
@@ -372,7 +362,7 @@ class Trainer:
 
     def _may_update(self) -> bool:
         f, s = self.config.finetune, self.settings
-        post = self.processed - f.warmup_steps
+        post = self.processed - self.warmup_env_steps
         if post <= 0 or self.stopping:
             return False
         return s.max_utd == 0 or (self.updates + 1) * f.utd_ratio <= s.max_utd * post
@@ -403,11 +393,17 @@ class Trainer:
     def _update(self) -> None:
         f = self.config.finetune
         batch = self.sampler.sample(self.sample_rng, f.utd_ratio, self.config.agent.batch_size)
-        self.agent, info = self.agent.update(batch)
+        if self.updates < f.freeze_policy_steps:  # critics only at first (Appendix F), as Finetuner
+            self.agent, info = self.agent.update_critics(batch)
+        else:
+            self.agent, info = self.agent.update(batch)
         with self.cond:
             self.updates += 1
             if self.updates % self.settings.publish_every == 0:
                 self.policy_version, self.policy_params = self.updates, self.agent.actor.params
+        if self.diagnostics is not None and self.processed % f.diagnostics_every == 0:
+            with self.log_lock:
+                self.logger.log("diagnostics", self.processed, self.diagnostics.compute(self.agent, self.replay))
         if self.logger is not None and f.log_every and self.processed % f.log_every == 0:
             elapsed = time.perf_counter() - self._started
             with self.log_lock:

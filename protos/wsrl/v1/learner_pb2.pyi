@@ -47,7 +47,7 @@ class HandshakeRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., spec: _Optional[_Union[Spec, _Mapping]] = ..., config_fingerprint: _Optional[str] = ..., actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., next_sequence: _Optional[int] = ...) -> None: ...
 
 class HandshakeResponse(_message.Message):
-    __slots__ = ("protocol_version", "spec", "config_fingerprint", "agent_config_json", "next_sequence", "policy_version", "mode", "warmup_steps", "max_batch_size", "learner_id")
+    __slots__ = ("protocol_version", "spec", "config_fingerprint", "agent_config_json", "next_sequence", "policy_version", "mode", "warmup_steps", "max_batch_size", "learner_id", "actor_behaviour_json")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class HandshakeResponse(_message.Message):
     WARMUP_STEPS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LEARNER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_BEHAVIOUR_JSON_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     spec: Spec
     config_fingerprint: str
@@ -68,7 +69,8 @@ class HandshakeResponse(_message.Message):
     warmup_steps: int
     max_batch_size: int
     learner_id: str
-    def __init__(self, protocol_version: _Optional[int] = ..., spec: _Optional[_Union[Spec, _Mapping]] = ..., config_fingerprint: _Optional[str] = ..., agent_config_json: _Optional[str] = ..., next_sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., mode: _Optional[str] = ..., warmup_steps: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., learner_id: _Optional[str] = ...) -> None: ...
+    actor_behaviour_json: str
+    def __init__(self, protocol_version: _Optional[int] = ..., spec: _Optional[_Union[Spec, _Mapping]] = ..., config_fingerprint: _Optional[str] = ..., agent_config_json: _Optional[str] = ..., next_sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., mode: _Optional[str] = ..., warmup_steps: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., learner_id: _Optional[str] = ..., actor_behaviour_json: _Optional[str] = ...) -> None: ...
 
 class TransitionBatch(_message.Message):
     __slots__ = ("actor_id", "run_id", "sequence", "policy_version", "observations", "actions", "rewards", "next_observations", "terminals", "episode_ends", "policy_learner_id")
