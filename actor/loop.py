@@ -63,6 +63,15 @@ class ActorSettings:
     # Acknowledged transitions kept until the learner has checkpointed them; beyond this many
     # the oldest are forgotten (a learner kill may then lose them).
     retain_transitions: int = 100_000
+    # ---- robot mode (actor/robot.py; docs/robot.md) ----
+    # A fixed-rate control loop that the learner never blocks: batches go to a background
+    # sender (spooled first, so `spool_dir` is required), policies switch at episode ends.
+    robot: bool = False
+    control_hz: float = 0.0  # robot mode: steps per second; 0: the env's `control_hz`
+    max_action_change: float = 0.0  # robot mode: per-step limit on |a_t - a_{t-1}| (policy units); 0: none
+    switch_mid_episode: bool = False  # robot mode: adopt a new policy version at any step
+    queue_batches: int = 1024  # robot mode: batches handed off but not yet spooled, at most
+    status_every_s: float = 10.0  # robot mode: seconds between status lines; 0: none
 
     def __post_init__(self):
         for name in ("batch_size", "retain_transitions"):
@@ -71,11 +80,15 @@ class ActorSettings:
         for name in ("num_steps", "pull_every", "max_episode_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"actor setting '{name}': got {getattr(self, name)}, expected an integer >= 0")
-        for name in ("step_period_s", "max_latency_s"):
+        for name in ("step_period_s", "max_latency_s", "control_hz", "max_action_change", "status_every_s"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"actor setting '{name}': got {getattr(self, name)}, expected a number >= 0")
         if not self.max_backoff_s > 0:
             raise ValueError(f"actor setting 'max_backoff_s': got {self.max_backoff_s}, expected a number > 0")
+        if self.queue_batches < 1:
+            raise ValueError(f"actor setting 'queue_batches': got {self.queue_batches}, expected an integer >= 1")
+        if self.robot and not self.spool_dir:
+            raise ValueError("actor setting 'spool_dir': required in robot mode (--robot needs --spool-dir DIR: robot data is kept on disk until the learner has it)")
 
 
 class ActorError(RuntimeError):
@@ -257,8 +270,17 @@ class ActorLoop:
         """Sends the partial batch, if any. False if it could not be delivered."""
         if not self._pending:
             return True
+        ack = self._send(self._make_batch(), give_up_s=give_up_s)
+        if ack is None:
+            return False
+        self.sequence += 1
+        self._pending = []
+        return True
+
+    def _make_batch(self) -> pb.TransitionBatch:
+        """The pending transitions as the next batch (sequence `self.sequence`)."""
         columns = list(zip(*self._pending))
-        batch = pb.TransitionBatch(
+        return pb.TransitionBatch(
             actor_id=self.actor_id,
             run_id=self.run_id,
             sequence=self.sequence,
@@ -271,12 +293,6 @@ class ActorLoop:
             terminals=codec.encode_tensor(np.asarray(columns[4], bool)),
             episode_ends=codec.encode_tensor(np.asarray(columns[5], bool)),
         )
-        ack = self._send(batch, give_up_s=give_up_s)
-        if ack is None:
-            return False
-        self.sequence += 1
-        self._pending = []
-        return True
 
     def report(self, give_up_s: float = 5.0) -> None:
         """Sends episode stats (best effort: statistics, not training data)."""
@@ -379,18 +395,33 @@ class ActorLoop:
 
 
 def run_actor(settings: ActorSettings, install_signal_handlers: bool = True) -> dict:
-    """`wsrl actor`: runs one actor; SIGINT/SIGTERM stop it after flushing what it has."""
+    """`wsrl actor`: runs one actor; SIGINT/SIGTERM stop it after flushing what it has. In
+    robot mode also SIGUSR1 pauses, SIGUSR2 resumes and SIGQUIT is an emergency stop."""
     stop = threading.Event()
+    if settings.robot:
+        from actor.robot import RobotActor  # imported only here: a sim actor never needs it
+
+        loop: ActorLoop = RobotActor(settings, stop)
+    else:
+        loop = ActorLoop(settings, stop)
     if install_signal_handlers and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-    loop = ActorLoop(settings, stop)
+        if settings.robot:
+            # Handlers only set events; the control loop acts on them between steps.
+            signal.signal(signal.SIGUSR1, lambda *_: loop.pause())
+            signal.signal(signal.SIGUSR2, lambda *_: loop.resume())
+            signal.signal(signal.SIGQUIT, lambda *_: loop.emergency_stop())
     try:
         hello = loop.connect()
         print(f"[wsrl actor] {loop.actor_id} (run {loop.run_id[:8]}) connected to learner {hello.learner_id} at {settings.learner}: "
               f"{hello.mode} mode, warmup {hello.warmup_steps} steps, policy version {loop.version}", flush=True)
         result = loop.run()
-        print(f"[wsrl actor] {loop.actor_id} done: {result['env_steps']} env steps, {result['episodes']} episodes, last policy version {result['policy_version']}", flush=True)
+        extra = ""
+        if settings.robot:
+            extra = (f", {result['interventions']} interventions, {result['overruns']} overruns of the {result['control_hz']:g} Hz period, "
+                     f"{result['safety_stops']} safety stops" + (", emergency stop" if result["emergency_stopped"] else ""))
+        print(f"[wsrl actor] {loop.actor_id} done: {result['env_steps']} env steps, {result['episodes']} episodes, last policy version {result['policy_version']}{extra}", flush=True)
         return result
     finally:
         loop.close()

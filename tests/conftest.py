@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
+import numpy as np
 import pytest
 
 from learner.config import AgentConfig, Config, FinetuneConfig, LoggingConfig, PretrainConfig
@@ -34,3 +36,22 @@ def tiny_config(**sections) -> Config:
 @pytest.fixture
 def config() -> Config:
     return tiny_config()
+
+
+def leaves_equal(a, b) -> bool:
+    """Whether two pytrees have bit-identical leaves."""
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+@pytest.fixture
+def pretrained(tmp_path):
+    """(checkpoint path, agent): a tiny CalQL agent saved as a pre-trained checkpoint, so the
+    pre-trained policy differs from a fresh SAC init."""
+    from learner.agents import make_agent
+    from learner.checkpoint import save_checkpoint
+
+    config = tiny_config()
+    agent = make_agent("calql", config.agent, 2, 2, seed=3)
+    spec = {"task": "pointmass-goal", "observation_dim": 2, "action_dim": 2}
+    return save_checkpoint(tmp_path / "pre.ckpt", agent, config, spec), agent

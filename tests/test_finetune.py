@@ -6,23 +6,10 @@ import numpy as np
 import pytest
 
 from learner.acting import Policy
-from learner.agents import make_agent
-from learner.checkpoint import read_checkpoint, save_checkpoint
+from learner.checkpoint import read_checkpoint
 from learner.cli import main
 from learner.finetune import Finetuner
-from tests.conftest import tiny_config
-
-
-def leaves_equal(a, b):
-    return all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
-
-
-@pytest.fixture
-def pretrained(tmp_path):
-    config = tiny_config()
-    agent = make_agent("calql", config.agent, 2, 2, seed=3)
-    path = save_checkpoint(tmp_path / "pre.ckpt", agent, config, {"task": "pointmass-goal", "observation_dim": 2, "action_dim": 2})
-    return path, agent
+from tests.conftest import leaves_equal, tiny_config
 
 
 def test_warmup_acts_with_the_frozen_policy_and_does_not_update(pretrained):

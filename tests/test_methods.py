@@ -9,24 +9,12 @@ import pytest
 
 from learner import losses
 from learner.agents import make_agent
-from learner.checkpoint import save_checkpoint
 from learner.config import ConfigError, load_config
 from learner.finetune import Finetuner
 from learner.runs import initial_agent
-from tests.conftest import tiny_config
+from tests.conftest import leaves_equal, tiny_config
 
 SPEC = {"task": "pointmass-goal", "observation_dim": 2, "action_dim": 2}
-
-
-def leaves_equal(a, b):
-    return all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
-
-
-@pytest.fixture
-def pretrained(tmp_path):
-    config = tiny_config()
-    agent = make_agent("calql", config.agent, 2, 2, seed=3)
-    return save_checkpoint(tmp_path / "pre.ckpt", agent, config, SPEC), agent
 
 
 class RecordingPolicy:
