@@ -87,6 +87,8 @@ class ActorSettings:
             raise ValueError(f"actor setting 'max_backoff_s': got {self.max_backoff_s}, expected a number > 0")
         if self.queue_batches < 1:
             raise ValueError(f"actor setting 'queue_batches': got {self.queue_batches}, expected an integer >= 1")
+        if self.robot and self.step_period_s:
+            raise ValueError(f"actor setting 'step_period_s': got {self.step_period_s}, expected 0 in robot mode (set the rate with control_hz / --control-hz)")
         if self.robot and not self.spool_dir:
             raise ValueError("actor setting 'spool_dir': required in robot mode (--robot needs --spool-dir DIR: robot data is kept on disk until the learner has it)")
 

@@ -65,6 +65,65 @@ def run_rate(policy, params, obs_dim: int, rate_hz: float, seconds: float, seed:
     return {"rate_hz": rate_hz, "steps": len(inference), "inference_ms": ms(inference), "handoff_ms": ms(handoff), "overruns": overruns}
 
 
+def run_robot_rate(policy, params, obs_dim: int, act_dim: int, rate_hz: float, seconds: float, batch_size: int = 32, seed: int = 0) -> dict:
+    """Robot mode's control step (actor/robot.py): policy sample, clip to bounds, per-step
+    change limit, the transition appended, and every `batch_size` steps the batch encoded
+    (`ActorLoop._make_batch`, protobuf tensors) and put on the sender's bounded queue, which a
+    background thread drains as the spooler does (without the disk). Times the whole step."""
+    import queue
+    import threading
+
+    from actor.loop import ActorLoop
+
+    rng = np.random.default_rng(seed)
+    key = jax.random.PRNGKey(seed)
+    outbox: queue.Queue = queue.Queue(maxsize=1024)
+    done = threading.Event()
+
+    def drain():
+        while not done.is_set():
+            try:
+                outbox.get(timeout=0.05)
+            except queue.Empty:
+                pass
+
+    consumer = threading.Thread(target=drain, daemon=True)
+    consumer.start()
+    for _ in range(20):  # compile `sample` (the actor does this in connect())
+        policy.sample(params, np.zeros(obs_dim, np.float32), jax.random.PRNGKey(1))
+    state = types.SimpleNamespace(_pending=[], actor_id="bench", run_id="r", sequence=0)
+    low, high = -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32)
+    previous, times, overruns = None, [], 0
+    period = 1.0 / rate_hz
+    next_tick = time.perf_counter()
+    observation = rng.normal(size=obs_dim).astype(np.float32)
+    for _ in range(int(seconds * rate_hz)):
+        next_tick += period
+        next_observation = rng.normal(size=obs_dim).astype(np.float32)  # the env's part, not timed
+        t0 = time.perf_counter()
+        action, key = policy.sample(params, observation, key)
+        action = np.clip(np.asarray(action, np.float32), low, high)
+        if previous is not None:
+            action = np.clip(action, previous - 0.2, previous + 0.2)
+        state._pending.append((observation, action, 0.0, next_observation, False, False, 0, ""))
+        if len(state._pending) >= batch_size:
+            outbox.put_nowait(ActorLoop._make_batch(state))
+            state.sequence += 1
+            state._pending = []
+        times.append(time.perf_counter() - t0)
+        previous, observation = action, next_observation
+        wait = next_tick - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        else:
+            overruns += 1
+            next_tick = time.perf_counter()  # as the actor: no catch-up burst
+    done.set()
+    consumer.join()
+    return {"rate_hz": rate_hz, "steps": len(times), "step_ms": (1e3 * statistics.median(times), 1e3 * percentile(times, 99)),
+            "max_ms": 1e3 * max(times), "overruns": overruns}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", type=float, nargs="+", default=[20.0, 100.0])
@@ -89,6 +148,11 @@ def main() -> None:
         r = run_rate(policy, params, args.obs_dim, rate, args.seconds)
         print(f"{rate:5.0f}Hz {r['steps']:6d} {r['inference_ms'][0]:14.3f} ms {r['inference_ms'][1]:5.3f} ms "
               f"{r['handoff_ms'][0] * 1e3:13.1f} us {r['handoff_ms'][1] * 1e3:5.1f} us {r['overruns']:9d}")
+    print("robot mode (actor/robot.py): sample + clip + change limit + transition + batch encode and queue hand-off every 32 steps")
+    print(f"{'rate':>7} {'steps':>6} {'step median':>12} {'p99':>8} {'max':>8} {'overruns':>9}")
+    for rate in args.rates:
+        r = run_robot_rate(policy, params, args.obs_dim, args.act_dim, rate, args.seconds)
+        print(f"{rate:5.0f}Hz {r['steps']:6d} {r['step_ms'][0]:9.3f} ms {r['step_ms'][1]:5.3f} ms {r['max_ms']:5.2f} ms {r['overruns']:9d}")
 
 
 if __name__ == "__main__":

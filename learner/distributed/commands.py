@@ -72,6 +72,13 @@ def add_commands(subparsers: Any, add_config_args: Optional[Callable[[argparse.A
     p.add_argument("--spool-dir", default="", help="keep unacknowledged (and not yet checkpointed) batches on disk here (survives a restart)")
     p.add_argument("--step-period", type=float, default=0.0, metavar="SECONDS", help="at least this long per env step (a control period; default 0: as fast as possible)")
     p.add_argument("--max-backoff", type=float, default=5.0, metavar="SECONDS", help="longest wait between reconnection attempts to the learner (default 5)")
+    robot = p.add_argument_group("robot mode (docs/robot.md)")
+    robot.add_argument("--robot", action="store_true", help="fixed-rate control loop never blocked by the learner: batches are spooled and sent in the background, "
+                       "policies switch at episode ends; SIGUSR1 pauses, SIGUSR2 resumes, SIGQUIT is an emergency stop (needs --spool-dir)")
+    robot.add_argument("--control-hz", type=float, default=0.0, metavar="HZ", help="robot mode: control steps per second (default: the env's control_hz)")
+    robot.add_argument("--max-action-change", type=float, default=0.0, metavar="DELTA", help="robot mode: largest per-step change of each action component, policy units [-1, 1] (default 0: no limit)")
+    robot.add_argument("--switch-mid-episode", action="store_true", help="robot mode: adopt new policy versions at any step (default: only when an episode starts)")
+    robot.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS", help="robot mode: seconds between status lines (default 10; 0: none)")
     _add_auth_args(p, server=False)
 
     p = subparsers.add_parser("run", help="one learner + N actor processes on this machine (pre-trains first without a checkpoint)")
@@ -136,10 +143,12 @@ def run_command(args: argparse.Namespace, config: Any = None) -> int:
             pull_at_episode_end=not args.no_pull_at_episode_end, max_episode_steps=args.max_episode_steps,
             token=_token(args) or "", tls_ca=args.tls_ca or "", spool_dir=args.spool_dir,
             step_period_s=args.step_period, max_backoff_s=args.max_backoff,
+            robot=args.robot, control_hz=args.control_hz, max_action_change=args.max_action_change,
+            switch_mid_episode=args.switch_mid_episode, status_every_s=args.status_every,
         )
         try:
             result = run_actor(settings)
-        except ActorError as e:
+        except (ActorError, ValueError) as e:
             print(f"wsrl actor: error: {e}", file=sys.stderr)
             return 1
         return 0 if result["delivered"] else 1

@@ -1,0 +1,460 @@
+"""Robot mode of the actor (`wsrl actor --robot`): a fixed-rate control loop the learner never blocks.
+
+A robot runs in real time: a control step cannot wait for a slow or unreachable learner. So
+`RobotActor` (an `ActorLoop` with the same acting: random warmup, JSRL roll-ins, `Policy.sample`
+and the same RNG streams) only *hands off* each full batch to a bounded in-memory queue and
+keeps stepping. Two background threads do the rest:
+
+- the spooler writes every handed-off batch to the spool directory (fsync, rename) before it
+  may be sent, so a crash after the hand-off loses nothing;
+- the sender pushes the spooled batches in order, one in flight, retrying with capped backoff
+  while the learner is unreachable (batches pile up in the spool meanwhile), and drops each
+  from the spool once the learner reports it durable (as `ActorLoop` does). The learner's
+  per-run sequence numbers make a resend after a lost acknowledgement a no-op.
+
+A third thread fetches new policy versions; the control loop adopts them only when an episode
+starts (unless `switch_mid_episode`). Safety, per step: the action is clipped to the action
+bounds, limited to `max_action_change` from the previous executed action, and a human
+takeover reported in `info["intervention_action"]` is stored in place of the policy's action.
+Robot hooks (envs/robot.py): `wait_for_operator_reset()` before every reset, `emergency_stop()`
+on e-stop, safety stop and shutdown; `info["safety_stop"]` ends the episode and pauses.
+
+Control: `pause()` / `resume()` (SIGUSR1 / SIGUSR2 under `wsrl actor`) hold the robot (no steps,
+no calls) while the sender keeps sending; `emergency_stop()` (SIGQUIT) stops stepping within
+one control period, calls the env's `emergency_stop()`, then shuts down cleanly (flushing).
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from typing import Optional
+
+import grpc
+import jax
+import numpy as np
+
+from actor.loop import ActorLoop, ActorSettings
+from actor.record import to_policy_units
+from envs.robot import INTERVENTION_KEY, SAFETY_STOP_KEY, SUCCESS_KEY, check_robot_env, find_attribute, intervention_action
+from protos.wsrl.v1 import learner_pb2 as pb
+
+PULL_INTERVAL_S = 2.0  # background policy polls between episode-end requests
+
+
+class BatchSender:
+    """Spooler + sender threads between the control loop and the learner (module docstring)."""
+
+    def __init__(self, actor: "RobotActor", queue_batches: int):
+        self.actor = actor
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_batches)
+        self.outbox: collections.deque = collections.deque()  # spooled, not yet acknowledged
+        self.cond = threading.Condition()
+        self.finishing = threading.Event()
+        self.deadline = float("inf")  # while finishing: give up sending after this
+        self.spooler_done = threading.Event()
+        self.error: Optional[BaseException] = None
+        self.learner_up = True
+        self.sent_batches = 0
+        self.failed_attempts = 0
+        self._threads = [
+            threading.Thread(target=self._guard(self._spool_loop), name="wsrl-robot-spooler", daemon=True),
+            threading.Thread(target=self._guard(self._send_loop), name="wsrl-robot-sender", daemon=True),
+        ]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def submit(self, batch: pb.TransitionBatch) -> bool:
+        """Hands a batch off without blocking; False if the queue is full (the caller keeps it)."""
+        try:
+            self.queue.put_nowait(batch)
+            return True
+        except queue.Full:
+            return False
+
+    def backlog(self) -> int:
+        """Batches handed off and not yet acknowledged by the learner."""
+        return self.queue.qsize() + len(self.outbox)
+
+    def _guard(self, target):
+        def run():
+            try:
+                target()
+            except BaseException as e:  # a refused batch or a full disk: stop the actor, say why
+                self.error = e
+                print(f"[wsrl actor] {self.actor.actor_id}: {threading.current_thread().name} failed: {e}", flush=True)
+                self.actor.stop.set()
+            finally:
+                if target == self._spool_loop:
+                    self.spooler_done.set()
+                with self.cond:
+                    self.cond.notify_all()
+        return run
+
+    def _spool_loop(self) -> None:
+        """Queue -> spool (on disk) -> outbox. Never touches the network."""
+        last_status = time.monotonic()
+        every = self.actor.settings.status_every_s
+        while True:
+            try:
+                batch = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                if self.finishing.is_set():
+                    return
+                batch = None
+            if batch is not None:
+                self.actor.spool.put(batch)  # on disk before it can be sent
+                with self.cond:
+                    self.outbox.append(batch)
+                    self.cond.notify_all()
+            if every and time.monotonic() - last_status >= every:
+                last_status = time.monotonic()
+                print(self.actor.status_line(), flush=True)
+
+    def _send_loop(self) -> None:
+        """Outbox -> learner, in order, one batch in flight; capped exponential backoff."""
+        a, s = self.actor, self.actor.settings
+        backoff = 0.0
+        last_report = time.monotonic()
+        while True:
+            with self.cond:
+                while not self.outbox and not (self.finishing.is_set() and self.spooler_done.is_set()):
+                    self.cond.wait(0.2)
+                    if a.episodes and time.monotonic() - last_report > s.report_every_s:
+                        break
+                batch = self.outbox[0] if self.outbox else None
+            if batch is None and self.finishing.is_set() and self.spooler_done.is_set():
+                return
+            if batch is not None:
+                # One attempt (give_up_s=0): on failure the batch stays first in line and we
+                # wait here, so the spooler keeps writing new batches to disk meanwhile.
+                ack = a._send(batch, spooled=True, give_up_s=0)
+                if ack is None:
+                    self.failed_attempts += 1
+                    if self.learner_up:
+                        self.learner_up = False
+                        print(f"[wsrl actor] {a.actor_id}: learner at {s.learner} unreachable; keeping batches in the spool "
+                              f"and retrying (every {s.max_backoff_s:g} s at most)", flush=True)
+                    if self.finishing.is_set() and time.monotonic() > self.deadline:
+                        return
+                    backoff = min(s.max_backoff_s, max(0.05, backoff * 2))
+                    with self.cond:
+                        self.cond.wait(backoff)
+                    continue
+                backoff = 0.0
+                with self.cond:
+                    self.outbox.popleft()
+                self.sent_batches += 1
+                if not self.learner_up:
+                    self.learner_up = True
+                    print(f"[wsrl actor] {a.actor_id}: learner back; sending {self.backlog()} spooled batch(es) in order", flush=True)
+            if a.episodes and time.monotonic() - last_report > s.report_every_s:
+                a.report_episodes()
+                last_report = time.monotonic()
+
+    def finish(self, timeout_s: float) -> bool:
+        """Spools what is queued and sends for at most `timeout_s`; True if all was acknowledged
+        (what was not stays in the spool and goes out when the actor starts again)."""
+        self.deadline = time.monotonic() + timeout_s
+        self.finishing.set()
+        with self.cond:
+            self.cond.notify_all()
+        for t in self._threads:
+            t.join(max(0.1, self.deadline - time.monotonic() + 5.0))
+        return self.error is None and self.queue.empty() and not self.outbox
+
+
+class RobotActor(ActorLoop):
+    """`ActorLoop` for a real-time robot (module docstring). `run()` holds `control_hz`."""
+
+    def __init__(self, settings: ActorSettings, stop: Optional[threading.Event] = None):
+        if not settings.robot:
+            raise ValueError("actor setting 'robot': RobotActor needs robot=True (wsrl actor --robot)")
+        super().__init__(settings, stop)
+        info = check_robot_env(self.env)
+        control_hz = settings.control_hz or info["control_hz"]
+        if not control_hz:
+            raise ValueError(f"actor setting 'control_hz': env {settings.env!r} has no 'control_hz' attribute; "
+                             "give --control-hz HZ (a number > 0: robot mode runs at a fixed rate)")
+        self.control_hz = float(control_hz)
+        self.period = 1.0 / self.control_hz
+        self.hooks = {name: find_attribute(self.env, name) for name in info["hooks"]}
+        # Policy units (what the policy outputs and what is stored): the outer action space.
+        self._low = np.asarray(self.env.action_space.low, np.float32)
+        self._high = np.asarray(self.env.action_space.high, np.float32)
+        # Interventions arrive in the robot's own units: those of the unwrapped env.
+        self._base_space = self.env.unwrapped.action_space
+        self._base_low = np.asarray(self._base_space.low, np.float64)
+        self._base_high = np.asarray(self._base_space.high, np.float64)
+        self.sender = BatchSender(self, settings.queue_batches)
+        self._paused = threading.Event()
+        self._estop = threading.Event()
+        self._closing = threading.Event()
+        self._pull_request = threading.Event()
+        self._fresh_lock = threading.Lock()
+        self._fresh: Optional[tuple] = None  # (version, params, learner id) not yet adopted
+        self._episodes_lock = threading.Lock()
+        self._puller: Optional[threading.Thread] = None
+        self._prev_action: Optional[np.ndarray] = None
+        self._prev_tick: Optional[float] = None
+        self._handoff_full_warned = False
+        self._ep_counts = {"interventions": 0, "overruns": 0}
+        # Counters (read by tests, the status line and the summary).
+        self.overruns = 0
+        self.interventions = 0
+        self.safety_stops = 0
+        self.emergency_stop_at: Optional[float] = None  # monotonic time of the e-stop hook call
+        self.periods: collections.deque = collections.deque(maxlen=100_000)  # step start to step start, s
+        self.work_times: collections.deque = collections.deque(maxlen=100_000)  # step work, s
+        self.handoff_times: collections.deque = collections.deque(maxlen=100_000)  # batch build + queue put, s
+
+    # ---- operator controls (thread- and signal-safe: they only set events) ----------
+
+    def pause(self) -> None:
+        """Hold the robot: no more steps (and no env calls) until `resume()`; data keeps flowing."""
+        if not self._paused.is_set():
+            self._paused.set()
+            print(f"[wsrl actor] {self.actor_id}: paused (resume: SIGUSR2)", flush=True)
+
+    def resume(self) -> None:
+        """Continue stepping after `pause()` or a safety stop."""
+        if self._paused.is_set():
+            self._paused.clear()
+            print(f"[wsrl actor] {self.actor_id}: resumed", flush=True)
+
+    def emergency_stop(self) -> None:
+        """Stop stepping within one control period, call the env's `emergency_stop()`, then
+        shut down cleanly (the data collected so far is flushed)."""
+        self._estop.set()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    # ---- learner side ------------------------------------------------------------------
+
+    def connect(self) -> pb.HandshakeResponse:
+        """As `ActorLoop.connect`, then compiles the policy (so the first control step is not
+        an overrun) and starts the background threads."""
+        hello = super().connect()
+        if hello.mode != "async":
+            print(f"[wsrl actor] {self.actor_id}: the learner runs in {hello.mode} mode, which holds pushes back; the robot keeps "
+                  "its rate but batches pile up in the spool. Start the learner with --mode async for robots.", flush=True)
+        # A throwaway key: the actor's own key stream stays as in ActorLoop.
+        self.policy.sample(self.params, np.zeros(self.spec["observation_dim"], np.float32), jax.random.PRNGKey(0))
+        self.sender.start()
+        self._puller = threading.Thread(target=self._pull_loop, name="wsrl-robot-puller", daemon=True)
+        self._puller.start()
+        return hello
+
+    def _pull_loop(self) -> None:
+        """Fetches newer policies in the background; the control loop adopts them at episode starts."""
+        while not self._closing.is_set():
+            self._pull_request.wait(PULL_INTERVAL_S)
+            self._pull_request.clear()
+            if self._closing.is_set():
+                return
+            with self._fresh_lock:
+                have = self._fresh or (self.version, None, self.version_source)
+            try:
+                version, params, source = self.client.pull(self.actor_id, have[0], have[2])
+            except grpc.RpcError:
+                continue  # learner unreachable: keep acting with what we have
+            except Exception as e:  # a corrupt policy must not kill the robot's loop
+                print(f"[wsrl actor] {self.actor_id}: policy pull failed: {e}", flush=True)
+                continue
+            if params is not None:
+                with self._fresh_lock:
+                    self._fresh = (version, params, source)
+
+    def _adopt_policy(self) -> None:
+        with self._fresh_lock:
+            fresh, self._fresh = self._fresh, None
+        if fresh is not None:
+            self.version, self.params, self.version_source = fresh
+
+    def report_episodes(self) -> None:
+        """Sends episode stats from the sender thread (best effort: one attempt)."""
+        with self._episodes_lock:
+            episodes, self.episodes = self.episodes, []
+        if not episodes:
+            return
+        request = pb.ReportEpisodesRequest(actor_id=self.actor_id, run_id=self.run_id, episodes=episodes)
+        try:
+            self.client.report(request)
+        except grpc.RpcError:
+            with self._episodes_lock:
+                self.episodes = episodes + self.episodes  # again next time
+
+    def status_line(self) -> str:
+        """One line for the operator: progress, timing, interventions, data in flight."""
+        return (f"[wsrl actor] {self.actor_id}: {self.env_steps} steps, {self.num_episodes} episodes at {self.control_hz:g} Hz, "
+                f"{self.overruns} overruns, {self.interventions} interventions, {self.safety_stops} safety stops, policy version "
+                f"{self.version}, {self.sender.backlog()} batch(es) unsent, learner {'up' if self.sender.learner_up else 'UNREACHABLE'}"
+                + (", PAUSED" if self.paused else ""))
+
+    # ---- control loop ------------------------------------------------------------------
+
+    def _begin_episode(self) -> None:
+        """Operator reset, env reset, then (only here, by default) a new policy version."""
+        wait = self.hooks.get("wait_for_operator_reset")
+        if wait is not None:
+            wait()
+        first = self.num_episodes == 0 and self.env_steps == 0
+        observation, _ = self.env.reset(seed=self.settings.seed) if first else self.env.reset()
+        self._observation = np.asarray(observation, np.float32).reshape(-1)
+        self._adopt_policy()
+        self.rollin_steps_left = self._draw_rollin()
+        self._prev_action = None
+        self._ep_counts = {"interventions": 0, "overruns": 0}
+
+    def _robot_step(self) -> bool:
+        """One control step: act, make it safe, execute, store. True on a safety stop."""
+        s = self.settings
+        if s.switch_mid_episode:
+            self._adopt_policy()
+        observation = self._observation
+        action = np.clip(np.asarray(self.act(observation), np.float32), self._low, self._high)
+        if s.max_action_change and self._prev_action is not None:
+            action = np.clip(action, self._prev_action - s.max_action_change, self._prev_action + s.max_action_change)
+        next_observation, reward, terminated, truncated, info = self.env.step(action)
+        next_observation = np.asarray(next_observation, np.float32).reshape(-1)
+        stored = action
+        human = intervention_action(info, self._base_space) if INTERVENTION_KEY in info else None
+        if human is not None:  # the robot executed the human's action: that is the data
+            stored = to_policy_units(human, self._base_low, self._base_high)
+            self.interventions += 1
+            self._ep_counts["interventions"] += 1
+        safety = bool(info.get(SAFETY_STOP_KEY, False))
+        done = bool(terminated or truncated or safety)  # a safety stop is a truncation, not a terminal
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.append((observation, stored, float(reward), next_observation, bool(terminated), done, self.version, self.version_source))
+        self._prev_action = stored
+        self.env_steps += 1
+        ep = self._episode
+        ep["return"] += float(reward)
+        ep["length"] += 1
+        ep["success"] = ep["success"] or bool(info.get(SUCCESS_KEY, False))
+        if done:
+            self._end_episode(safety)
+        else:
+            self._observation = next_observation
+        t0 = time.perf_counter()
+        if self._pending and (len(self._pending) >= s.batch_size or done or time.monotonic() - self._pending_since > s.max_latency_s):
+            self._hand_off()
+        self.handoff_times.append(time.perf_counter() - t0)
+        return safety
+
+    def _end_episode(self, safety: bool) -> None:
+        ep, counts = self._episode, self._ep_counts
+        with self._episodes_lock:
+            self.episodes.append(pb.Episode(episode_return=ep["return"], length=ep["length"], success=ep["success"], policy_version=max(self.version, 0)))
+        self.num_episodes += 1
+        print(f"[wsrl actor] {self.actor_id}: episode {self.num_episodes}: return {ep['return']:.3g}, {ep['length']} steps, "
+              f"{counts['interventions']} interventions, {counts['overruns']} overruns, policy version {self.version}"
+              + (", success" if ep["success"] else "") + (", SAFETY STOP" if safety else ""), flush=True)
+        self._episode = {"return": 0.0, "length": 0, "success": False}
+        self._observation = None  # the next episode starts (operator reset) before the next step
+        self._pull_request.set()
+
+    def _hand_off(self) -> None:
+        """Pending transitions -> the sender's queue, without ever waiting for it."""
+        if self.sender.submit(self._make_batch()):
+            self.sequence += 1
+            self._pending = []
+        elif not self._handoff_full_warned:
+            self._handoff_full_warned = True  # the disk cannot keep up; keep collecting, retry next step
+            print(f"[wsrl actor] {self.actor_id}: the spool queue is full ({self.settings.queue_batches} batches); is the spool disk stalled?", flush=True)
+
+    def _call_emergency_stop(self, estop: bool = True) -> None:
+        """The env's `emergency_stop()` hook, if any; `estop`: record when (the operator's e-stop)."""
+        hook = self.hooks.get("emergency_stop")
+        if hook is not None:
+            hook()
+        if estop and self.emergency_stop_at is None:
+            self.emergency_stop_at = time.monotonic()
+
+    def run(self, num_steps: Optional[int] = None) -> dict:
+        """Steps at `control_hz` until `num_steps` (default: the setting; 0: until stopped),
+        `stop` or an e-stop; then flushes. Call once per RobotActor. Returns counters."""
+        target = self.settings.num_steps if num_steps is None else num_steps
+        if self.policy is None:
+            self.connect()
+        period = self.period
+        next_tick: Optional[float] = None
+        try:
+            while not self.stop.is_set() and (target == 0 or self.env_steps < target):
+                if self._estop.is_set():
+                    break
+                if self._paused.is_set():
+                    self._estop.wait(min(period, 0.05))  # hold; re-check stop/resume often
+                    next_tick = self._prev_tick = None  # the clock restarts on resume
+                    continue
+                if self._observation is None:
+                    self._begin_episode()
+                    next_tick = self._prev_tick = None  # a reset is not a control step
+                    continue
+                now = time.monotonic()
+                if next_tick is None:
+                    next_tick = now
+                elif now < next_tick:
+                    self._estop.wait(next_tick - now)  # an e-stop wakes us at once
+                    continue
+                started = time.monotonic()
+                if self._prev_tick is not None:
+                    self.periods.append(started - self._prev_tick)
+                self._prev_tick = started
+                safety = self._robot_step()
+                work = time.monotonic() - started
+                self.work_times.append(work)
+                if work > period:
+                    self.overruns += 1
+                    self._ep_counts["overruns"] += 1
+                # Late: start the next step at once and keep the period from there; never a
+                # burst of quick steps to catch up with the schedule.
+                next_tick = max(next_tick + period, time.monotonic())
+                if safety:
+                    self.safety_stops += 1
+                    self._call_emergency_stop(estop=False)
+                    print(f"[wsrl actor] {self.actor_id}: SAFETY STOP reported by the env: robot stopped, actor paused "
+                          "(resume with SIGUSR2 once the scene is safe)", flush=True)
+                    self._paused.set()
+            if self._estop.is_set():
+                self._call_emergency_stop()
+                print(f"[wsrl actor] {self.actor_id}: EMERGENCY STOP: robot stopped; flushing and exiting", flush=True)
+        finally:
+            if self._pending:
+                self._hand_off()
+            delivered = self.sender.finish(self.settings.flush_timeout_s)
+            self._closing.set()
+            self._pull_request.set()
+        self.report()
+        if self.sender.error is not None:  # e.g. ActorError: the learner refused a batch
+            raise self.sender.error
+        return self.summary(delivered)
+
+    def summary(self, delivered: bool) -> dict:
+        """Counters of the run (ActorLoop.run's keys plus the robot's)."""
+        periods = np.asarray(self.periods) if self.periods else np.zeros(1)
+        work = np.asarray(self.work_times) if self.work_times else np.zeros(1)
+        return {
+            "env_steps": self.env_steps, "episodes": self.num_episodes, "sequence": self.sequence, "policy_version": self.version,
+            "delivered": delivered, "resent_batches": self._resent, "control_hz": self.control_hz, "overruns": self.overruns,
+            "interventions": self.interventions, "safety_stops": self.safety_stops, "emergency_stopped": self._estop.is_set(),
+            "period_median_ms": 1e3 * float(np.median(periods)), "period_max_ms": 1e3 * float(periods.max()),
+            "work_p99_ms": 1e3 * float(np.percentile(work, 99)),
+        }
+
+    def close(self) -> None:
+        """Shutdown: the robot is stopped (`emergency_stop` is safe to call again), threads end."""
+        self._closing.set()
+        self._pull_request.set()
+        try:
+            self._call_emergency_stop(estop=False)
+        finally:
+            super().close()
