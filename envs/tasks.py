@@ -37,7 +37,7 @@ from envs import d4rl_envs, maze_data, pointmass
 from envs.datasets import OfflineDataset, collect_dataset
 from envs.spaces import flatten_observation
 
-FAMILIES = ("builtin", "maze", "antmaze", "kitchen", "adroit", "locomotion")
+FAMILIES = ("builtin", "maze", "antmaze", "kitchen", "adroit", "locomotion", "custom")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,7 +333,36 @@ for _task in (*_pointmaze_tasks(), *_antmaze_tasks(), *_kitchen_tasks(), *_adroi
 
 
 def get_task(name: str) -> Task:
-    """The registered task `name`."""
-    if name not in TASKS:
-        raise ValueError(f"config field 'task': unknown task {name!r}; known tasks: {', '.join(TASKS)}")
-    return TASKS[name]
+    """The registered task `name`, or for 'package.module:EnvClass' (a user's robot or custom
+    env, see envs/robot.py) a task built from that entry point (`entry_point_task`)."""
+    if name in TASKS:
+        return TASKS[name]
+    if ":" in name:
+        return entry_point_task(name)
+    raise ValueError(
+        f"config field 'task': unknown task {name!r}; expected one of {', '.join(TASKS)} "
+        "or a 'package.module:EnvClass' entry point"
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def entry_point_task(entry_point: str) -> Task:
+    """A task whose env is `entry_point` ('package.module:EnvClass', no arguments) as it is:
+    rewards unchanged (the env brings its own convention), time limit from the env's
+    `max_episode_steps` attribute or its gymnasium spec, else 1000 steps. The same string names
+    the task in `wsrl pretrain`, `wsrl learner` and `wsrl actor --env`, so demos recorded with
+    `wsrl record --env ENTRY_POINT` pre-train the policy the robot's actor then runs."""
+    from gymnasium.envs.registration import load_env_creator
+
+    try:
+        creator = load_env_creator(entry_point)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f"config field 'task': cannot load entry point {entry_point!r} ({e})") from None
+    limit = getattr(creator, "max_episode_steps", None)
+    return Task(
+        name=entry_point,
+        make_raw_env=creator,
+        max_episode_steps=int(limit) if limit else 1000,
+        family="custom",
+        env_id=entry_point,
+    )

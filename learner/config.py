@@ -111,7 +111,7 @@ class PretrainConfig:
     dataset: str = "builtin"
     dataset_episodes: int = 200
     num_steps: int = 250_000
-    eval_every: int = 25_000
+    eval_every: int = 25_000  # 0: no evaluation at all (no env is built)
     eval_episodes: int = 10
     log_every: int = 1_000
     checkpoint_every: int = 50_000

@@ -28,7 +28,9 @@ def pretrain(config: Config, run_dir: Optional[str] = None) -> Path:
     data = offline_replay(config, task)
     agent = make_agent(p.algorithm, pretraining_agent_config(config.agent), spec["observation_dim"], spec["action_dim"], config.seed)
     policy = Policy(config.agent, spec["action_dim"])
-    eval_env = task.make_env(config.seed + 10_000, training=False)
+    # pretrain.eval_every = 0 turns evaluation off altogether: no env is even built (a task
+    # whose env is a real robot pre-trains from its demonstrations without touching it).
+    eval_env = task.make_env(config.seed + 10_000, training=False) if p.eval_every else None
     rng = np.random.default_rng(config.seed)
     checkpoint = path / "checkpoint.ckpt"
 
@@ -54,7 +56,8 @@ def pretrain(config: Config, run_dir: Optional[str] = None) -> Path:
                 save_checkpoint(checkpoint, agent, config, spec, {"pretrain_steps": step})
         bar.close()
         jax.block_until_ready(agent)
-        final = run_eval(p.num_steps) if not (p.eval_every and p.num_steps % p.eval_every == 0) else last_eval
+        final = run_eval(p.num_steps) if p.eval_every and p.num_steps % p.eval_every else last_eval
         save_checkpoint(checkpoint, agent, config, spec, {"pretrain_steps": p.num_steps})
-    print(f"[wsrl pretrain] done: eval return {final['return']:.3f}, success {final['success_rate']:.2f}; checkpoint {checkpoint}")
+    result = f"eval return {final['return']:.3f}, success {final['success_rate']:.2f}" if final else "not evaluated (pretrain.eval_every=0)"
+    print(f"[wsrl pretrain] done: {result}; checkpoint {checkpoint}")
     return checkpoint

@@ -62,3 +62,22 @@ def test_env_units_are_mapped_back_to_policy_units():
     low, high = np.array([-2.0, 0.0]), np.array([2.0, 10.0])
     np.testing.assert_allclose(to_policy_units(np.array([1.0, 7.5]), low, high), [0.5, 0.5])
     np.testing.assert_allclose(to_policy_units(np.array([-3.0, 10.0]), low, high), [-1.0, 1.0])
+
+
+def test_recorded_robot_demos_pretrain_under_the_entry_point_task_name(tmp_path):
+    from envs.tasks import get_task
+    from learner.checkpoint import read_checkpoint
+
+    demos = tmp_path / "demos.hdf5"
+    assert main(["record", "--env", ROBOT, "--policy", "envs.sim_robot:pointmass_teleop", "--out", str(demos), "--episodes", "2"]) == 0
+    task = get_task(ROBOT)
+    assert (task.family, task.max_episode_steps, task.spec()["task"]) == ("custom", 1000, ROBOT)
+    assert main([
+        "pretrain", "--run-dir", str(tmp_path / "pre"), f"task={ROBOT}", f"pretrain.dataset={demos}", "pretrain.num_steps=3",
+        "pretrain.eval_every=0", "agent.critic_hidden_dims=[8]", "agent.actor_hidden_dims=[8]", "agent.batch_size=4",
+        "logging.progress=false", "logging.tensorboard=false",
+    ]) == 0
+    checkpoint = read_checkpoint(tmp_path / "pre" / "checkpoint.ckpt")
+    assert checkpoint.spec["task"] == ROBOT and checkpoint.spec["observation_dim"] == 2
+    with pytest.raises(ValueError, match="config field 'task': cannot load entry point 'no.such:Env'"):
+        get_task("no.such:Env")
