@@ -68,7 +68,7 @@ def test_task_reward_convention_and_time_limit():
         _, reward, terminated, truncated, _ = eval_env.step(np.zeros(2))
         steps, done = steps + 1, terminated or truncated
     assert reward == 0.0 and truncated and steps == task.max_episode_steps
-    with pytest.raises(ValueError, match="unknown task 'nope'; known tasks: pointmass-goal"):
+    with pytest.raises(ValueError, match="unknown task 'nope'; expected one of pointmass-goal"):
         get_task("nope")
 
 
