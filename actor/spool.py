@@ -7,10 +7,9 @@ learner acknowledges it.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from envs.atomic_files import atomic_write_bytes
 from protos.wsrl.v1 import learner_pb2 as pb
 
 
@@ -26,18 +25,7 @@ class Spool:
 
     def put(self, batch: pb.TransitionBatch) -> None:
         """Writes the batch (temp file, fsync, rename: a kill leaves no partial file)."""
-        path = self._path(batch.run_id, batch.sequence)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(batch.SerializeToString())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(self._path(batch.run_id, batch.sequence), batch.SerializeToString())
 
     def remove(self, run_id: str, sequence: int) -> None:
         self._path(run_id, sequence).unlink(missing_ok=True)
