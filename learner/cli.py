@@ -1,5 +1,6 @@
-"""The `wsrl` command line: `wsrl pretrain`, `wsrl finetune`, `wsrl config`, `wsrl dataset`, and
-the distributed `wsrl learner`, `wsrl actor`, `wsrl run`, `wsrl status`.
+"""The `wsrl` command line: `wsrl pretrain`, `wsrl finetune`, `wsrl config`, `wsrl dataset`,
+`wsrl record`, `wsrl experiment`, `wsrl plot`, and the distributed `wsrl learner`, `wsrl actor`,
+`wsrl run`, `wsrl status`.
 
 Heavy imports (jax, the loops) happen inside the commands so `wsrl --help` stays fast.
 """
