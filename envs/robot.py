@@ -58,15 +58,12 @@ def check_robot_env(env: gym.Env) -> dict[str, Any]:
 
 
 def find_attribute(env: gym.Env, name: str) -> Optional[Any]:
-    """`name` on the outermost wrapper (or env) of the chain that has it, else None; wrappers
-    such as TimeLimit or RescaleAction do not hide a hook of the env they wrap."""
-    current = env
-    while True:
-        if hasattr(type(current), name) or name in vars(current):
-            return getattr(current, name)
-        if not isinstance(current, gym.Wrapper):
-            return getattr(current, name, None)
-        current = current.env
+    """`name` on the env or any wrapper around it (gymnasium's `get_wrapper_attr`), else None:
+    wrappers such as TimeLimit or RescaleAction do not hide a hook of the env they wrap."""
+    try:
+        return env.get_wrapper_attr(name)
+    except AttributeError:
+        return None
 
 
 def intervention_action(info: Mapping, action_space: gym.spaces.Box) -> Optional[np.ndarray]:

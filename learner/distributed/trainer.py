@@ -120,12 +120,15 @@ class Trainer:
         self.agent = agent if agent is not None else initial_agent(config, spec)
         # As Finetuner: the online buffer (seeded with offline rows for dataset warmup), the
         # sampler (mixing offline data for retention / RLPD) and K, the warmup env steps.
-        self.replay, self.sampler, self.warmup_env_steps = online_replay(config, TASKS.get(config.task), spec)
+        task = TASKS.get(config.task)
+        self.replay, self.sampler, self.warmup_env_steps = online_replay(config, task, spec)
+        # CalQL's MC returns of a failed sparse-reward episode (as Finetuner); None off the task table.
+        self.sparse_failure_reward = task.sparse_failure_reward if task is not None else None
         self.diagnostics = None
         if logger is not None and f.diagnostics_every:
             from learner.runs import make_diagnostics
 
-            self.diagnostics = make_diagnostics(config, TASKS.get(config.task), self.agent)
+            self.diagnostics = make_diagnostics(config, task, self.agent)
         # Same seeding as Finetuner, so one sync actor reproduces `wsrl finetune`.
         self.sample_rng = np.random.default_rng(config.seed)
         self.uses_mc_returns = f.algorithm == "calql"
@@ -382,11 +385,8 @@ class Trainer:
                 r = np.asarray(rewards, np.float32)
                 ends = np.zeros(len(r), bool)
                 ends[-1] = True
-                from envs.tasks import TASKS
-
-                task = TASKS.get(self.config.task)
-                failure = task.sparse_failure_reward if task is not None else None
-                self.replay.set_mc_returns(np.asarray(slots), mc_returns(r, ends, self.config.agent.discount, failure))
+                returns = mc_returns(r, ends, self.config.agent.discount, self.sparse_failure_reward)
+                self.replay.set_mc_returns(np.asarray(slots), returns)
         with self.cond:
             self.processed += 1
 
