@@ -90,6 +90,11 @@ VARIANTS = {
     "donate": ("update re-jitted with donate_argnums=0 (the old agent's buffers are reused)", {}, ("donate",)),
     "unrolled": ("the M critic updates as an unrolled Python loop instead of SACAgent.update's lax.scan", {}, ("unrolled",)),
     "precision-highest": ("jax_default_matmul_precision=highest", {}, ("precision-highest",)),
+    "bf16": (
+        "agent.critic_matmul_dtype=bfloat16 (critic matmuls on bf16 inputs, float32 accumulation)",
+        {},
+        ("bf16",),
+    ),
 }
 
 
@@ -139,7 +144,10 @@ def flop_counts(config, obs_dim: int, act_dim: int, num_updates: int = 4) -> dic
     actor_update = (
         2 * MB * p_fwd  # policy forward
         + 2 * E * MB * c_fwd  # Q of every critic at the sampled actions
-        + 2 * E * MB * (c_dx + act_dim * hidden[0])  # dQ/da back through every critic
+        # dQ/da of the min back through the minimizing critic only (the grouped backward of
+        # `networks.ensemble_min_q_and_action_grad`; its padding rows are not counted); with
+        # actor_q_reduction=mean, back through every critic.
+        + 2 * (E if config.actor_q_reduction == "mean" else 1) * MB * (c_dx + act_dim * hidden[0])
         + 2 * MB * (p_fwd + p_dx)  # policy weight and input gradients
     )
     return {
@@ -188,6 +196,13 @@ def matmul_gflops(repeats: int, warmup: int = 3) -> dict:
         "mm_1024": ((1024, 1024), (1024, 1024), lambda a, b: a @ b, 2 * 1024**3),
         # A critic hidden layer: 10 critics, 256 samples, 256 -> 256.
         "bmm_critic": ((10, 256, 256), (10, 256, 256), lambda a, b: jnp.einsum("ebi,eio->ebo", a, b), 2 * 10 * 256**3),
+        # The same with bf16 inputs and float32 accumulation (critic_matmul_dtype=bfloat16).
+        "mm_1024_bf16": (
+            (1024, 1024),
+            (1024, 1024),
+            lambda a, b: jnp.dot(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), preferred_element_type=jnp.float32),
+            2 * 1024**3,
+        ),
     }
     for name, (sa, sb, f, flops) in cases.items():
         a = jax.random.normal(k1, sa, jnp.float32)
@@ -243,7 +258,7 @@ def measure_shape(shape: str, settings, repeats: int, warmup: int, utd: int = 4)
     from learner.config import AgentConfig
 
     spec = SHAPES[shape]
-    config = AgentConfig(**spec["agent"])
+    config = AgentConfig(**spec["agent"], **({"critic_matmul_dtype": "bfloat16"} if "bf16" in settings else {}))
     agent = make_agent("sac", config, spec["obs"], spec["act"], seed=0)
     batch = _random_batch(np.random.default_rng(0), utd, config.batch_size, spec["obs"], spec["act"])
     single = jax.tree_util.tree_map(lambda x: x[0], batch)
@@ -340,7 +355,8 @@ def print_report(report: dict, file=sys.stdout) -> None:
         file=file,
     )
     print(
-        f"   fp32 matmul: {mm:.0f} GFLOP/s (1024^3); {bmm:.0f} GFLOP/s (10 x [256x256 @ 256x256], a critic layer)",
+        f"   fp32 matmul: {mm:.0f} GFLOP/s (1024^3); {bmm:.0f} GFLOP/s (10 x [256x256 @ 256x256], a critic layer); "
+        f"bf16 inputs, fp32 accumulation: {report['matmul_gflops'].get('mm_1024_bf16', float('nan')):.0f} GFLOP/s (1024^3)",
         file=file,
     )
     print(

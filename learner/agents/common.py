@@ -14,6 +14,7 @@ import optax
 from flax.training import train_state
 
 from learner import distributions, losses
+from learner.networks import CriticEnsemble
 
 Batch = dict[str, jnp.ndarray]
 
@@ -66,38 +67,45 @@ def subsample_critics(rng: jax.Array, params: Any, ensemble_size: int, subsample
 
 
 def reduced_q_with_action_grad(
-    critic_apply, critic_params: Any, observations: jnp.ndarray, actions: jnp.ndarray, reduction: str, chunk_size: int = 256
+    critic: TrainState, observations: jnp.ndarray, actions: jnp.ndarray, reduction: str, chunk_size: int = 256
 ) -> jnp.ndarray:
-    """`losses.reduce_ensemble(critic_apply(critic_params, observations, actions), reduction)`,
-    shape (B,), differentiable with respect to `actions` only (critic parameters and
-    observations are held constant, as in the actor loss).
+    """`losses.reduce_ensemble(Q_critic(observations, actions), reduction)`, shape (B,),
+    differentiable with respect to `actions` only (critic parameters and observations are held
+    constant, as in the actor loss).
 
-    The gradient dQ/da is computed in the forward pass, `chunk_size` samples at a time (a
-    sequential `lax.map`), and kept as the only residual: the backward pass just scales it.
-    Same value and gradient as differentiating the plain expression (each sample's reduced Q
-    depends only on its own action), but the critic's activations are never held for all B
-    samples at once. That bounds the scratch memory of the compiled update (XLA:CPU maps and
-    page-faults it afresh on every call when it is large) and keeps the working set in cache.
-    `critic_apply(params, obs, actions)` must return (E, B) and treat samples independently.
+    The gradient dQ/da is computed in the forward pass and kept as the only residual: the
+    backward pass just scales it. The critic runs `chunk_size` samples at a time (a sequential
+    `lax.map`), so its activations are never held for all B samples at once: that bounds the
+    scratch memory of the compiled update (XLA:CPU maps and page-faults it afresh on every call
+    when it is large) and keeps the working set in cache. For the min of a fused
+    `CriticEnsemble`, the backward pass runs only through the minimizing critic of each sample
+    (`networks.ensemble_min_q_and_action_grad`); otherwise it is autodiff of the reduction,
+    chunk by chunk. `critic.apply_fn(params, obs, actions)` must return (E, B) and treat
+    samples independently.
     """
-    critic_params = jax.lax.stop_gradient(critic_params)
+    critic_params = jax.lax.stop_gradient(critic.params)
     observations = jax.lax.stop_gradient(observations)
+    module = getattr(critic.apply_fn, "__self__", None)  # apply_fn is the module's bound `apply`
 
-    def value_and_grad(obs, act):
+    def autodiff_value_and_grad(obs, act):
         def reduced(a):
-            return losses.reduce_ensemble(critic_apply(critic_params, obs, a), reduction)
+            return losses.reduce_ensemble(critic.apply_fn({"params": critic_params}, obs, a), reduction)
 
         value, vjp = jax.vjp(reduced, act)
         (grad,) = vjp(jnp.ones_like(value))
         return value, grad
 
     def forward(act):
+        if reduction == "min" and isinstance(module, CriticEnsemble) and CriticEnsemble.implementation == "fused":
+            return critic.apply_fn(
+                {"params": critic_params}, observations, act, chunk_size, method=CriticEnsemble.min_q_and_action_grad
+            )
         n = act.shape[0]
         if n > chunk_size and n % chunk_size == 0:
             split = lambda x: x.reshape((n // chunk_size, chunk_size) + x.shape[1:])  # noqa: E731
-            value, grad = jax.lax.map(lambda xs: value_and_grad(*xs), (split(observations), split(act)))
+            value, grad = jax.lax.map(lambda xs: autodiff_value_and_grad(*xs), (split(observations), split(act)))
             return value.reshape((n,) + value.shape[2:]), grad.reshape(act.shape)
-        return value_and_grad(observations, act)
+        return autodiff_value_and_grad(observations, act)
 
     @jax.custom_vjp
     def reduced_q(act):

@@ -42,7 +42,9 @@ class IQLAgent(flax.struct.PyTreeNode):
         k_actor, k_critic, k_value = jax.random.split(rng, 3)
         obs = jnp.zeros((1, observation_dim), jnp.float32)
         act = jnp.zeros((1, action_dim), jnp.float32)
-        critic = CriticEnsemble(config.critic_ensemble_size, tuple(config.critic_hidden_dims), config.critic_layer_norm)
+        critic = CriticEnsemble(
+            config.critic_ensemble_size, tuple(config.critic_hidden_dims), config.critic_layer_norm, config.critic_matmul_dtype
+        )
         value = ValueFunction(tuple(config.critic_hidden_dims), config.critic_layer_norm)
         return {
             "actor": make_state(make_policy(config, action_dim), k_actor, (obs,), config.actor_lr),
@@ -56,7 +58,7 @@ class IQLAgent(flax.struct.PyTreeNode):
             "config": config,
             "action_dim": action_dim,
             "target_critic_module": CriticEnsemble(
-                config.critic_subsample_size, tuple(config.critic_hidden_dims), config.critic_layer_norm
+                config.critic_subsample_size, tuple(config.critic_hidden_dims), config.critic_layer_norm, config.critic_matmul_dtype
             ),
         }
 

@@ -23,6 +23,7 @@ from learner.agents.common import (
     batch_masks,
     flatten_updates,
     make_state,
+    reduced_q_with_action_grad,
     repeat_states,
     sample_policy,
     subsample_critics,
@@ -52,7 +53,9 @@ class SACAgent(flax.struct.PyTreeNode):
         k_actor, k_critic, k_temp = jax.random.split(rng, 3)
         obs = jnp.zeros((1, observation_dim), jnp.float32)
         act = jnp.zeros((1, action_dim), jnp.float32)
-        critic = CriticEnsemble(config.critic_ensemble_size, tuple(config.critic_hidden_dims), config.critic_layer_norm)
+        critic = CriticEnsemble(
+            config.critic_ensemble_size, tuple(config.critic_hidden_dims), config.critic_layer_norm, config.critic_matmul_dtype
+        )
         return {
             "actor": make_state(make_policy(config, action_dim), k_actor, (obs,), config.actor_lr),
             "critic": make_state(critic, k_critic, (obs, act), config.critic_lr, with_target=True),
@@ -66,7 +69,7 @@ class SACAgent(flax.struct.PyTreeNode):
             "action_dim": action_dim,
             "target_entropy": float(-action_dim if config.target_entropy is None else config.target_entropy),
             "target_critic_module": CriticEnsemble(
-                config.critic_subsample_size, tuple(config.critic_hidden_dims), config.critic_layer_norm
+                config.critic_subsample_size, tuple(config.critic_hidden_dims), config.critic_layer_norm, config.critic_matmul_dtype
             ),
         }
 
@@ -150,16 +153,13 @@ class SACAgent(flax.struct.PyTreeNode):
         temperature = self.temperature_value
         obs = batch["observations"]
 
-        from learner.agents.common import reduced_q_with_action_grad
-
         reduction = self.config.actor_q_reduction
-        critic_apply = lambda p, o, a: self.critic.apply_fn({"params": p}, o, a)  # noqa: E731
 
         def actor_loss_fn(params):
             actions, log_probs = sample_policy(self.actor, params, obs, key)
             # min (or mean) over the critics of Q(s, a), with dQ/da computed chunk by chunk
             # (see reduced_q_with_action_grad); reducing a single row again is the identity.
-            q = reduced_q_with_action_grad(critic_apply, self.critic.params, obs, actions, reduction)
+            q = reduced_q_with_action_grad(self.critic, obs, actions, reduction)
             loss = losses.actor_loss(log_probs, q[None], temperature, reduction)
             return loss, {"actor_loss": loss, "entropy": -log_probs.mean()}
 
