@@ -231,7 +231,8 @@ def _antmaze_tasks():
     """antmaze-*-v2 with D4RL's limits (umaze 700, medium/large 1000) and references 0 / 1.
 
     Observation = achieved_goal (x, y) then observation (27): D4RL's 29-dim order. The goal is
-    fixed per task, so desired_goal is left out, as in D4RL.
+    fixed per task, so desired_goal is left out, as in D4RL. Builtin data: the waypoint
+    generator with the tuned ant gaits (envs/maze_data.py, envs/ant_gait.py).
     """
     for dataset in ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse"):
         maze = dataset.split("-")[0]
@@ -247,6 +248,7 @@ def _antmaze_tasks():
             family="antmaze",
             env_id=env_id,
             observation_keys=keys,
+            builtin_dataset=functools.partial(maze_data.builtin_maze_dataset, f"antmaze-{dataset}"),
             ref_min_score=0.0,
             ref_max_score=1.0,
             d4rl_dataset=f"antmaze-{dataset}-v2",

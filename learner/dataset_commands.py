@@ -1,7 +1,8 @@
 """`wsrl dataset generate` and `wsrl dataset inspect`: offline datasets made and read locally.
 
-generate: point mazes (and the built-in point mass) with the noisy waypoint controller
-(envs/maze_data.py, seconds); locomotion by training a behaviour SAC and rolling it out
+generate: point mazes and antmazes (and the built-in point mass) with the noisy waypoint
+controller (envs/maze_data.py; the ant walks with the tuned gaits of envs/ant_gait.py: seconds
+for point mazes, minutes for antmaze); locomotion by training a behaviour SAC and rolling it out
 (learner/behaviour_data.py, the D4RL recipe: random / medium / medium-replay / medium-expert /
 expert). Output: a D4RL HDF5 file (`.hdf5` / `.h5`) with a `<stem>.card.json` card beside it, or
 a Minari dataset directory (any other path); both written atomically, existing files refused
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-GENERATED_FAMILIES = ("builtin", "maze", "locomotion")
+GENERATED_FAMILIES = ("builtin", "maze", "antmaze", "locomotion")
 
 
 def add_commands(sub) -> None:
@@ -27,7 +28,7 @@ def add_commands(sub) -> None:
     commands = dataset.add_subparsers(dest="dataset_command", required=True)
 
     p = commands.add_parser("generate", help="make a D4RL-style dataset for a task locally")
-    p.add_argument("--task", required=True, help="task name, e.g. pointmaze-umaze, pointmaze-large, hopper-medium-replay")
+    p.add_argument("--task", required=True, help="task name, e.g. pointmaze-umaze, antmaze-umaze-diverse, hopper-medium-replay")
     p.add_argument("--out", required=True, help="output: a .hdf5/.h5 file (D4RL layout + card) or a Minari dataset directory")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0); the output is a function of it")
     p.add_argument("--episodes", type=int, default=1000, help="mazes: number of episodes (default 1000)")
@@ -52,7 +53,7 @@ def run_command(args) -> int:
 
 def generate_dataset(task, args):
     """(dataset, card facts) for `task` from the generator of its family."""
-    if task.family == "maze":
+    if task.family in ("maze", "antmaze"):
         from envs.maze_data import generate_maze_dataset
 
         return generate_maze_dataset(task, args.episodes, args.seed, mode=args.mode, progress=True)
@@ -68,8 +69,8 @@ def generate_dataset(task, args):
         )
     raise ValueError(
         f"field 'task': {task.name!r} is of family {task.family!r}; the local generators cover the "
-        f"families {GENERATED_FAMILIES} (antmaze needs a goal-reaching ant policy, kitchen and adroit "
-        "human demonstrations): give its D4RL/Minari file to pretrain.dataset instead"
+        f"families {GENERATED_FAMILIES} (kitchen and adroit data are human demonstrations): give its "
+        "D4RL/Minari file to pretrain.dataset instead"
     )
 
 

@@ -1,5 +1,5 @@
-"""The point-maze dataset generator, `wsrl dataset generate / inspect`, and dataset paths in
-`pretrain.dataset`."""
+"""The maze dataset generator (point mazes and antmaze, with the ant's tuned gaits),
+`wsrl dataset generate / inspect`, and dataset paths in `pretrain.dataset`."""
 
 import json
 
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from envs import d4rl_envs
+from envs.ant_gait import GAITS, AntJoints, AntSim, GaitController, torso_uprightness, walk
 from envs.dataset_io import card_path, read_dataset
 from envs.maze_data import (
     PLAY_CELLS,
@@ -96,8 +97,10 @@ def test_play_mode_starts_only_from_the_hand_picked_cells():
 
 
 def test_generator_refuses_other_families_and_bad_arguments():
-    with pytest.raises(ValueError, match="field 'task'.*antmaze.*goal-reaching ant policy"):
-        generate_maze_dataset(get_task("antmaze-umaze"), 1, seed=0)
+    with pytest.raises(ValueError, match="field 'task'.*'kitchen-mixed' of family 'kitchen'"):
+        generate_maze_dataset(get_task("kitchen-mixed"), 1, seed=0)
+    with pytest.raises(ValueError, match="field 'noise_range'"):
+        generate_maze_dataset(get_task("antmaze-umaze"), 1, seed=0, noise_range=(0.5, 0.1))
     with pytest.raises(ValueError, match="field 'mode'"):
         generate_maze_dataset(get_task("pointmaze-umaze"), 1, seed=0, mode="random")
     with pytest.raises(ValueError, match="field 'num_episodes'"):
@@ -158,9 +161,9 @@ def test_pretrain_dataset_path_is_read_with_the_task_reward_convention(tmp_path)
     config = load_config("pointmass", "wsrl", [f"pretrain.dataset={out}"])
     with pytest.raises(ConfigError, match=r"pretrain.dataset.*observations.*4.*2|pretrain.dataset.*2.*4"):
         load_offline_dataset(config, get_task("pointmass-goal"))
-    config = load_config("pointmaze", "wsrl", ["task=antmaze-umaze"])
-    with pytest.raises(ConfigError, match="pretrain.dataset.*no builtin dataset.*antmaze-umaze-v2.hdf5"):
-        load_offline_dataset(config, get_task("antmaze-umaze"))
+    config = load_config("pointmaze", "wsrl", ["task=kitchen-mixed"])
+    with pytest.raises(ConfigError, match="pretrain.dataset.*no builtin dataset.*kitchen-mixed-v0.hdf5"):
+        load_offline_dataset(config, get_task("kitchen-mixed"))
 
 
 def test_cli_generates_locomotion_data_through_the_behaviour_generator(tmp_path, capsys):
@@ -173,3 +176,94 @@ def test_cli_generates_locomotion_data_through_the_behaviour_generator(tmp_path,
     capsys.readouterr()
     assert main(["dataset", "generate", "--task", "hopper-medium-replay", "--out", str(tmp_path / "mr.hdf5"), "--transitions", "10"]) == 2
     assert "'num_transitions'" in capsys.readouterr().err
+
+
+# --- antmaze: the ant's gaits and its data ---------------------------------------------------
+def test_ant_layout_is_read_from_the_antmaze_model():
+    model = get_task("antmaze-umaze").make_raw_env().unwrapped.model
+    joints = AntJoints.from_model(model)
+    # Legs counter-clockwise from +x; each action index drives that leg's joint.
+    for leg, (hip, ankle) in enumerate(zip(joints.hip_action, joints.ankle_action), start=1):
+        assert model.joint(model.actuator_trnid[hip, 0]).name == f"hip_{leg}"
+        assert model.joint(model.actuator_trnid[ankle, 0]).name == f"ankle_{leg}"
+    assert list(joints.hip_action) != sorted(joints.hip_action)  # the actuators are not in leg order
+    np.testing.assert_array_equal(joints.ankle_sign, [1, -1, -1, 1])
+    # The maze model and the bare ant the gaits were tuned in hold the same ant.
+    bare = AntSim().joints
+    for name in ("hip_qpos", "ankle_qpos", "hip_action", "ankle_action", "ankle_sign"):
+        np.testing.assert_array_equal(getattr(joints, name), getattr(bare, name))
+
+
+def test_turned_gait_hands_each_leg_the_previous_legs_part():
+    gait = GAITS[0]
+    hip, ankle = gait.targets(0.3)
+    hip_turned, ankle_turned = gait.targets(0.3, quarter_turns=1)
+    np.testing.assert_allclose(hip_turned, np.roll(hip, 1))
+    np.testing.assert_allclose(ankle_turned, np.roll(ankle, 1))
+
+
+@pytest.mark.parametrize("direction", [0, 90, 135, 250])
+def test_gaits_walk_the_ant_where_it_is_sent(direction):
+    # Closed loop from a jittered start: 5 s towards `direction` (250: between two gaits).
+    sim = AntSim()
+    result = walk(sim, GaitController(sim.joints), direction, 100, np.random.default_rng(direction))
+    assert result["fell_at"] is None and result["lowest_uprightness"] > 0.5
+    assert result["progress"] > 3.0, result  # > 0.6 m/s; the tuned gaits do 1.3-2 m/s
+    assert result["sideways"] < 0.5 * result["progress"], result
+    assert torso_uprightness(sim.data.qpos[3:7]) > 0.8
+
+
+def test_gait_controller_refuses_an_empty_gait_table():
+    with pytest.raises(ValueError, match="field 'gaits'"):
+        GaitController(AntSim().joints, ())
+
+
+@pytest.fixture(scope="module")
+def antmaze_data():
+    return generate_maze_dataset(get_task("antmaze-umaze"), 6, seed=0)
+
+
+def test_antmaze_data_follows_the_task_mdp_and_reaches_goals(antmaze_data):
+    dataset, card = antmaze_data
+    task = get_task("antmaze-umaze")
+    ends = np.flatnonzero(dataset.episode_ends)
+    lengths = np.diff(np.concatenate([[-1], ends]))
+    assert dataset.observations.shape[1] == 29 and dataset.actions.shape[1] == 8
+    assert np.all(np.abs(dataset.actions) <= 1)
+    np.testing.assert_array_equal(dataset.rewards, dataset.terminals)
+    assert np.all((dataset.terminals[ends] == 1) | (lengths == task.max_episode_steps))
+    inside = ~dataset.episode_ends[:-1]
+    np.testing.assert_array_equal(dataset.next_observations[:-1][inside], dataset.observations[1:][inside])
+    assert card["generator"] == "antmaze-waypoint-gait-controller" and card["mode"] == "diverse"
+    # The ant gets around: it reaches commanded goals (about 3 per episode measured) and the
+    # task goal in some episodes, and mostly stays on its feet.
+    assert card["commanded_goals_reached"] >= len(lengths)
+    assert card["task_goal_success_rate"] > 0
+    assert card["task_goal_success_rate"] == pytest.approx(dataset.terminals.sum() / 6)
+    uprightness = 1 - 2 * (dataset.observations[:, 4] ** 2 + dataset.observations[:, 5] ** 2)
+    assert np.mean(uprightness > 0.3) > 0.9
+    # It travels: the torso covers ground in every episode.
+    for start, end in zip(np.concatenate([[0], ends[:-1] + 1]), ends):
+        path = np.linalg.norm(np.diff(dataset.observations[start:end + 1, :2], axis=0), axis=1).sum()
+        assert path > 5.0
+
+
+def test_antmaze_generator_is_deterministic_and_round_trips_through_the_cli(antmaze_data, tmp_path):
+    out = tmp_path / "antmaze.hdf5"
+    args = ["dataset", "generate", "--task", "antmaze-umaze-diverse", "--out", str(out), "--episodes", "2", "--seed", "4"]
+    assert main(args) == 0
+    expected, expected_card = generate_maze_dataset(get_task("antmaze-umaze-diverse"), 2, seed=4)
+    loaded = read_dataset(out, observation_dim=29, action_dim=8)
+    for name in ("observations", "actions", "rewards", "next_observations", "terminals", "episode_ends"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(expected, name))
+    card = json.loads(card_path(out).read_text())
+    assert card["generator"] == "antmaze-waypoint-gait-controller" and card["seed"] == 4
+    assert card["commanded_goals_reached"] == expected_card["commanded_goals_reached"]
+    # Another seed: other data.
+    first, _ = antmaze_data
+    assert not np.array_equal(expected.observations[:100], first.observations[:100])
+
+
+def test_antmaze_tasks_have_builtin_data():
+    dataset = get_task("antmaze-medium-play").builtin_dataset(1, 0)
+    assert dataset.observations.shape == (len(dataset), 29) and dataset.num_episodes == 1
