@@ -177,6 +177,16 @@ def _ensemble_forward(layer_norm: bool, dtype: str, hidden, final, x: jnp.ndarra
     return q, (residuals if save else None)
 
 
+def _layer_norm_input_grad(dx_hat, x_hat, raw_var, inv_std):
+    """The gradient at LayerNorm's input h from the one at its normalized output x_hat (before
+    scale and bias), in two passes over the rows."""
+    m1 = jnp.mean(dx_hat, -1, keepdims=True)
+    m2 = jnp.mean(dx_hat * x_hat, -1, keepdims=True)
+    # d max(0, v)/dv as jax differentiates it: 1 above, 1/2 at the tie, 0 below.
+    clip = jnp.where(raw_var > 0, 1.0, jnp.where(raw_var == 0, 0.5, 0.0))
+    return inv_std * (dx_hat - m1 - x_hat * (clip * m2))
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _ensemble_mlp(layer_norm: bool, dtype: str, hidden, final, x: jnp.ndarray) -> jnp.ndarray:
     """Q (E, B) of E critics on the shared input x (B, D); hidden-layer matmuls in `dtype`.
@@ -207,12 +217,7 @@ def _ensemble_mlp_bwd(layer_norm, dtype, saved, dq):
             x_hat = (h - mean) * inv_std
             d_beta = jnp.sum(dz, 1)
             d_scale = jnp.sum(dz * x_hat, 1)
-            dx_hat = dz * scale[:, None, :]
-            m1 = jnp.mean(dx_hat, -1, keepdims=True)
-            m2 = jnp.mean(dx_hat * x_hat, -1, keepdims=True)
-            # d max(0, v)/dv as jax differentiates it: 1 above, 1/2 at the tie, 0 below.
-            clip = jnp.where(raw_var > 0, 1.0, jnp.where(raw_var == 0, 0.5, 0.0))
-            dh = inv_std * (dx_hat - m1 - x_hat * (clip * m2))
+            dh = _layer_norm_input_grad(dz * scale[:, None, :], x_hat, raw_var, inv_std)
         else:
             dh, d_scale, d_beta = dz, None, None
         db = jnp.sum(dh, 1)
@@ -326,12 +331,7 @@ def _ensemble_min_q_and_input_grad(layer_norm: bool, dtype: str, hidden, final, 
         h, mean, raw_var, inv_std, a = residuals[i]
         dz = jnp.where(a > 0, da, 0.0)
         if layer_norm:
-            x_hat = (h - mean) * inv_std
-            dx_hat = dz * scale[selected]
-            m1 = jnp.mean(dx_hat, -1, keepdims=True)
-            m2 = jnp.mean(dx_hat * x_hat, -1, keepdims=True)
-            clip = jnp.where(raw_var > 0, 1.0, jnp.where(raw_var == 0, 0.5, 0.0))
-            dz = inv_std * (dx_hat - m1 - x_hat * (clip * m2))
+            dz = _layer_norm_input_grad(dz * scale[selected], (h - mean) * inv_std, raw_var, inv_std)
         da = _grouped_matmul_t(dz, w, layout, _GROUP_TILE_ROWS, dtype)
     return q_min, da
 
