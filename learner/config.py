@@ -47,8 +47,9 @@ class AgentConfig:
     critic_hidden_dims: tuple[int, ...] = (256, 256)
     critic_layer_norm: bool = True
     # Input element type of the critic ensemble's hidden-layer matmuls: "float32", or
-    # "bfloat16" (bf16 inputs, float32 accumulation; about twice the matmul speed on CPUs with
-    # AVX512-BF16; see learner/networks.py MATMUL_DTYPES and benchmarks/README.md).
+    # "bfloat16" (bf16 inputs, float32 accumulation: 1.5-2x the matmul speed on CPUs with
+    # AVX512-BF16, ~0.3% error on Q; see learner/networks.py MATMUL_DTYPES and
+    # benchmarks/README.md). Opt-in: its effect on learning is measured on one small task only.
     critic_matmul_dtype: Literal["float32", "bfloat16"] = "float32"
     actor_hidden_dims: tuple[int, ...] = (256, 256)
     actor_layer_norm: bool = True
