@@ -23,11 +23,14 @@ fresh process (XLA flags and malloc settings only take effect at process start).
 may combine several with `+` (e.g. `glibc-tunables+xla-no-ynn`). `--code-root` benchmarks
 another checkout of the learner (e.g. an older commit in a `git worktree`) with this script;
 `variant@path` does so for one variant, so that old and new code alternate in one run.
+On a noisy host, `--interleaved` compares code variants (e.g. `fp32,bf16`) inside one
+process instead, one call of each in turns, and prints the ratios to the first.
 
     python benchmarks/learner_throughput.py                 # all shapes, default code path
     python benchmarks/learner_throughput.py --quick         # locomotion only, fewer repeats
     python benchmarks/learner_throughput.py --variants default,glibc-tunables,vmap
     python benchmarks/learner_throughput.py --rounds 3 --variants default@/path/to/old/checkout,default
+    python benchmarks/learner_throughput.py --shapes locomotion --interleaved --variants fp32,bf16
     python benchmarks/learner_throughput.py --list-variants
 """
 
@@ -75,10 +78,35 @@ VARIANTS = {
     "default": ("the code as it is, default environment", {}, ()),
     "vmap": ("critic ensemble applied through flax nn.vmap(Critic) (CriticEnsemble.implementation)", {}, ("vmap",)),
     "glibc-tunables": (f"GLIBC_TUNABLES={GLIBC_TUNABLES}", {"GLIBC_TUNABLES": GLIBC_TUNABLES}, ()),
-    "malloc": ("learner.agents.common.configure_cpu_malloc() called at start", {}, ("malloc",)),
+    "no-malloc": (
+        "WSRL_KEEP_FREED_MEMORY=0: glibc's malloc as it comes (the training commands otherwise call "
+        "learner.runs.keep_freed_memory() at start, and so does this script)",
+        {"WSRL_KEEP_FREED_MEMORY": "0"},
+        (),
+    ),
     "xla-no-ynn": (
         "XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= (no YNNPACK fusions)",
         {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="},
+        (),
+    ),
+    "ynn-no-reduce": (
+        "XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-reduce (YNNPACK for dots and elementwise only)",
+        {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=-reduce"},
+        (),
+    ),
+    "ynn-dot-only": (
+        "XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=dot (YNNPACK for dots only)",
+        {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=dot"},
+        (),
+    ),
+    "onednn-dot": (
+        "XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_experimental_onednn_fusion_type=dot",
+        {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_experimental_onednn_fusion_type=dot"},
+        (),
+    ),
+    "concurrency-scheduler": (
+        "XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=true",
+        {"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"},
         (),
     ),
     "xla-no-xnn": ("XLA_FLAGS=--xla_cpu_use_xnnpack=false", {"XLA_FLAGS": "--xla_cpu_use_xnnpack=false"}, ()),
@@ -95,7 +123,11 @@ VARIANTS = {
         {},
         ("bf16",),
     ),
+    "fp32": ("agent.critic_matmul_dtype=float32 (what 'auto' gives on CPUs without AVX512-BF16)", {}, ("fp32",)),
 }
+
+# Variants that change only what is compiled, so `--interleaved` can time them in one process.
+INTERLEAVABLE_SETTINGS = {"vmap", "donate", "unrolled", "bf16", "fp32"}
 
 
 def resolve_variant(name: str) -> tuple[str, dict, tuple]:
@@ -250,15 +282,74 @@ def _update_fn(agent, settings):
     return type(agent).update
 
 
+def _agent_config(spec: dict, settings):
+    from learner.config import AgentConfig
+
+    dtype = {"bf16": "bfloat16", "fp32": "float32"}
+    chosen = [dtype[k] for k in settings if k in dtype]
+    return AgentConfig(**spec["agent"], **({"critic_matmul_dtype": chosen[-1]} if chosen else {}))
+
+
+def measure_interleaved(shape: str, variants: list, repeats: int, warmup: int, utd: int = 4) -> dict:
+    """The fused update of every variant compiled in this one process, then timed call by
+    call in turns (the order reversed every other turn): whatever else the machine does
+    slows all variants alike, so the per-turn ratios to the first variant stay meaningful
+    on a noisy host where separate processes' medians do not."""
+    import jax
+    import numpy as np
+
+    from learner.agents import make_agent
+    from learner.networks import CriticEnsemble
+
+    spec = SHAPES[shape]
+    entries = []
+    for v in variants:
+        settings = resolve_variant(v)[2]
+        config = _agent_config(spec, settings)
+        agent = make_agent("sac", config, spec["obs"], spec["act"], seed=0)
+        batch = _random_batch(np.random.default_rng(0), utd, config.batch_size, spec["obs"], spec["act"])
+        update = _update_fn(agent, settings)
+        if update is type(agent).update:  # a jit of its own, so that no trace is shared
+            update = jax.jit(type(agent).update.__wrapped__)
+        if "donate" in settings:
+            agent = jax.tree_util.tree_map(lambda x: x.copy(), agent)
+        previous = CriticEnsemble.implementation
+        CriticEnsemble.implementation = "vmap" if "vmap" in settings else "fused"
+        try:
+            compiled = update.lower(agent, batch).compile()
+        finally:
+            CriticEnsemble.implementation = previous
+        entries.append({"variant": v, "update": compiled, "agent": agent, "batch": batch, "times": []})
+    for turn in range(warmup + repeats):
+        for e in entries if turn % 2 == 0 else entries[::-1]:
+            t0 = time.perf_counter()
+            e["agent"], info = e["update"](e["agent"], e["batch"])
+            jax.block_until_ready((e["agent"], info))
+            if turn >= warmup:
+                e["times"].append((time.perf_counter() - t0) * 1e3)
+    base = np.array(entries[0]["times"])
+    return {
+        "shape": shape,
+        "variants": [
+            {
+                "variant": e["variant"],
+                "median": float(np.median(e["times"])),
+                "p10": float(np.percentile(e["times"], 10)),
+                "ratio": float(np.median(np.array(e["times"]) / base)),
+            }
+            for e in entries
+        ],
+    }
+
+
 def measure_shape(shape: str, settings, repeats: int, warmup: int, utd: int = 4) -> dict:
     import jax
     import numpy as np
 
     from learner.agents import make_agent
-    from learner.config import AgentConfig
 
     spec = SHAPES[shape]
-    config = AgentConfig(**spec["agent"], **({"critic_matmul_dtype": "bfloat16"} if "bf16" in settings else {}))
+    config = _agent_config(spec, settings)
     agent = make_agent("sac", config, spec["obs"], spec["act"], seed=0)
     batch = _random_batch(np.random.default_rng(0), utd, config.batch_size, spec["obs"], spec["act"])
     single = jax.tree_util.tree_map(lambda x: x[0], batch)
@@ -303,14 +394,14 @@ def measure_shape(shape: str, settings, repeats: int, warmup: int, utd: int = 4)
 
 
 def run_in_process(args) -> dict:
-    _, _, settings = resolve_variant(args.variant)
+    _, _, settings = resolve_variant(args.variant.split(",")[0])
     if "one-core" in settings:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    if "malloc" in settings:
-        from learner.agents.common import configure_cpu_malloc
-
-        if not configure_cpu_malloc():
-            raise RuntimeError("configure_cpu_malloc() did not apply")
+    try:  # what `wsrl finetune` / `wsrl learner` do at start (unless WSRL_KEEP_FREED_MEMORY=0)
+        from learner.runs import keep_freed_memory
+    except ImportError:  # an older checkout: malloc as it comes
+        keep_freed_memory = None
+    kept = bool(keep_freed_memory and keep_freed_memory())
     import jax
 
     if "precision-highest" in settings:
@@ -321,11 +412,24 @@ def run_in_process(args) -> dict:
         if not hasattr(CriticEnsemble, "implementation"):
             raise RuntimeError("this checkout's CriticEnsemble has no `implementation` switch")
         CriticEnsemble.implementation = "vmap"
+    try:
+        from learner.networks import describe_matmul_dtype
+
+        auto_dtype = describe_matmul_dtype("auto")
+    except ImportError:  # an older checkout (float32 only, or opt-in bfloat16)
+        auto_dtype = "critic matmuls float32 unless a variant says otherwise (this checkout has no 'auto')"
     load_before = os.getloadavg()
     mm_before = matmul_gflops(args.mm_repeats)
-    results = [measure_shape(s, settings, args.repeats, args.warmup) for s in args.shapes]
+    if args.interleaved:
+        variants = args.variant.split(",")
+        results = [measure_interleaved(s, variants, args.repeats, args.warmup) for s in args.shapes]
+    else:
+        results = [measure_shape(s, settings, args.repeats, args.warmup) for s in args.shapes]
     mm_after = matmul_gflops(args.mm_repeats)
     return {
+        "interleaved": bool(args.interleaved),
+        "keep_freed_memory": kept,
+        "auto_dtype": auto_dtype,
         "variant": args.variant,
         "code_root": args.code_root,
         "jax": jax.__version__,
@@ -346,12 +450,15 @@ def run_in_process(args) -> dict:
 def print_report(report: dict, file=sys.stdout) -> None:
     mm = report["matmul_gflops"]["mm_1024"]
     bmm = report["matmul_gflops"]["bmm_critic"]
-    desc = resolve_variant(report["variant"])[0]
     env = ", ".join(f"{k}={v!r}" for k, v in report["environment"].items() if v) or "no XLA_FLAGS/GLIBC_TUNABLES"
-    print(f"\n== variant {report['variant']}: {desc}", file=file)
+    if report.get("interleaved"):
+        print("\n== interleaved in one process: " + report["variant"], file=file)
+    else:
+        print(f"\n== variant {report['variant']}: {resolve_variant(report['variant'])[0]}", file=file)
     print(
         f"   code {report['code_root']}; jax {report['jax']} on {report['cpus']} CPU cores; {env}; "
-        f"load average {report['loadavg'][0]:.2f} -> {report['loadavg'][1]:.2f}",
+        f"load average {report['loadavg'][0]:.2f} -> {report['loadavg'][1]:.2f}; default: {report.get('auto_dtype', '?')}; "
+        f"malloc: {'freed memory kept' if report.get('keep_freed_memory') else 'as it comes'}",
         file=file,
     )
     print(
@@ -359,6 +466,15 @@ def print_report(report: dict, file=sys.stdout) -> None:
         f"bf16 inputs, fp32 accumulation: {report['matmul_gflops'].get('mm_1024_bf16', float('nan')):.0f} GFLOP/s (1024^3)",
         file=file,
     )
+    if report.get("interleaved"):
+        for r in report["results"]:
+            for v in r["variants"]:
+                print(
+                    f"   {r['shape']:10s} {v['variant']:24s} {v['median']:7.1f} ms/env step (p10 {v['p10']:6.1f}), "
+                    f"{v['ratio']:.3f}x the first (median of per-turn ratios)",
+                    file=file,
+                )
+        return
     print(
         f"   {'shape':10s} {'ms/env step [p10,p90]':>22s} {'faults':>7s} {'temp MB':>7s} | "
         f"{'critic ms':>9s} {'upd/s':>6s} {'GFLOP':>6s} {'GFLOP/s':>7s} {'of mm':>6s} | "
@@ -416,6 +532,12 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="locomotion only (unless --shapes), 10 repeats")
     parser.add_argument("--code-root", default=str(ROOT), help="checkout whose `learner` package to benchmark")
+    parser.add_argument(
+        "--interleaved", action="store_true",
+        help=f"time all variants in one process, one call each in turns (only variants made of "
+        f"{', '.join(sorted(INTERLEAVABLE_SETTINGS))} and default; same checkout): robust to a noisy host; "
+        "prints ms per env step and ratios to the first variant, no critic-alone figures",
+    )
     parser.add_argument("--json", help="also write every report to this file")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant in this process
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -423,7 +545,7 @@ def main(argv=None) -> None:
 
     if args.list_variants:
         for name, (desc, _, _) in VARIANTS.items():
-            print(f"{name:18s} {desc}")
+            print(f"{name:22s} {desc}")
         return
     if args.quick:
         args.repeats, args.warmup, args.mm_repeats = 10, 3, 10
@@ -446,19 +568,26 @@ def main(argv=None) -> None:
             resolve_variant(v)
         except KeyError as e:
             parser.error(f"--variants: unknown variant {e.args[0]!r}; see --list-variants")
+    if args.interleaved:
+        for v in variants:
+            extra, settings = resolve_variant(v)[1:]
+            if extra or "@" in v or not set(settings) <= INTERLEAVABLE_SETTINGS:
+                parser.error(f"--interleaved: variant {v!r} needs a process of its own (environment, "
+                             f"process-wide setting or another checkout)")
+        variants = [",".join(variants)]  # one child process times them all
     reports = []
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
             for v in variants:
                 out = Path(tmp) / "report.json"
                 code_root = str(Path(v.split("@")[1]).resolve()) if "@" in v else args.code_root
-                env = {**os.environ, **resolve_variant(v)[1]}
+                env = {**os.environ, **resolve_variant(v.split(",")[0])[1]}
                 env["PYTHONPATH"] = code_root + os.pathsep + env.get("PYTHONPATH", "")
                 cmd = [
                     sys.executable, str(Path(__file__).resolve()), "--variant", v, "--out", str(out),
                     "--shapes", ",".join(args.shapes), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
                     "--mm-repeats", str(args.mm_repeats), "--code-root", code_root,
-                ]
+                ] + (["--interleaved"] if args.interleaved else [])
                 subprocess.run(cmd, env=env, check=True)
                 report = json.loads(out.read_text())
                 report["round"] = round_
@@ -467,7 +596,7 @@ def main(argv=None) -> None:
                 print_report(report)
                 sys.stdout.flush()
                 reports.append(report)
-    if args.rounds > 1:
+    if args.rounds > 1 and not args.interleaved:
         print_summary(reports, variants)
     if args.json:
         Path(args.json).write_text(json.dumps(reports, indent=1))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from typing import Mapping, Optional, Sequence
 
 import gymnasium as gym
@@ -149,7 +150,15 @@ def make_gym(env_id: str, **kwargs) -> gym.Env:
         from envs.mujoco_compat import patch_gymnasium_robotics
 
         patch_gymnasium_robotics()
-    return gym.make(env_id, disable_env_checker=True, **kwargs).unwrapped
+    env = gym.make(env_id, disable_env_checker=True, **kwargs).unwrapped
+    # gymnasium-robotics' mazes write the model they generate to a new file in the temp
+    # directory (`ant_maze<time>.xml`) and never delete it: one per env made. MuJoCo has
+    # compiled it by now, so it goes.
+    generated_model = getattr(env, "tmp_xml_file_path", None)
+    if generated_model:
+        with contextlib.suppress(OSError):
+            os.remove(generated_model)
+    return env
 
 
 def make_maze_env(env_id: str, layout: str, cells: tuple, observation_keys: Sequence[str]) -> gym.Env:

@@ -67,11 +67,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(dump_yaml(config), end="")
         elif args.command == "pretrain":
             from learner.pretrain import pretrain
+            from learner.runs import keep_freed_memory
 
+            keep_freed_memory()
             pretrain(config, args.run_dir)
         elif args.command == "finetune":
             from learner.finetune import finetune
+            from learner.runs import keep_freed_memory
 
+            keep_freed_memory()
             finetune(config, args.run_dir)
     except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"wsrl {args.command}: error: {e}", file=sys.stderr)

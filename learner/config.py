@@ -46,11 +46,13 @@ class AgentConfig:
     critic_ensemble_size: int = 10
     critic_hidden_dims: tuple[int, ...] = (256, 256)
     critic_layer_norm: bool = True
-    # Input element type of the critic ensemble's hidden-layer matmuls: "float32", or
-    # "bfloat16" (bf16 inputs, float32 accumulation: 1.5-2x the matmul speed on CPUs with
-    # AVX512-BF16, ~0.3% error on Q; see learner/networks.py MATMUL_DTYPES and
-    # benchmarks/README.md). Opt-in: its effect on learning is measured on one small task only.
-    critic_matmul_dtype: Literal["float32", "bfloat16"] = "float32"
+    # Input element type of the critic ensemble's hidden-layer matmuls: "float32",
+    # "bfloat16" (bf16 inputs, float32 accumulation, ~0.3% error on Q: what JAX does by
+    # default on TPU, where the paper ran), or "auto": bfloat16 on TPUs, NVIDIA GPUs of
+    # compute capability >= 8.0 and x86 CPUs with AVX512-BF16 / AMX-BF16, float32 elsewhere
+    # (learner/networks.py auto_matmul_dtype). Speed and learning parity: benchmarks/README.md,
+    # docs/results.md. Runs print which one "auto" chose.
+    critic_matmul_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     actor_hidden_dims: tuple[int, ...] = (256, 256)
     actor_layer_norm: bool = True
     std_parameterization: Literal["exp", "uniform"] = "exp"

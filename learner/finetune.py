@@ -34,6 +34,7 @@ from learner.checkpoint import save_checkpoint
 from learner.config import Config, to_dict
 from learner.diagnostics import RenderUnavailable, dip_and_recovery, record_episode_video
 from learner.evaluation import evaluate
+from learner.networks import describe_matmul_dtype
 from learner.run_logger import RunLogger, progress_bar
 from learner.runs import initial_agent, make_diagnostics, online_replay, prepare_run_dir
 
@@ -165,7 +166,8 @@ def finetune(config: Config, run_dir: Optional[str] = None) -> Path:
     )
     print(
         f"[wsrl finetune] {f.algorithm} on {runner.task.name} {source}; warmup {f.warmup_steps} steps "
-        f"({f.warmup}), UTD {f.utd_ratio}{extras}, {f.num_steps} env steps -> {path}"
+        f"({f.warmup}), UTD {f.utd_ratio}{extras}, {describe_matmul_dtype(config.agent.critic_matmul_dtype)}, "
+        f"{f.num_steps} env steps -> {path}"
     )
     diagnostics = make_diagnostics(config, runner.task, runner.agent) if f.diagnostics_every else None
     history: list[tuple[int, float]] = []  # (env step, score) of every evaluation

@@ -6,7 +6,7 @@ and `learner.distributions`, which need nothing but jax and flax).
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from typing import ClassVar, Optional, Sequence
 
 import flax.linen as nn
@@ -69,18 +69,19 @@ class CriticEnsemble(nn.Module):
     num_critics: int
     hidden_dims: Sequence[int]
     layer_norm: bool = True
-    # Element type of the hidden layers' matmul inputs: "float32", or "bfloat16" (inputs
-    # rounded to bf16, products accumulated in float32; see `MATMUL_DTYPES`).
+    # Element type of the hidden layers' matmul inputs: "float32", "bfloat16" (inputs
+    # rounded to bf16, products accumulated in float32; see `MATMUL_DTYPES`), or "auto"
+    # (`auto_matmul_dtype`: bfloat16 where the device has native bf16 matmuls).
     matmul_dtype: str = "float32"
 
     implementation: ClassVar[str] = "fused"  # or "vmap"
 
     @nn.compact
     def __call__(self, observations: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
-        if self.matmul_dtype not in MATMUL_DTYPES:
-            raise ValueError(f"CriticEnsemble.matmul_dtype: got {self.matmul_dtype!r}, expected one of {MATMUL_DTYPES}")
+        if self.matmul_dtype not in MATMUL_DTYPE_CHOICES:
+            raise ValueError(f"CriticEnsemble.matmul_dtype: got {self.matmul_dtype!r}, expected one of {MATMUL_DTYPE_CHOICES}")
         if self.is_initializing() or self.implementation == "vmap":
-            if self.implementation == "vmap" and self.matmul_dtype != "float32":
+            if self.implementation == "vmap" and self.matmul_dtype == "bfloat16":
                 raise ValueError(f"CriticEnsemble.implementation 'vmap' computes in float32, got matmul_dtype {self.matmul_dtype!r}")
             ensemble = nn.vmap(
                 Critic,
@@ -95,7 +96,8 @@ class CriticEnsemble(nn.Module):
         size = params["Dense_0"]["bias"].shape[0]
         if size != self.num_critics:
             raise ValueError(f"CriticEnsemble({self.num_critics}) applied to the parameters of {size} critics")
-        return _ensemble_q(params, observations, actions, len(tuple(self.hidden_dims)), self.layer_norm, self.matmul_dtype)
+        dtype = resolve_matmul_dtype(self.matmul_dtype)
+        return _ensemble_q(params, observations, actions, len(tuple(self.hidden_dims)), self.layer_norm, dtype)
 
     def min_q_and_action_grad(self, observations: jnp.ndarray, actions: jnp.ndarray, chunk_size: int = 256):
         """min over the critics of Q(s, a) (B,) and its gradient with respect to the actions
@@ -109,7 +111,7 @@ class CriticEnsemble(nn.Module):
             len(tuple(self.hidden_dims)),
             self.layer_norm,
             chunk_size,
-            self.matmul_dtype,
+            resolve_matmul_dtype(self.matmul_dtype),
         )
 
 
@@ -128,10 +130,80 @@ _LN_EPSILON = 1e-6  # flax.linen.LayerNorm's default
 
 # "bfloat16" rounds both inputs of every hidden-layer matmul (forward and backward) to bf16
 # and accumulates in float32, the trade JAX makes by default for float32 matmuls on TPU
-# (TF32, with 3 more mantissa bits, on recent NVIDIA GPUs). CPUs with AVX512-BF16 run such
-# matmuls about twice as fast as float32 ones. Parameters, optimizer state, LayerNorm and the
-# output layer stay float32.
+# (TF32, with 3 more mantissa bits, on recent NVIDIA GPUs); the paper's experiments ran on
+# TPUs. CPUs with AVX512-BF16 run such matmuls ~1.7x as fast as float32 ones (1024^3: ~330
+# vs ~190 GFLOP/s on the 2-core Zen 4 VM of benchmarks/README.md). Parameters, optimizer
+# state, LayerNorm and the output layer stay float32.
 MATMUL_DTYPES = ("float32", "bfloat16")
+# What `CriticEnsemble.matmul_dtype` (and `agent.critic_matmul_dtype`) accept: "auto" picks
+# one of MATMUL_DTYPES for the device JAX computes on (`resolve_matmul_dtype`).
+MATMUL_DTYPE_CHOICES = ("auto",) + MATMUL_DTYPES
+
+# /proc/cpuinfo flags of x86 CPUs with bf16 dot-product instructions (Zen 4+, Cooper Lake,
+# Sapphire Rapids+). Arm CPUs with bf16 are not listed: not measured.
+_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@lru_cache(maxsize=None)
+def _cpu_flags() -> frozenset:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return cpu_flags_from_cpuinfo(f.read())
+    except OSError:  # not Linux
+        return frozenset()
+
+
+def cpu_flags_from_cpuinfo(text: str) -> frozenset:
+    """The feature flags named on the `flags` lines of /proc/cpuinfo text."""
+    return frozenset(
+        flag for line in text.splitlines() if line.split(":")[0].strip() == "flags" for flag in line.split(":", 1)[1].split()
+    )
+
+
+def auto_matmul_dtype(device=None, cpu_flags: Optional[frozenset] = None) -> tuple[str, str]:
+    """(dtype, reason): what "auto" means on `device` (default: JAX's first device).
+
+    bfloat16 where bf16 matmuls are native hardware operations: TPUs (where JAX already
+    computes float32 matmuls with bf16 inputs by default, as in the paper's runs), NVIDIA GPUs
+    of compute capability 8.0 or newer, and x86 CPUs with AVX512-BF16 or AMX-BF16; float32
+    everywhere else, where bf16 inputs would only add conversions.
+    """
+    device = device if device is not None else jax.devices()[0]
+    platform = device.platform
+    if platform == "tpu":
+        return "bfloat16", "TPU"
+    if platform == "gpu":
+        capability = getattr(device, "compute_capability", None)
+        try:
+            major = int(str(capability).split(".")[0])
+        except ValueError:
+            return "float32", f"GPU without a known compute capability ({capability!r})"
+        if major >= 8:
+            return "bfloat16", f"GPU of compute capability {capability}"
+        return "float32", f"GPU of compute capability {capability} (< 8.0)"
+    if platform == "cpu":
+        flags = _cpu_flags() if cpu_flags is None else cpu_flags
+        found = [f for f in _CPU_BF16_FLAGS if f in flags]
+        if found:
+            return "bfloat16", f"CPU with {found[0].upper().replace('_', '-')}"
+        return "float32", "CPU without AVX512-BF16 / AMX-BF16"
+    return "float32", f"platform {platform!r}"
+
+
+def resolve_matmul_dtype(name: str) -> str:
+    """One of MATMUL_DTYPES: `name` itself, or what "auto" means here (`auto_matmul_dtype`)."""
+    if name not in MATMUL_DTYPE_CHOICES:
+        raise ValueError(f"matmul_dtype: got {name!r}, expected one of {MATMUL_DTYPE_CHOICES}")
+    return auto_matmul_dtype()[0] if name == "auto" else name
+
+
+def describe_matmul_dtype(name: str) -> str:
+    """A few words for a run's start-up line, e.g. "critic matmuls bfloat16 (auto: CPU with
+    AVX512-BF16)"."""
+    if name == "auto":
+        dtype, reason = auto_matmul_dtype()
+        return f"critic matmuls {dtype} (auto: {reason})"
+    return f"critic matmuls {name}"
 
 
 def _dot(a: jnp.ndarray, b: jnp.ndarray, dims, dtype: str) -> jnp.ndarray:
@@ -152,7 +224,20 @@ def _bmm_t(g: jnp.ndarray, w: jnp.ndarray, dtype: str = "float32") -> jnp.ndarra
 
 def _bmm_w(a: jnp.ndarray, g: jnp.ndarray, dtype: str = "float32") -> jnp.ndarray:
     """(E, B, I)^T @ (E, B, O) -> (E, I, O): the weight gradient of `_bmm`."""
-    return _dot(a, g, (((1,), (1,)), ((0,), (0,))), dtype)
+    if dtype == "float32":
+        return _dot(a, g, (((1,), (1,)), ((0,), (0,))), dtype)
+    # XLA:CPU runs bf16 x bf16 -> f32 matmuls natively (YNNPACK) only when the contraction is
+    # over the left operand's minor axis; for this one (over the batch axis) it converts both
+    # operands back to float32 first, which made the bf16 weight gradient slower than the
+    # float32 one. So the activations are transposed to (E, I, B) here, in bf16, and
+    # multiplied in that layout. The pad/slice pair looks like a no-op and is one: XLA
+    # removes it, but only after deciding the matmul's element type, and without it XLA
+    # folds the transpose back into the matmul (same layout, same conversions). Either way
+    # the result is the same product of bf16-rounded inputs summed in float32.
+    e, b, i = a.shape
+    a_t = jnp.swapaxes(a.astype(dtype), 1, 2)
+    a_t = lax.slice(jnp.pad(a_t, ((0, 0), (0, 0), (0, 1))), (0, 0, 0), (e, i, b))
+    return _dot(a_t, g, (((2,), (1,)), ((0,), (0,))), dtype)
 
 
 def _ensemble_forward(layer_norm: bool, dtype: str, hidden, final, x: jnp.ndarray, save: bool):

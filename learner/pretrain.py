@@ -14,6 +14,7 @@ from learner.agents import make_agent
 from learner.checkpoint import save_checkpoint
 from learner.config import Config, pretraining_agent_config, to_dict
 from learner.evaluation import evaluate
+from learner.networks import describe_matmul_dtype
 from learner.run_logger import RunLogger, progress_bar
 from learner.runs import offline_replay, prepare_run_dir
 
@@ -41,7 +42,10 @@ def pretrain(config: Config, run_dir: Optional[str] = None) -> Path:
         return stats
 
     with RunLogger(path, config.logging, to_dict(config), path.name) as logger:
-        print(f"[wsrl pretrain] {p.algorithm} on {task.name}: {len(data)} transitions, {p.num_steps} steps -> {path}")
+        print(
+            f"[wsrl pretrain] {p.algorithm} on {task.name}: {len(data)} transitions, {p.num_steps} steps, "
+            f"{describe_matmul_dtype(config.agent.critic_matmul_dtype)} -> {path}"
+        )
         bar = progress_bar(p.num_steps, f"pretrain {p.algorithm}", config.logging.progress)
         last_eval: dict = {}
         for step in range(1, p.num_steps + 1):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -12,9 +13,25 @@ from envs.dataset_io import DatasetError, read_dataset
 from envs.datasets import OfflineDataset, mc_returns
 from envs.tasks import Task
 from learner.agents import make_agent
+from learner.agents.common import configure_cpu_malloc
 from learner.checkpoint import atomic_write_bytes, read_checkpoint, restore_agent
 from learner.config import Config, ConfigError, dump_yaml
 from learner.replay_buffer import MixedSampler, ReplayBuffer
+
+
+def keep_freed_memory() -> bool:
+    """What the training commands (pretrain, finetune, learner) do first: on JAX's CPU backend,
+    `configure_cpu_malloc()`, so that glibc keeps freed memory for reuse and XLA's per-call
+    scratch buffer is not page-faulted in afresh on every update (locomotion fused update on
+    2 cores: ~7k faults per call -> under 2.6k, 53.9 -> 44.9 ms best of 3 rounds; see
+    benchmarks/README.md). The process's resident memory then stays at its peak. Not on
+    GPUs/TPUs, whose scratch is device memory; off with WSRL_KEEP_FREED_MEMORY=0. Returns
+    whether it applied."""
+    if os.environ.get("WSRL_KEEP_FREED_MEMORY", "1") == "0":
+        return False
+    import jax
+
+    return jax.default_backend() == "cpu" and configure_cpu_malloc()
 
 
 def prepare_run_dir(config: Config, phase: str, run_dir: Optional[str] = None) -> Path:

@@ -33,6 +33,7 @@ BASE = AgentConfig(
     actor_hidden_dims=(4,),
     critic_layer_norm=True,
     actor_layer_norm=True,
+    critic_matmul_dtype="float32",  # the float64 reference checks the float32 math ("auto" may pick bf16)
     discount=0.9,
     tau=0.3,
     critic_lr=0.05,

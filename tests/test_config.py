@@ -52,7 +52,7 @@ def test_overrides_are_typed_and_nested():
         ("finetune.utd_ratio=0", "'finetune.utd_ratio': got 0, expected an integer >= 1"),
         ("finetune.utd_ratio=two", "'finetune.utd_ratio': got 'two', expected an integer"),
         ("agent.max_target_backup=always", "expected one of 'none', 'sampled_actions', 'ensemble_max'"),
-        ("agent.critic_matmul_dtype=float16", "'agent.critic_matmul_dtype': got 'float16', expected one of 'float32', 'bfloat16'"),
+        ("agent.critic_matmul_dtype=float16", "'agent.critic_matmul_dtype': got 'float16', expected one of 'auto', 'float32', 'bfloat16'"),
         ("agent.critic_hidden_dims=256", "'agent.critic_hidden_dims': got 256, expected a list of an integer"),
         ("finetune.offline_mixing_ratio=1.0", "'finetune.offline_mixing_ratio': got 1.0, expected a number in [0, 1)"),
         ("agent.batch_size=true", "'agent.batch_size': got True, expected an integer"),

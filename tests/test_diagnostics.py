@@ -34,6 +34,7 @@ CFG = AgentConfig(
     critic_hidden_dims=(5,),
     actor_hidden_dims=(4,),
     discount=0.9,
+    critic_matmul_dtype="float32",  # the float64 reference checks the float32 math ("auto" may pick bf16)
     initial_temperature=0.37,
     log_std_min=-1.5,
     log_std_max=0.6,
@@ -314,6 +315,8 @@ def _restored_pointmass_agent(tmp_path):
     from envs.tasks import get_task
 
     config = tiny_config()
+    # float32 critic matmuls: the tests compare with the float64 reference ("auto" may pick bf16)
+    config = dataclasses.replace(config, agent=dataclasses.replace(config.agent, critic_matmul_dtype="float32"))
     task = get_task(config.task)
     spec = task.spec()
     trained = perturb(SACAgent.create(config.agent, spec["observation_dim"], spec["action_dim"], 0), seed=8, log_std_gain=0.3)

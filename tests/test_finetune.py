@@ -9,6 +9,7 @@ from learner.acting import Policy
 from learner.checkpoint import read_checkpoint
 from learner.cli import main
 from learner.finetune import Finetuner
+from learner.networks import auto_matmul_dtype
 from tests.conftest import leaves_equal, tiny_config
 
 
@@ -63,7 +64,7 @@ def test_time_limits_are_not_terminals_and_calql_gets_mc_returns(pretrained):
     assert np.isneginf(runner.replay.data["mc_returns"][100])  # episode still running
 
 
-def test_cli_pretrain_then_finetune_end_to_end(tmp_path):
+def test_cli_pretrain_then_finetune_end_to_end(tmp_path, capsys):
     pre_dir, ft_dir = tmp_path / "pre", tmp_path / "ft"
     common = [
         "agent.critic_hidden_dims=[16]", "agent.actor_hidden_dims=[16]", "agent.critic_ensemble_size=4",
@@ -79,6 +80,10 @@ def test_cli_pretrain_then_finetune_end_to_end(tmp_path):
                  "finetune.log_every=1"]) == 0
     final = read_checkpoint(ft_dir / "checkpoint.ckpt")
     assert final.algorithm == "sac" and final.counters["env_steps"] == 7 and final.counters["updates"] == 3
+    # both start-up lines say what agent.critic_matmul_dtype "auto" chose on this machine
+    dtype, reason = auto_matmul_dtype()
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("[wsrl pretrain] calql", "[wsrl finetune] sac"))]
+    assert len(printed) == 2 and all(f"critic matmuls {dtype} (auto: {reason})" in line for line in printed), printed
     assert (ft_dir / "config.yaml").exists() and list((ft_dir / "tensorboard").iterdir())
     with open(ft_dir / "train.csv") as f:
         rows = list(csv.DictReader(f))

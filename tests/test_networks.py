@@ -125,3 +125,67 @@ def test_matmul_dtype_is_validated():
     module = CriticEnsemble(2, (4,), True, "float16")
     with pytest.raises(ValueError, match="matmul_dtype: got 'float16', expected one of"):
         module.init(jax.random.PRNGKey(0), jnp.zeros((1, 2)), jnp.zeros((1, 1)))
+
+
+def _bf16_rounded(x) -> np.ndarray:
+    return np.asarray(jnp.asarray(x, jnp.float32).astype(jnp.bfloat16).astype(jnp.float32), np.float64)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_weight_gradient_matmul_is_the_batch_sum_of_outer_products(dtype):
+    """`_bmm_w` (E, B, I)^T @ (E, B, O) against numpy in float64: exact products of the
+    (bf16-rounded, for bfloat16) inputs summed over the batch, to float32 accumulation error.
+    The bfloat16 path multiplies a transposed copy of the activations; the result must not
+    depend on that."""
+    rs = np.random.RandomState(0)
+    a = rs.normal(size=(3, 64, 5)).astype(np.float32)
+    g = rs.normal(size=(3, 64, 7)).astype(np.float32)
+    a64, g64 = (_bf16_rounded(a), _bf16_rounded(g)) if dtype == "bfloat16" else (a.astype(np.float64), g.astype(np.float64))
+    expected = np.einsum("ebi,ebo->eio", a64, g64)
+    got = jax.jit(lambda a, g: networks._bmm_w(a, g, dtype))(a, g)
+    assert got.shape == (3, 5, 7) and got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got, np.float64), expected, rtol=1e-5, atol=1e-5)
+    if dtype == "bfloat16":  # the rounding is real: float32 inputs give a different answer
+        assert np.abs(np.einsum("ebi,ebo->eio", a.astype(np.float64), g.astype(np.float64)) - expected).max() > 1e-3
+
+
+def test_cpu_flags_from_cpuinfo():
+    text = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\nbugs\t\t: spectre_v1\n\nprocessor\t: 1\nflags\t\t: fpu sse2\n"
+    assert networks.cpu_flags_from_cpuinfo(text) == {"fpu", "avx2", "avx512f", "avx512_bf16", "sse2"}
+    assert networks.cpu_flags_from_cpuinfo("") == frozenset()
+
+
+@pytest.mark.parametrize(
+    "platform, capability, flags, expected",
+    [
+        ("cpu", None, {"avx2", "avx512f", "avx512_bf16"}, "bfloat16"),
+        ("cpu", None, {"avx2", "amx_bf16"}, "bfloat16"),
+        ("cpu", None, {"avx2", "avx512f"}, "float32"),
+        ("gpu", "9.0", set(), "bfloat16"),
+        ("gpu", "8.6", set(), "bfloat16"),
+        ("gpu", "7.0", set(), "float32"),
+        ("gpu", None, set(), "float32"),
+        ("tpu", None, set(), "bfloat16"),
+        ("metal", None, set(), "float32"),
+    ],
+)
+def test_auto_matmul_dtype_picks_bfloat16_only_where_it_is_native(platform, capability, flags, expected):
+    from types import SimpleNamespace
+
+    device = SimpleNamespace(platform=platform, compute_capability=capability)
+    dtype, reason = networks.auto_matmul_dtype(device, frozenset(flags))
+    assert dtype == expected and reason
+
+
+def test_auto_matmul_dtype_computes_what_it_resolves_to():
+    """A critic ensemble with matmul_dtype "auto" is the one with the resolved dtype here."""
+    resolved = networks.resolve_matmul_dtype("auto")
+    assert resolved in networks.MATMUL_DTYPES and networks.resolve_matmul_dtype("float32") == "float32"
+    rs = np.random.RandomState(2)
+    obs, act = jnp.asarray(rs.normal(size=(32, 5)), jnp.float32), jnp.asarray(rs.uniform(-1, 1, size=(32, 2)), jnp.float32)
+    params = CriticEnsemble(4, (32, 32), True).init(jax.random.PRNGKey(0), obs, act)
+    q_auto = CriticEnsemble(4, (32, 32), True, "auto").apply(params, obs, act)
+    q_resolved = CriticEnsemble(4, (32, 32), True, resolved).apply(params, obs, act)
+    np.testing.assert_array_equal(q_auto, q_resolved)
+    with pytest.raises(ValueError, match="matmul_dtype: got 'bf16', expected one of \\('auto', 'float32', 'bfloat16'\\)"):
+        networks.resolve_matmul_dtype("bf16")

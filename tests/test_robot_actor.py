@@ -235,7 +235,8 @@ def test_safety_stop_ends_the_episode_pauses_and_resumes(tmp_path, monkeypatch, 
 def test_a_slow_learner_never_delays_a_control_step(tmp_path, monkeypatch, checkpoint):
     """Every push takes 0.3 s at the learner (its handler is slowed): a loop that pushed inline
     would stretch some periods to > 0.3 s. Asserted: the longest period stays under 20 ms +
-    30 ms (the tolerance covers OS scheduling spikes on this loaded 2-core machine)."""
+    130 ms, half the push time (the tolerance covers OS scheduling spikes: with the suite and a
+    training run sharing this 2-core machine, one period took over 50 ms)."""
     server = start_learner(learner_config(checkpoint))
     submit = server.trainer.submit
 
@@ -248,7 +249,7 @@ def test_a_slow_learner_never_delays_a_control_step(tmp_path, monkeypatch, check
     try:
         result = actor.run(60)
         assert result["env_steps"] == 60 and result["delivered"]
-        assert max(actor.periods) < 0.020 + 0.030
+        assert max(actor.periods) < 0.020 + 0.130
         assert np.median(actor.periods) == pytest.approx(0.020, rel=0.10)
         assert server.trainer.wait_processed(60, 20)
     finally:

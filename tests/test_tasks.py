@@ -166,6 +166,18 @@ def test_antmaze_observation_is_xy_then_the_rest_like_d4rl():
     np.testing.assert_array_equal(task.flatten_observation(dict_obs), obs)  # what dataset readers use
 
 
+@pytest.mark.parametrize("name", ["antmaze-umaze", "pointmaze-umaze"])
+def test_maze_envs_leave_no_generated_model_file_behind(name):
+    """gymnasium-robotics writes each maze's generated MuJoCo model to the temp directory and
+    never deletes it; making the env removes it, and the env still resets and steps."""
+    env = get_task(name).make_env(seed=0, training=False)
+    generated = Path(env.unwrapped.tmp_xml_file_path)
+    assert generated.name.endswith(".xml") and not generated.exists()
+    env.reset(seed=0)
+    assert np.isfinite(env.step(env.action_space.sample())[0]).all()
+    env.close()
+
+
 # --- mazes ----------------------------------------------------------------------------------
 def test_maze_layouts_match_gymnasium_robotics_and_cells_are_fixed():
     from gymnasium_robotics.envs.maze import maps

@@ -137,21 +137,24 @@ def mean_metrics(infos: list[dict]) -> dict:
 
 
 def configure_cpu_malloc() -> bool:
-    """Opt-in: lets XLA:CPU reuse its per-call scratch memory instead of page-faulting it in.
+    """Lets XLA:CPU reuse its per-call scratch memory instead of page-faulting it in.
 
     XLA:CPU allocates one scratch buffer per call of a compiled function (fused UTD-4 update:
     23 MB locomotion, 60 MB antmaze, 71 MB adroit; see `.compile().memory_analysis()`) and
     frees it when the call ends. glibc serves buffers over 32 MB with a fresh mmap and unmaps
     them on free, so every call page-faults the whole buffer in again (~16k faults per
     antmaze update). This tells glibc's malloc (via `mallopt`) never to mmap and never to trim
-    its heaps, so freed scratch stays mapped and is reused. Measured on 2 cores: antmaze
-    ~5% faster per update; locomotion (scratch under 32 MB) and adroit (scratch over the
-    64 MB of a glibc per-thread heap, still mmapped by XLA's worker threads) unchanged.
+    its heaps, so freed scratch stays mapped and is reused. Measured on 2 cores with float32
+    critic matmuls: antmaze ~5% faster per update; locomotion (scratch under 32 MB) and
+    adroit (scratch over the 64 MB of a glibc per-thread heap, still mmapped by XLA's worker
+    threads) unchanged. With bf16 critic matmuls the locomotion update faulted ~7k pages per
+    call without it, and is ~15% faster with it.
 
-    Nothing calls it; a launcher may, at any time (it affects later allocations). Linux/glibc
-    only. Cost: memory the process frees is not returned to the OS (resident memory stays at
-    its peak). (`GLIBC_TUNABLES=glibc.malloc.arena_max=1:...` removes all the faults but
-    made the locomotion update ~20% slower here: one malloc arena for every thread.)
+    The training commands call it at start (`learner.runs.keep_freed_memory`); it affects
+    later allocations. Linux/glibc only. Cost: memory the process frees is not returned to the
+    OS (resident memory stays at its peak). (`GLIBC_TUNABLES=glibc.malloc.arena_max=1:...`
+    removes all the faults but made the locomotion update ~20% slower here: one malloc arena
+    for every thread.)
     Returns whether the settings were applied.
     """
     if not sys.platform.startswith("linux"):

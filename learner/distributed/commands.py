@@ -118,6 +118,10 @@ def run_command(args: argparse.Namespace, config: Any = None) -> int:
     """Runs one of COMMANDS; `config` is the resolved Config for learner/run (else None)."""
     if getattr(args, "checkpoint", None) and config is not None:
         config = _with_finetune(config, checkpoint=args.checkpoint)
+    if args.command in ("learner", "run"):
+        from learner.runs import keep_freed_memory
+
+        keep_freed_memory()  # the learner's process (and, for run, the pre-training before it)
     if args.command == "learner":
         if args.resume:
             config = resumed_config(args.resume)
@@ -278,9 +282,11 @@ def serve_learner(
             trainer.resume(settings.state_dir)
         server = LearnerServer(trainer, address, token, status_token, tls_cert, tls_key).start()
         if not quiet:
+            from learner.networks import describe_matmul_dtype
+
             source = f"resumed at {trainer.processed} env steps" if resume else (f"from {f.checkpoint}" if f.checkpoint else "from scratch")
             print(f"[wsrl learner] {f.algorithm} on {config.task} {source}; {settings.mode} mode, warmup {f.warmup_steps}, "
-                  f"UTD {f.utd_ratio}; serving policy version {trainer.latest_policy()[0]} on {server.address} -> {path}", flush=True)
+                  f"UTD {f.utd_ratio}, {describe_matmul_dtype(config.agent.critic_matmul_dtype)}; serving policy version {trainer.latest_policy()[0]} on {server.address} -> {path}", flush=True)
         if ready is not None:
             ready(server.address)
         try:
@@ -326,8 +332,10 @@ def _learner_process(config_dict: dict, settings_dict: dict, run_dir: str, ready
     """Spawned: the learner (its gRPC server is created here, after the process started)."""
     from learner.config import config_from_dict
     from learner.distributed.trainer import DistributedSettings
+    from learner.runs import keep_freed_memory
 
     try:
+        keep_freed_memory()
         serve_learner(config_from_dict(config_dict), DistributedSettings(**settings_dict), "127.0.0.1:0", run_dir,
                       stop_at_num_steps=False, ready=ready.put, stop=stop, quiet=True)
     except BaseException as e:
