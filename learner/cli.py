@@ -65,18 +65,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return distributed.run_command(args, config)
         if args.command == "config":
             print(dump_yaml(config), end="")
-        elif args.command == "pretrain":
+        elif args.command in ("pretrain", "finetune"):
+            from learner.finetune import finetune
             from learner.pretrain import pretrain
             from learner.runs import keep_freed_memory
 
             keep_freed_memory()
-            pretrain(config, args.run_dir)
-        elif args.command == "finetune":
-            from learner.finetune import finetune
-            from learner.runs import keep_freed_memory
-
-            keep_freed_memory()
-            finetune(config, args.run_dir)
+            (pretrain if args.command == "pretrain" else finetune)(config, args.run_dir)
     except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"wsrl {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -341,6 +341,19 @@ def _ensemble_q(params, observations: jnp.ndarray, actions: jnp.ndarray, num_hid
     return q.reshape(q.shape[:1] + lead)
 
 
+def map_in_chunks(fn, *xs: jnp.ndarray, chunk_size: int):
+    """`fn(*xs)` for functions that treat the rows (leading axis) of their inputs
+    independently, computed `chunk_size` rows at a time (a sequential `lax.map`) so that the
+    intermediates of all rows are never alive at once; outputs are concatenated back along
+    the leading axis. Applied to all rows in one go when they do not split evenly."""
+    n = xs[0].shape[0]
+    if not (n > chunk_size and n % chunk_size == 0):
+        return fn(*xs)
+    chunks = [x.reshape((n // chunk_size, chunk_size) + x.shape[1:]) for x in xs]
+    out = jax.lax.map(lambda c: fn(*c), chunks)
+    return jax.tree_util.tree_map(lambda r: r.reshape((n,) + r.shape[2:]), out)
+
+
 # ---- min over the ensemble with its action gradient (the SAC actor loss) --------------------
 #
 # The actor loss uses min_i Q_i(s, a). Its gradient with respect to a flows through one critic
@@ -401,13 +414,7 @@ def _ensemble_min_q_and_input_grad(layer_norm: bool, dtype: str, hidden, final, 
         pick = lambda r: None if r is None else r[selected, rows]  # noqa: E731
         return q[selected, rows], selected, [tuple(pick(r) for r in layer) for layer in residuals]
 
-    n = x.shape[0]
-    if n > chunk_size and n % chunk_size == 0:
-        q_min, selected, residuals = jax.lax.map(forward, x.reshape((n // chunk_size, chunk_size, x.shape[1])))
-        q_min, selected = q_min.reshape(n), selected.reshape(n)
-        residuals = jax.tree_util.tree_map(lambda r: r.reshape((n,) + r.shape[2:]), residuals)
-    else:
-        q_min, selected, residuals = forward(x)
+    q_min, selected, residuals = map_in_chunks(forward, x, chunk_size=chunk_size)
 
     layout = _group_layout(selected, num_critics, _GROUP_TILE_ROWS)
     da = final[0][selected]  # dQ/da of the last hidden layer: the selected output weights

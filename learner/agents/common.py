@@ -14,7 +14,7 @@ import optax
 from flax.training import train_state
 
 from learner import distributions, losses
-from learner.networks import CriticEnsemble
+from learner.networks import CriticEnsemble, map_in_chunks
 
 Batch = dict[str, jnp.ndarray]
 
@@ -100,12 +100,7 @@ def reduced_q_with_action_grad(
             return critic.apply_fn(
                 {"params": critic_params}, observations, act, chunk_size, method=CriticEnsemble.min_q_and_action_grad
             )
-        n = act.shape[0]
-        if n > chunk_size and n % chunk_size == 0:
-            split = lambda x: x.reshape((n // chunk_size, chunk_size) + x.shape[1:])  # noqa: E731
-            value, grad = jax.lax.map(lambda xs: autodiff_value_and_grad(*xs), (split(observations), split(act)))
-            return value.reshape((n,) + value.shape[2:]), grad.reshape(act.shape)
-        return autodiff_value_and_grad(observations, act)
+        return map_in_chunks(autodiff_value_and_grad, observations, act, chunk_size=chunk_size)
 
     @jax.custom_vjp
     def reduced_q(act):
