@@ -47,8 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parses a `wsrl` command line. `section.field=value` overrides may stand anywhere after
+    the command, also between or after options (`wsrl experiment SPEC --out DIR k=v`):
+    argparse fills a positional list only from its first run of positionals, so the later
+    ones are collected here."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
+    return args
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     overrides = list(getattr(args, "overrides", ()))  # actor/status take none
     if getattr(args, "checkpoint", None):
         overrides.append(f"finetune.checkpoint={args.checkpoint}")

@@ -12,9 +12,12 @@ Conventions (docs/experiments.md):
   when any run of the task ever succeeds, else `return` (or the one asked for);
 - seeds are aligned on the evaluation steps they all share;
 - final score = the metric at the last shared evaluation step; AUC = the trapezoid-rule area
-  under the curve divided by the step range (the mean score over training; one point: its
-  value); both reported as mean +- standard error over seeds (sample std with ddof=1 /
-  sqrt(n); undefined for one seed).
+  under the curve divided by the step range (the mean score over training; undefined for
+  fewer than two evaluation steps); fine-tuning AUC = the same over the fine-tuning phase
+  only, from the method's warmup end (its value there linearly interpolated between the
+  evaluations around it) to the last step, so that no method is scored on the steps where it
+  acts with the frozen pre-trained policy; all reported as mean +- standard error over seeds
+  (sample std with ddof=1 / sqrt(n); undefined for one seed).
 """
 
 from __future__ import annotations
@@ -79,6 +82,8 @@ class GroupSummary:
     final_se: float
     auc_mean: float
     auc_se: float
+    finetune_auc_mean: float
+    finetune_auc_se: float
     warmup_steps: list[int]  # distinct values over the seeds
 
     @property
@@ -185,15 +190,28 @@ def mean_se(values: Sequence[float]) -> tuple[float, float]:
 
 def normalized_auc(steps: Sequence[float], values: Sequence[float]) -> float:
     """Trapezoid-rule area under (steps, values) divided by the step range: the curve's mean
-    height. A single point gives its value."""
+    height. NaN with fewer than two distinct steps (one point is not a curve)."""
     s = np.asarray(steps, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
-    if s.size == 0:
+    if s.size < 2 or s[-1] == s[0]:
         return math.nan
-    if s.size == 1 or s[-1] == s[0]:
-        return float(v[-1])
     area = float(np.sum((v[1:] + v[:-1]) / 2.0 * np.diff(s)))
     return area / float(s[-1] - s[0])
+
+
+def finetune_auc(steps: Sequence[float], values: Sequence[float], warmup_end: float) -> float:
+    """`normalized_auc` of the curve from `warmup_end` on: the fine-tuning phase only. The
+    value at `warmup_end` is interpolated linearly between the evaluations around it; NaN
+    when fewer than two points remain (e.g. no evaluation after the warmup)."""
+    s = np.asarray(steps, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if s.size == 0 or warmup_end >= s[-1]:
+        return math.nan
+    if warmup_end <= s[0]:
+        return normalized_auc(s, v)
+    after = s > warmup_end
+    start = float(np.interp(warmup_end, s, v))
+    return normalized_auc(np.concatenate([[warmup_end], s[after]]), np.concatenate([[start], v[after]]))
 
 
 def choose_metric(records: Sequence[RunRecord], requested: str = "auto") -> str:
@@ -234,11 +252,13 @@ def summarize_group(records: Sequence[RunRecord], metric: str) -> GroupSummary:
     aligned = np.stack([values[np.isin(steps, grid)] for steps, values in curves])  # (seeds, steps)
     per_seed_final = aligned[:, -1]
     per_seed_auc = [normalized_auc(grid, row) for row in aligned]
+    per_seed_finetune_auc = [finetune_auc(grid, row, r.warmup_steps) for r, row in zip(records, aligned)]
     n = aligned.shape[0]
     mean = aligned.mean(axis=0)
     se = aligned.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.full(len(grid), math.nan)
     final_mean, final_se = mean_se(per_seed_final)
     auc_mean, auc_se = mean_se(per_seed_auc)
+    finetune_auc_mean, finetune_auc_se = mean_se(per_seed_finetune_auc)
     return GroupSummary(
         task=first.task,
         method=first.method,
@@ -251,6 +271,8 @@ def summarize_group(records: Sequence[RunRecord], metric: str) -> GroupSummary:
         final_se=final_se,
         auc_mean=auc_mean,
         auc_se=auc_se,
+        finetune_auc_mean=finetune_auc_mean,
+        finetune_auc_se=finetune_auc_se,
         warmup_steps=sorted({r.warmup_steps for r in records}),
     )
 
@@ -312,17 +334,20 @@ def summary_markdown(summaries: dict[str, list[GroupSummary]], experiment: str) 
         "",
         "Final: the metric at the last evaluation step the seeds share. AUC: the area under the "
         "evaluation curve (trapezoid rule) divided by the step range, i.e. the mean score over "
-        "training. Both are mean ± standard error over seeds (sample std, ddof=1, / sqrt(n)).",
+        "training (n/a from fewer than two evaluations). Fine-tuning AUC: the same from the "
+        "method's warmup end on, so the steps acted with the frozen pre-trained policy count "
+        "for no method. All are mean ± standard error over seeds (sample std, ddof=1, / sqrt(n)).",
         "",
-        "| task | method | metric | steps | warmup | final | AUC | seeds |",
-        "| --- | --- | --- | ---: | ---: | --- | --- | ---: |",
+        "| task | method | metric | steps | warmup | final | AUC | fine-tuning AUC | seeds |",
+        "| --- | --- | --- | ---: | ---: | --- | --- | --- | ---: |",
     ]
     for task, groups in summaries.items():
         for g in groups:
             warmup = "/".join(str(w) for w in g.warmup_steps)
             lines.append(
                 f"| {task} | {g.method} | {g.metric} | {int(g.steps[-1])} | {warmup} | "
-                f"{_pm(g.final_mean, g.final_se)} | {_pm(g.auc_mean, g.auc_se)} | {g.n} |"
+                f"{_pm(g.final_mean, g.final_se)} | {_pm(g.auc_mean, g.auc_se)} | "
+                f"{_pm(g.finetune_auc_mean, g.finetune_auc_se)} | {g.n} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -342,7 +367,9 @@ def plot_task(task: str, groups: Sequence[GroupSummary], all_methods: Sequence[s
     warmups: dict[int, list[str]] = {}  # warmup end -> colours of the methods that have it
     for g in groups:
         color = palette[methods.index(g.method) % len(palette)] if g.method in methods else None
-        (line,) = ax.plot(g.steps, g.mean, label=f"{g.method} (n={g.n})", color=color, lw=1.8)
+        # Markers where a curve has few points, so a one- or two-evaluation run is visible.
+        marker = "o" if len(g.steps) <= 25 else None
+        (line,) = ax.plot(g.steps, g.mean, label=f"{g.method} (n={g.n})", color=color, lw=1.8, marker=marker, ms=4)
         color = line.get_color()
         if g.n > 1:
             ax.fill_between(g.steps, g.mean - g.se, g.mean + g.se, color=color, alpha=0.2, lw=0)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import yaml
 
-from learner.cli import build_parser, main
+from learner.cli import build_parser, main, parse_args
 from learner.config import ConfigError, dump_yaml, load_config
 from learner.experiment import SpecError, load_spec, parse_spec, plan_experiment, run_experiment
-from learner.plots import mean_se, normalized_auc, read_runs, summarize, write_report
+from learner.plots import finetune_auc, mean_se, normalized_auc, read_runs, summarize, write_report
 
 TINY = [
     "agent.critic_hidden_dims=[16,16]",
@@ -224,7 +224,19 @@ def test_mean_standard_error_and_normalized_auc_by_hand():
     # (0+0.4)/2*10 + (0.4+1)/2*20 = 16 over the range 30.
     assert normalized_auc([0, 10, 30], [0.0, 0.4, 1.0]) == pytest.approx(16 / 30)
     assert normalized_auc([0, 10, 30], [0.5, 0.5, 0.5]) == pytest.approx(0.5)
-    assert normalized_auc([20], [0.7]) == pytest.approx(0.7)
+    assert math.isnan(normalized_auc([20], [0.7]))  # one point is not a curve
+
+
+def test_finetune_auc_starts_at_the_warmup_end_by_hand():
+    # Warmup ends at 20, between the evaluations at 10 (0.4) and 30 (1.0): interpolated 0.7.
+    # Area from 20 to 30: (0.7 + 1.0) / 2 * 10 = 8.5 over the range 10.
+    assert finetune_auc([0, 10, 30], [0.0, 0.4, 1.0], 20) == pytest.approx(0.85)
+    # A warmup end on an evaluation step: the curve from that step on.
+    assert finetune_auc([0, 10, 30], [0.0, 0.4, 1.0], 10) == pytest.approx((0.4 + 1.0) / 2)
+    # No warmup: the whole-run AUC.
+    assert finetune_auc([0, 10, 30], [0.0, 0.4, 1.0], 0) == pytest.approx(16 / 30)
+    # Nothing evaluated after the warmup: undefined.
+    assert math.isnan(finetune_auc([0, 10, 30], [0.0, 0.4, 1.0], 30))
 
 
 def test_summary_of_synthetic_runs_matches_hand_computed_numbers(synthetic):
@@ -237,6 +249,9 @@ def test_summary_of_synthetic_runs_matches_hand_computed_numbers(synthetic):
     aucs = [16 / 30, 18 / 30]
     assert wsrl.auc_mean == pytest.approx(np.mean(aucs)) and wsrl.auc_se == pytest.approx(abs(aucs[1] - aucs[0]) / 2)
     assert sac.n == 1 and math.isnan(sac.final_se) and sac.auc_mean == pytest.approx((1 + 4) / 30)
+    # wsrl's warmup ends at 10: seed 0 (0.4 + 1.0) / 2, seed 1 (0.6 + 0.8) / 2; sac has none.
+    assert wsrl.finetune_auc_mean == pytest.approx((0.7 + 0.7) / 2) and wsrl.finetune_auc_se == pytest.approx(0.0)
+    assert sac.finetune_auc_mean == pytest.approx(sac.auc_mean)
 
 
 def test_metric_falls_back_to_success_rate_then_return(tmp_path):
@@ -261,8 +276,8 @@ def test_report_files_png_table_and_tidy_csv(synthetic, tmp_path):
     assert table.startswith("# synthetic\n")
     rows = [line for line in table.splitlines() if line.startswith("| pointmass-goal")]
     assert rows == [
-        "| pointmass-goal | sac | normalized_score | 30 | 0 | 0.300 | 0.167 | 1 |",
-        "| pointmass-goal | wsrl | normalized_score | 30 | 10 | 0.900 ± 0.100 | 0.567 ± 0.033 | 2 |",
+        "| pointmass-goal | sac | normalized_score | 30 | 0 | 0.300 | 0.167 | 0.167 | 1 |",
+        "| pointmass-goal | wsrl | normalized_score | 30 | 10 | 0.900 ± 0.100 | 0.567 ± 0.033 | 0.700 ± 0.000 | 2 |",
     ]
     with open(written["results.csv"]) as f:
         tidy = list(csv.DictReader(f))
@@ -286,6 +301,22 @@ def test_wsrl_plot_redraws_the_experiment_report(tmp_path, capsys):
     # One experiment directory: the report is redrawn in place.
     assert main(["plot", str(out)]) == 0
     assert "[wsrl plot] 6 runs" in capsys.readouterr().out
+
+
+def test_overrides_may_follow_the_options_as_the_docs_show(tmp_path, capsys):
+    args = parse_args(["experiment", "s.yaml", "--out", "d", "--jobs", "2", "finetune.eval_every=5", "seed=1"])
+    assert (args.spec, args.out, args.jobs, args.overrides) == ("s.yaml", "d", 2, ["finetune.eval_every=5", "seed=1"])
+    args = parse_args(["finetune", "agent.actor_lr=1e-4", "--run-dir", "r", "finetune.num_steps=9"])
+    assert args.overrides == ["agent.actor_lr=1e-4", "finetune.num_steps=9"] and args.run_dir == "r"
+    for bad in (["experiment", "s.yaml", "--out", "d", "--bogus"], ["experiment", "s.yaml", "--out", "d", "stray"], ["status", "h:1", "a.b=1"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+    assert "unrecognized arguments" in capsys.readouterr().err
+    # End to end: the documented form plans runs that carry the override.
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump({"name": "o", "seeds": [0], "methods": ["sac"], "overrides": TINY}))
+    assert main(["experiment", str(spec_file), "--out", str(tmp_path / "out"), "--jobs", "1", "--dry-run", "finetune.eval_every=7"]) == 0
+    assert "finetune.eval_every=7" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------------------
