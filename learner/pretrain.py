@@ -1,12 +1,21 @@
-"""`wsrl pretrain`: offline pre-training (CalQL by default, CQL, IQL) on a dataset."""
+"""`wsrl pretrain`: offline pre-training (CalQL by default, CQL, IQL) on a dataset.
+
+The host stays out of the inner loop: the offline dataset is put on the device once, and each
+dispatch runs `K` updates as one compiled `lax.scan` whose steps sample their own batch on the
+device (`learner.pretrain.make_train_chunk`). The host only logs, evaluates and saves, and
+always on chunk boundaries: K is chosen so that every `log_every`, `eval_every` and
+`checkpoint_every` step ends a chunk (`steps_per_dispatch`).
+"""
 
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
-import numpy as np
+import jax.numpy as jnp
 
 from envs.tasks import get_task
 from learner.acting import Policy
@@ -15,8 +24,57 @@ from learner.checkpoint import save_checkpoint
 from learner.config import Config, pretraining_agent_config, to_dict
 from learner.evaluation import evaluate
 from learner.networks import describe_matmul_dtype
+from learner.replay_buffer import ReplayBuffer
 from learner.run_logger import RunLogger, progress_bar
 from learner.runs import offline_replay, prepare_run_dir
+
+# The longest chunk of updates one dispatch runs. Longer chunks save nothing measurable (the
+# per-dispatch cost is paid once per chunk) and make the progress bar coarse.
+MAX_STEPS_PER_DISPATCH = 1_000
+
+
+def steps_per_dispatch(num_steps: int, periods: tuple[int, ...], limit: int = MAX_STEPS_PER_DISPATCH) -> int:
+    """The chunk length K: the largest divisor of gcd(num_steps, each non-zero period) that is
+    at most `limit`, so every logging/evaluation/checkpoint step and the last step end a chunk
+    and every chunk has the same length (one compilation)."""
+    if num_steps < 1:
+        raise ValueError(f"pretrain.num_steps: got {num_steps}, expected an integer >= 1")
+    g = num_steps
+    for period in periods:
+        if period:
+            g = math.gcd(g, period)
+    return max(d for d in range(1, min(g, limit) + 1) if g % d == 0)
+
+
+def device_dataset(data: ReplayBuffer) -> dict[str, jax.Array]:
+    """The buffer's filled part as device arrays (one copy, made once)."""
+    n = len(data)
+    if n == 0:
+        raise ValueError("pretrain: the offline dataset is empty")
+    return {name: jax.device_put(array[:n]) for name, array in data.data.items()}
+
+
+def make_train_chunk(batch_size: int, num_steps: int) -> Callable:
+    """A compiled `(agent, dataset, key) -> (agent, key, info)` that runs `num_steps` updates,
+    each on a batch of `batch_size` transitions drawn uniformly (with replacement, as the host
+    sampler did) on the device; `info` is the last update's metrics."""
+
+    @jax.jit
+    def train_chunk(agent, dataset, key):
+        size = next(iter(dataset.values())).shape[0]
+
+        def step(carry, _):
+            agent, key = carry
+            key, k_sample = jax.random.split(key)
+            idx = jax.random.randint(k_sample, (1, batch_size), 0, size)  # M = 1 update per step
+            batch = {name: jnp.take(array, idx, axis=0) for name, array in dataset.items()}
+            agent, info = agent.update(batch)
+            return (agent, key), info
+
+        (agent, key), infos = jax.lax.scan(step, (agent, key), None, length=num_steps)
+        return agent, key, jax.tree_util.tree_map(lambda x: x[-1], infos)
+
+    return train_chunk
 
 
 def pretrain(config: Config, run_dir: Optional[str] = None) -> Path:
@@ -32,8 +90,13 @@ def pretrain(config: Config, run_dir: Optional[str] = None) -> Path:
     # pretrain.eval_every = 0 turns evaluation off altogether: no env is even built (a task
     # whose env is a real robot pre-trains from its demonstrations without touching it).
     eval_env = task.make_env(config.seed + 10_000, training=False) if p.eval_every else None
-    rng = np.random.default_rng(config.seed)
     checkpoint = path / "checkpoint.ckpt"
+    chunk = steps_per_dispatch(p.num_steps, (p.log_every, p.eval_every, p.checkpoint_every))
+    train_chunk = make_train_chunk(config.agent.batch_size, chunk)
+    dataset = device_dataset(data)
+    # Batches are drawn with JAX's RNG on the device (the host loop used numpy's), so a seed
+    # gives other batches than before this loop existed; it still fixes them.
+    key = jax.random.fold_in(jax.random.key(config.seed), 0x5EED)
 
     def run_eval(step: int) -> dict:
         params = agent.actor.params
@@ -43,25 +106,33 @@ def pretrain(config: Config, run_dir: Optional[str] = None) -> Path:
 
     with RunLogger(path, config.logging, to_dict(config), path.name) as logger:
         print(
-            f"[wsrl pretrain] {p.algorithm} on {task.name}: {len(data)} transitions, {p.num_steps} steps, "
-            f"{describe_matmul_dtype(config.agent.critic_matmul_dtype)} -> {path}"
+            f"[wsrl pretrain] {p.algorithm} on {task.name}: {len(data)} transitions, {p.num_steps} steps "
+            f"({chunk} per dispatch), {describe_matmul_dtype(config.agent.critic_matmul_dtype)} -> {path}"
         )
         bar = progress_bar(p.num_steps, f"pretrain {p.algorithm}", config.logging.progress)
         last_eval: dict = {}
-        for step in range(1, p.num_steps + 1):
-            bar.update(1)
-            agent, info = agent.update(data.sample(rng, 1, config.agent.batch_size))
+        started = time.perf_counter()
+        for step in range(chunk, p.num_steps + 1, chunk):
+            agent, key, info = train_chunk(agent, dataset, key)
+            bar.update(chunk)
             if p.log_every and step % p.log_every == 0:
                 logger.log("train", step, info)
-                bar.set_postfix(critic_loss=f"{float(info['critic_loss']):.3g}", eval_success=last_eval.get("success_rate", "-"), refresh=False)
             if p.eval_every and step % p.eval_every == 0:
                 last_eval = run_eval(step)
             if p.checkpoint_every and step % p.checkpoint_every == 0:
                 save_checkpoint(checkpoint, agent, config, spec, {"pretrain_steps": step})
-        bar.close()
+            if p.log_every and step % p.log_every == 0:
+                postfix = {"critic_loss": f"{float(info['critic_loss']):.3g}"}
+                if last_eval:
+                    postfix["eval_success"] = f"{last_eval['success_rate']:.2f}"
+                bar.set_postfix(postfix, refresh=False)
         jax.block_until_ready(agent)
         final = run_eval(p.num_steps) if p.eval_every and p.num_steps % p.eval_every else last_eval
+        if final:
+            bar.set_postfix(eval_success=f"{final['success_rate']:.2f}", refresh=False)
+        bar.close()
+        elapsed = time.perf_counter() - started
         save_checkpoint(checkpoint, agent, config, spec, {"pretrain_steps": p.num_steps})
     result = f"eval return {final['return']:.3f}, success {final['success_rate']:.2f}" if final else "not evaluated (pretrain.eval_every=0)"
-    print(f"[wsrl pretrain] done: {result}; checkpoint {checkpoint}")
+    print(f"[wsrl pretrain] done: {p.num_steps} steps in {elapsed:.1f} s ({p.num_steps / max(elapsed, 1e-9):.1f} steps/s); {result}; checkpoint {checkpoint}")
     return checkpoint
