@@ -474,6 +474,7 @@ def run_experiment(
 
     with _Lock(out / ".lock"):
         atomic_write_bytes(out / "spec.yaml", yaml.safe_dump(_spec_dict(spec), sort_keys=False).encode())
+        atomic_write_bytes(out / MACHINE_FILE, (json.dumps(machine_facts(), indent=1) + "\n").encode())
         skipped, todo = [], []
         for job in plan.jobs:
             done = _read_done(job)
@@ -582,6 +583,57 @@ def run_experiment(
     return ExperimentResult(plan, ran, skipped, failed, set_aside, report)
 
 
+MACHINE_FILE = "machine.json"
+
+
+def machine_facts() -> dict:
+    """What a result depends on beyond the spec: the code's commit (and whether the tree had
+    uncommitted changes), the CPU, cores, platform and library versions, and what
+    `critic_matmul_dtype: auto` chooses here. Runs are deterministic per machine, not across
+    machines, so a results package records where it was made."""
+    import platform
+    from importlib import metadata
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("jax", "jaxlib", "flax", "optax", "numpy", "mujoco", "gymnasium", "gymnasium-robotics"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = ""
+    try:
+        from learner.networks import auto_matmul_dtype
+
+        dtype, reason = auto_matmul_dtype()
+        matmul = f"{dtype} ({reason})"
+    except Exception as e:  # facts are best effort; a report must not fail on them
+        matmul = f"unknown ({type(e).__name__})"
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "critic_matmul_auto": matmul,
+        "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
 def _log_tail(path: Path, lines: int = 15) -> str:
     try:
         text = path.read_text(errors="replace").rstrip().splitlines()
@@ -617,7 +669,9 @@ def add_commands(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="section.field=value", help="added to the spec's common overrides for every run")
 
     p = sub.add_parser("plot", help="learning curves, tidy CSV and score table from run directories")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="fine-tuning run directories, or directories to search for them (e.g. an experiment directory)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="fine-tuning run directories, or directories to search for them (e.g. an experiment directory); "
+                   "with --from-results, one results package directory")
+    p.add_argument("--from-results", action="store_true", help="redraw from a results package (results.csv + diagnostics.csv, as committed under docs/results/) instead of run directories")
     p.add_argument("--out", default=None, help="output directory (default: the directory given when it is one experiment directory, else plots/)")
     p.add_argument("--metric", choices=METRICS, default="auto", help="y axis and score (default auto: normalized_score, else success_rate, else return)")
     p.add_argument("--name", default="", help="title of summary.md (default: the runs' experiment name)")
@@ -637,7 +691,16 @@ def run_command(args: argparse.Namespace) -> int:
     if out is None:
         single = Path(args.run_dirs[0])
         out = str(single) if len(args.run_dirs) == 1 and (single / "spec.yaml").is_file() else "plots"
-    records = read_runs(args.run_dirs)
+    if args.from_results:
+        from learner.plots import read_results
+
+        if len(args.run_dirs) != 1:
+            raise ValueError(f"--from-results: got {len(args.run_dirs)} directories, expected one results package")
+        if args.out is None:
+            out = args.run_dirs[0]
+        records = read_results(args.run_dirs[0])
+    else:
+        records = read_runs(args.run_dirs)
     written = write_report(records, out, args.name, args.metric)
     print(f"[wsrl plot] {len(records)} runs -> " + ", ".join(str(p) for p in written.values()))
     print((Path(out) / "summary.md").read_text().rstrip())

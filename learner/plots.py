@@ -27,6 +27,7 @@ import io
 import json
 import math
 import sys
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -38,7 +39,8 @@ from envs.atomic_files import atomic_write_bytes
 
 METRICS = ("auto", "normalized_score", "success_rate", "return")
 DONE_FILE = "done.json"
-TIDY_KEYS = ("experiment", "task", "method", "variant", "seed", "step")
+TIDY_KEYS = ("experiment", "task", "method", "variant", "seed", "warmup_steps", "step")
+RESULTS_CSV, DIAGNOSTICS_CSV = "results.csv", "diagnostics.csv"
 
 
 @dataclass
@@ -53,6 +55,7 @@ class RunRecord:
     seed: int
     warmup_steps: int
     rows: list[dict[str, str]]  # eval.csv, raw strings, in file order
+    diagnostics: list[dict[str, str]] = dataclasses.field(default_factory=list)  # diagnostics.csv, if any
 
     def curve(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of `metric`, rows without a value dropped, sorted by step."""
@@ -110,6 +113,10 @@ def read_run(run_dir: str | Path) -> RunRecord:
         rows = list(csv.DictReader(f))
     if not rows or "step" not in rows[0]:
         raise ValueError(f"{eval_file}: no evaluation rows (expected a 'step' column and at least one row)")
+    diagnostics: list[dict[str, str]] = []
+    if (path / DIAGNOSTICS_CSV).is_file():
+        with open(path / DIAGNOSTICS_CSV, newline="") as f:
+            diagnostics = list(csv.DictReader(f))
     return RunRecord(
         run_dir=path,
         experiment=str(done.get("experiment", "")),
@@ -119,7 +126,45 @@ def read_run(run_dir: str | Path) -> RunRecord:
         seed=int(config.get("seed", 0)),
         warmup_steps=_warmup_end(config.get("finetune") or {}),
         rows=rows,
+        diagnostics=diagnostics,
     )
+
+
+def read_results(directory: str | Path) -> list[RunRecord]:
+    """The runs of a results package: `results.csv` (and `diagnostics.csv`, if present) as
+    `write_report` wrote them, one record per (task, method, seed). Everything the report
+    shows is computed from these files alone, so a committed package regenerates its tables
+    and figures without the run directories."""
+    path = Path(directory)
+    results = path / RESULTS_CSV
+    if not results.is_file():
+        raise FileNotFoundError(f"{str(path)!r} has no {RESULTS_CSV}; is it a results package (`wsrl plot` or `wsrl experiment` output)?")
+    records: dict[tuple[str, str, int], RunRecord] = {}
+
+    def rows_of(file: Path) -> list[dict[str, str]]:
+        with open(file, newline="") as f:
+            rows = list(csv.DictReader(f))
+        missing = [k for k in TIDY_KEYS if rows and k not in rows[0]]
+        if missing:
+            raise ValueError(f"{file}: missing column {missing[0]!r} (expected {', '.join(TIDY_KEYS)} first)")
+        return rows
+
+    for row in rows_of(results):
+        key = (row["task"], row["method"], int(row["seed"]))
+        if key not in records:
+            records[key] = RunRecord(
+                run_dir=path / f"{row['task']}/{row['method']}/seed{row['seed']}", experiment=row["experiment"], task=row["task"],
+                method=row["method"], variant=row["variant"], seed=int(row["seed"]), warmup_steps=int(row["warmup_steps"]), rows=[],
+            )
+        records[key].rows.append({k: v for k, v in row.items() if k == "step" or k not in TIDY_KEYS})
+    if (path / DIAGNOSTICS_CSV).is_file():
+        for row in rows_of(path / DIAGNOSTICS_CSV):
+            record = records.get((row["task"], row["method"], int(row["seed"])))
+            if record is not None:
+                record.diagnostics.append({k: v for k, v in row.items() if k == "step" or k not in TIDY_KEYS})
+    if not records:
+        raise ValueError(f"{results}: no rows")
+    return list(records.values())
 
 
 def _warmup_end(finetune: dict) -> int:
@@ -303,19 +348,21 @@ def summarize(records: Sequence[RunRecord], metric: str = "auto") -> dict[str, l
 # Outputs.
 
 
-def results_csv(records: Sequence[RunRecord], experiment: str) -> str:
-    """Tidy CSV: one row per (run, evaluation step): experiment, task, method, variant, seed,
-    step and every eval.csv column, sorted by task, method, seed, step."""
+def results_csv(records: Sequence[RunRecord], experiment: str, source: str = "rows") -> str:
+    """Tidy CSV: one row per (run, logged step): experiment, task, method, variant, seed,
+    warmup_steps, step and every column of the run's log (`source` "rows": eval.csv,
+    "diagnostics": diagnostics.csv), sorted by task, method, seed, step."""
     columns: list[str] = []
     for r in records:
-        for row in r.rows:
+        for row in getattr(r, source):
             columns += [c for c in row if c not in columns and c not in TIDY_KEYS]
     out = io.StringIO()
     writer = csv.DictWriter(out, list(TIDY_KEYS) + columns, lineterminator="\n")
     writer.writeheader()
     for r in sorted(records, key=lambda r: (r.task, r.method, r.seed)):
-        for row in sorted(r.rows, key=lambda row: float(row["step"])):
-            tidy = {"experiment": r.experiment or experiment, "task": r.task, "method": r.method, "variant": r.variant, "seed": r.seed}
+        for row in sorted(getattr(r, source), key=lambda row: float(row["step"])):
+            tidy = {"experiment": r.experiment or experiment, "task": r.task, "method": r.method, "variant": r.variant,
+                    "seed": r.seed, "warmup_steps": r.warmup_steps}
             tidy.update({c: row.get(c, "") for c in ["step"] + columns})
             writer.writerow(tidy)
     return out.getvalue()
@@ -398,8 +445,10 @@ def _safe_name(text: str) -> str:
 
 
 def write_report(records: Sequence[RunRecord], out_dir: str | Path, experiment: str = "", metric: str = "auto") -> dict[str, Path]:
-    """Writes results.csv, curves_<task>.png per task and summary.md into `out_dir`
-    (each atomically); returns {name: path}."""
+    """Writes results.csv (and diagnostics.csv when the runs logged diagnostics),
+    curves_<task>.png per task and summary.md into `out_dir` (each atomically); returns
+    {name: path}. The two CSVs are the results package: `read_results` rebuilds the records
+    from them, so the same report can be drawn again from the files alone."""
     if not records:
         raise ValueError("no completed runs to report")
     out = Path(out_dir)
@@ -409,8 +458,11 @@ def write_report(records: Sequence[RunRecord], out_dir: str | Path, experiment: 
         experiment = names.pop() if len(names) == 1 else ""
     summaries = summarize(records, metric)
     written: dict[str, Path] = {}
-    atomic_write_bytes(out / "results.csv", results_csv(records, experiment).encode())
-    written["results.csv"] = out / "results.csv"
+    atomic_write_bytes(out / RESULTS_CSV, results_csv(records, experiment).encode())
+    written[RESULTS_CSV] = out / RESULTS_CSV
+    if any(r.diagnostics for r in records):
+        atomic_write_bytes(out / DIAGNOSTICS_CSV, results_csv(records, experiment, "diagnostics").encode())
+        written[DIAGNOSTICS_CSV] = out / DIAGNOSTICS_CSV
     all_methods = sorted({r.method for r in records})
     for task, groups in summaries.items():
         name = f"curves_{_safe_name(task)}.png"

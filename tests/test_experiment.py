@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import math
+import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import yaml
 from learner.cli import build_parser, main, parse_args
 from learner.config import ConfigError, dump_yaml, load_config
 from learner.experiment import SpecError, load_spec, parse_spec, plan_experiment, run_experiment
-from learner.plots import finetune_auc, mean_se, normalized_auc, read_runs, summarize, write_report
+from learner.plots import finetune_auc, mean_se, normalized_auc, read_results, read_runs, summarize, write_report
 
 TINY = [
     "agent.critic_hidden_dims=[16,16]",
@@ -281,9 +283,31 @@ def test_report_files_png_table_and_tidy_csv(synthetic, tmp_path):
     ]
     with open(written["results.csv"]) as f:
         tidy = list(csv.DictReader(f))
-    assert list(tidy[0])[:6] == ["experiment", "task", "method", "variant", "seed", "step"]
+    assert list(tidy[0])[:7] == ["experiment", "task", "method", "variant", "seed", "warmup_steps", "step"]
     assert len(tidy) == 9 and {r["experiment"] for r in tidy} == {"synthetic"}
     assert [(r["method"], r["seed"], r["step"], r["normalized_score"]) for r in tidy[:2]] == [("sac", "0", "0", "0.1"), ("sac", "0", "10", "0.1")]
+
+
+def test_results_package_regenerates_the_report_from_its_files_alone(synthetic, tmp_path, capsys):
+    # One run also logged forgetting diagnostics: they travel in the package's diagnostics.csv.
+    with open(synthetic / "wsrl0" / "diagnostics.csv", "w", newline="") as f:
+        f.write("step,online_td_error,policy_kl\n0,0.5,0.0\n10,1.5,0.25\n")
+    package = tmp_path / "package"
+    written = write_report(read_runs([synthetic]), package)
+    assert set(written) == {"results.csv", "diagnostics.csv", "summary.md", "curves_pointmass-goal.png"}
+    with open(package / "diagnostics.csv") as f:
+        diag = list(csv.DictReader(f))
+    assert [(r["method"], r["seed"], r["warmup_steps"], r["step"], r["policy_kl"]) for r in diag] == [("wsrl", "0", "10", "0", "0.0"), ("wsrl", "0", "10", "10", "0.25")]
+    records = read_results(package)
+    assert sorted((r.method, r.seed, r.warmup_steps, len(r.rows)) for r in records) == [("sac", 0, 0, 3), ("wsrl", 0, 10, 3), ("wsrl", 1, 10, 3)]
+    # The synthetic run directories are gone: only the package's files remain.
+    shutil.rmtree(synthetic)
+    assert main(["plot", "--from-results", str(package), "--out", str(tmp_path / "again")]) == 0
+    for name in ("results.csv", "diagnostics.csv", "summary.md"):
+        assert (tmp_path / "again" / name).read_text() == (package / name).read_text()
+    assert "0.700 ± 0.000" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="has no results.csv"):
+        read_results(tmp_path)
 
 
 def test_wsrl_plot_redraws_the_experiment_report(tmp_path, capsys):
@@ -298,6 +322,8 @@ def test_wsrl_plot_redraws_the_experiment_report(tmp_path, capsys):
     assert (tmp_path / "replot" / "curves_pointmass-goal.png").read_bytes().startswith(PNG_MAGIC)
     rows = [line for line in (out / "summary.md").read_text().splitlines() if line.startswith("| pointmass-goal")]
     assert [r.split(" | ")[1] for r in rows] == ["calql", "sac", "wsrl"] and all(r.endswith("| 2 |") for r in rows)
+    machine = json.loads((out / "machine.json").read_text())
+    assert machine["cores"] == os.cpu_count() and machine["versions"]["jax"] and len(machine["commit"]) in (0, 40)
     # One experiment directory: the report is redrawn in place.
     assert main(["plot", str(out)]) == 0
     assert "[wsrl plot] 6 runs" in capsys.readouterr().out
