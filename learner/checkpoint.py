@@ -27,6 +27,7 @@ from flax import serialization
 from envs.atomic_files import atomic_write_bytes
 from learner.agents import AGENTS
 from learner.config import AgentConfig, Config, config_from_dict, to_dict
+from learner.networks import inverse_softplus
 
 FORMAT = "wsrl-checkpoint-v1"
 # Fields of AgentConfig that decide parameter shapes; they must agree to load a checkpoint.
@@ -133,9 +134,22 @@ def restore_agent(
     check_compatible(checkpoint, agent_config, spec)
     agent = AGENTS[algorithm].create(agent_config, spec["observation_dim"], spec["action_dim"], seed)
     template = serialization.to_state_dict(agent)
-    shared = [k for k in template if k != "rng" and k in checkpoint.state and template[k] is not None and checkpoint.state[k] is not None]
+    loaded = _upgrade_lagrange(template, checkpoint.state)
+    shared = [k for k in template if k != "rng" and k in loaded and template[k] is not None and loaded[k] is not None]
     for key in shared:
         _check_shapes(template[key], checkpoint.state[key], key)
-    state = {**template, **{k: checkpoint.state[k] for k in shared}}
+    state = {**template, **{k: loaded[k] for k in shared}}
     return serialization.from_state_dict(agent, state)
+
+
+def _upgrade_lagrange(template: dict, state: dict) -> dict:
+    """Checkpoints written before dual CQL's lambda was softplus-parameterized store it as
+    log(lambda) (params {"log_value"}); carry the value over as softplus^-1(lambda), keeping
+    its step count, with a fresh optimizer state (the old Adam moments were of log(lambda))."""
+    old, new = state.get("lagrange"), template.get("lagrange")
+    if not (isinstance(old, dict) and isinstance(new, dict) and "log_value" in (old.get("params") or {})):
+        return state
+    value = float(np.exp(np.asarray(old["params"]["log_value"], np.float64)))
+    raw = np.asarray(inverse_softplus(max(value, 1e-30)), np.float32)
+    return {**state, "lagrange": {**new, "step": old.get("step", new.get("step")), "params": {"raw_value": raw}}}
 

@@ -55,8 +55,14 @@ class AgentConfig:
     critic_matmul_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     actor_hidden_dims: tuple[int, ...] = (256, 256)
     actor_layer_norm: bool = True
+    # "exp": a state-dependent log-std head; "uniform": one learned log-std per action
+    # dimension (the reference's antmaze setting).
     std_parameterization: Literal["exp", "uniform"] = "exp"
-    # Scale of the initializer of the policy's output layers (mean, log-std).
+    # Kernel initializer of every Dense layer: "orthogonal" (gain sqrt(2), the reference
+    # implementation's) or "xavier_uniform". Biases start at zero.
+    kernel_init: Literal["orthogonal", "xavier_uniform"] = "orthogonal"
+    # Gain of the initializer of the last hidden layer of every MLP trunk (critics, actor,
+    # IQL value), the reference's `kernel_scale_final`; null: the default gain.
     kernel_scale_final: Optional[float] = 1e-2
     log_std_min: float = -20.0
     log_std_max: float = 2.0
@@ -91,10 +97,28 @@ class AgentConfig:
     cql_num_actions: int = 10
     cql_importance_sample: bool = True
     cql_temperature: float = 1.0
+    # The TD target of the CQL/CalQL agents (pre-training and CQL/CalQL fine-tuning), with
+    # the values of `max_target_backup`: the reference uses "sampled_actions" (CQL's max
+    # target backup) on every environment.
+    cql_max_target_backup: Literal["none", "sampled_actions", "ensemble_max"] = "sampled_actions"
+    # Which critics the CQL penalty is computed on: "subsample" the critic_subsample_size
+    # critics drawn at random each critic step (the reference, with a 10-critic ensemble and
+    # subsample 2), "all" every critic of the ensemble.
+    cql_penalty_critics: Literal["subsample", "all"] = "subsample"
+    # Without the Lagrange form, the gap is clipped to [min, max] before its mean (the
+    # reference's cql_clip_diff_min/max; null: no bound, the reference's default).
+    cql_clip_diff_min: Optional[float] = None
+    cql_clip_diff_max: Optional[float] = None
+    # Dual ("Lagrange") CQL: critic loss TD + lambda * (mean(gap) - cql_target_action_gap),
+    # lambda >= 0 learned (softplus-parameterized, initial cql_alpha_lagrange_init) once per
+    # fused update so that the gap stays near its target; cql_alpha is not used then.
     cql_lagrange: bool = False
     cql_target_action_gap: float = 0.8
     cql_alpha_lagrange_init: float = 1.0
     cql_alpha_lagrange_lr: float = 3e-4
+    # true: lambda * cql_alpha * (mean(gap) - target), the original CQL code's dual form
+    # (min_q_weight * alpha_prime); false: the reference's and the CQL paper's lambda * (...).
+    cql_lagrange_times_alpha: bool = False
 
     # IQL (Kostrikov et al. 2021).
     iql_expectile: float = 0.7
@@ -432,6 +456,11 @@ def validate(config: Config) -> None:
     _check(a.max_target_backup_num_actions >= 1, "agent.max_target_backup_num_actions", a.max_target_backup_num_actions, "an integer >= 1")
     _check(a.cql_alpha >= 0, "agent.cql_alpha", a.cql_alpha, "a number >= 0")
     _check(a.cql_num_actions >= 1, "agent.cql_num_actions", a.cql_num_actions, "an integer >= 1")
+    if a.cql_clip_diff_min is not None and a.cql_clip_diff_max is not None:
+        _check(
+            a.cql_clip_diff_min < a.cql_clip_diff_max, "agent.cql_clip_diff_min", a.cql_clip_diff_min,
+            f"a number < agent.cql_clip_diff_max={a.cql_clip_diff_max} (or null)",
+        )
     _check(0.0 < a.iql_expectile < 1.0, "agent.iql_expectile", a.iql_expectile, "a number in (0, 1)")
     _check(p.num_steps >= 1, "pretrain.num_steps", p.num_steps, "an integer >= 1")
     _check(p.dataset_episodes >= 1, "pretrain.dataset_episodes", p.dataset_episodes, "an integer >= 1")

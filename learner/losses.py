@@ -103,16 +103,19 @@ def cql_q_gap(
     q_next_policy (E, B, N) at state s for actions sampled from pi(.|s) and pi(.|s'), with
     their log-probs (B, N). With `mc_lower_bound` (B,) this is CalQL: the policy-action values
     are replaced by max(Q, MC return-to-go) before the soft-max.
-    With importance sampling the soft-max is over the 3N proposals weighted by their densities
-    (log density of the uniform is -A log 2); without it, over [random, data, next, current]
-    as in the original CQL. Returns the gap (E, B) and diagnostics.
+    With importance sampling the soft-max is T logsumexp(./T) over the 3N proposals weighted
+    by their densities (log density of the uniform is -A log 2); without it, T log mean
+    exp(./T) over the 3N + 1 values [random, data, next, current], as in the original CQL
+    (and the reference implementation, which subtracts T log(3N + 1)).
+    Returns the gap (E, B) and diagnostics; `calql_bound_rate` is the share of the 3N
+    proposal values per critic and state that the bound lifted (random actions are never
+    bounded, so at most 2/3), the reference implementation's denominator.
     """
     info = {}
     if mc_lower_bound is not None:
         bound = mc_lower_bound[None, :, None]
-        info["calql_bound_rate"] = jnp.mean(
-            jnp.concatenate([q_policy < bound, q_next_policy < bound], axis=-1)
-        )
+        lifted = jnp.sum(q_policy < bound) + jnp.sum(q_next_policy < bound)
+        info["calql_bound_rate"] = lifted / (q_random.size + q_policy.size + q_next_policy.size)
         q_policy = jnp.maximum(q_policy, bound)
         q_next_policy = jnp.maximum(q_next_policy, bound)
     if importance_sample:
@@ -125,23 +128,49 @@ def cql_q_gap(
             ],
             axis=-1,
         )
+        ood = jax.nn.logsumexp(proposals / cql_temperature, axis=-1) * cql_temperature
     else:
         proposals = jnp.concatenate([q_random, q_data[..., None], q_next_policy, q_policy], axis=-1)
-    ood = jax.nn.logsumexp(proposals / cql_temperature, axis=-1) * cql_temperature
+        ood = (jax.nn.logsumexp(proposals / cql_temperature, axis=-1) - jnp.log(proposals.shape[-1])) * cql_temperature
     info["cql_ood_values"] = ood.mean()
     return ood - q_data, info
 
 
 def cql_penalty(
-    q_gap: jnp.ndarray, cql_alpha: float, lagrange_multiplier: Optional[jnp.ndarray] = None,
+    q_gap: jnp.ndarray,
+    cql_alpha: float,
+    lagrange_multiplier: Optional[jnp.ndarray] = None,
     target_action_gap: float = 0.0,
+    clip_min: Optional[float] = None,
+    clip_max: Optional[float] = None,
+    lagrange_times_alpha: bool = False,
 ) -> jnp.ndarray:
-    """The term added to the critic loss: alpha * mean(gap), or with the Lagrange ("dual")
-    version alpha' * alpha * (mean(gap) - target_action_gap), alpha' learned to keep the gap
-    near its target. q_gap (E, B)."""
+    """The term added to the critic loss; q_gap (E, B).
+
+    Fixed weight: alpha * mean(clip(gap, clip_min, clip_max)) (a None bound does not clip).
+    Lagrange ("dual") form: lambda * (mean(gap) - target_action_gap), lambda >= 0 learned
+    (`lagrange_loss`), the form of the CQL paper and of the reference implementation; with
+    `lagrange_times_alpha`, lambda * alpha * (...), the original CQL code's (its min_q_weight
+    times alpha_prime). No clipping in the Lagrange form (the reference clips only without it).
+    """
     if lagrange_multiplier is None:
+        if clip_min is not None:
+            q_gap = jnp.maximum(q_gap, clip_min)
+        if clip_max is not None:
+            q_gap = jnp.minimum(q_gap, clip_max)
         return cql_alpha * q_gap.mean()
-    return lagrange_multiplier * cql_alpha * (q_gap.mean() - target_action_gap)
+    weight = lagrange_multiplier * cql_alpha if lagrange_times_alpha else lagrange_multiplier
+    return weight * (q_gap.mean() - target_action_gap)
+
+
+def lagrange_loss(
+    lagrange_multiplier: jnp.ndarray, mean_gap: jnp.ndarray, target_action_gap: float, cql_alpha: float = 1.0,
+    lagrange_times_alpha: bool = False,
+) -> jnp.ndarray:
+    """-lambda * (mean gap - target) (times alpha with `lagrange_times_alpha`): descending it
+    raises lambda while the gap exceeds its target and lowers it below (gap held fixed)."""
+    weight = lagrange_multiplier * cql_alpha if lagrange_times_alpha else lagrange_multiplier
+    return -weight * (jax.lax.stop_gradient(mean_gap) - target_action_gap)
 
 
 def expectile_loss(diff: jnp.ndarray, expectile: float) -> jnp.ndarray:

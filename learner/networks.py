@@ -6,6 +6,7 @@ and `learner.distributions`, which need nothing but jax and flax).
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache, partial
 from typing import ClassVar, Optional, Sequence
 
@@ -15,21 +16,42 @@ import jax.numpy as jnp
 from jax import lax
 
 
-def default_init(scale: float = 1.0) -> nn.initializers.Initializer:
-    """Xavier-uniform scaled by `scale` (scale 1 is plain Xavier/Glorot)."""
-    return nn.initializers.variance_scaling(scale, "fan_avg", "uniform")
+KERNEL_INITS = ("orthogonal", "xavier_uniform")
+
+
+def default_init(scale: Optional[float] = None, kind: str = "orthogonal") -> nn.initializers.Initializer:
+    """The kernel initializer of every Dense layer.
+
+    "orthogonal" (the reference implementation's, and the default): orthogonal matrices of
+    gain `scale`, sqrt(2) when None (ReLU's gain). "xavier_uniform": Xavier/Glorot uniform
+    scaled by `scale` (1 when None). Biases start at zero either way.
+    """
+    if kind == "orthogonal":
+        return nn.initializers.orthogonal(math.sqrt(2.0) if scale is None else scale)
+    if kind == "xavier_uniform":
+        return nn.initializers.variance_scaling(1.0 if scale is None else scale, "fan_avg", "uniform")
+    raise ValueError(f"kernel_init: got {kind!r}, expected one of {KERNEL_INITS}")
 
 
 class MLP(nn.Module):
-    """Dense layers with ReLU; LayerNorm (if asked) after every hidden layer, before ReLU."""
+    """Dense layers with ReLU; LayerNorm (if asked) after every hidden layer, before ReLU.
+
+    The last hidden layer's kernel is initialized with gain `kernel_scale_final` when given
+    (the reference implementation's `kernel_scale_final`: 1e-2 on antmaze, adroit and
+    locomotion, unset on kitchen), every other kernel with the default gain of `kernel_init`.
+    """
 
     hidden_dims: Sequence[int]
     layer_norm: bool = False
+    kernel_init: str = "orthogonal"
+    kernel_scale_final: Optional[float] = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        for width in self.hidden_dims:
-            x = nn.Dense(width, kernel_init=default_init())(x)
+        for i, width in enumerate(self.hidden_dims):
+            last = i + 1 == len(self.hidden_dims)
+            scale = self.kernel_scale_final if last else None
+            x = nn.Dense(width, kernel_init=default_init(scale, self.kernel_init))(x)
             if self.layer_norm:
                 x = nn.LayerNorm()(x)
             x = nn.relu(x)
@@ -41,12 +63,14 @@ class Critic(nn.Module):
 
     hidden_dims: Sequence[int]
     layer_norm: bool = True
+    kernel_init: str = "orthogonal"
+    kernel_scale_final: Optional[float] = None
 
     @nn.compact
     def __call__(self, observations: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
         x = jnp.concatenate([observations, actions], axis=-1)
-        x = MLP(self.hidden_dims, self.layer_norm)(x)
-        return nn.Dense(1, kernel_init=default_init())(x)[..., 0]
+        x = MLP(self.hidden_dims, self.layer_norm, self.kernel_init, self.kernel_scale_final)(x)
+        return nn.Dense(1, kernel_init=default_init(None, self.kernel_init))(x)[..., 0]
 
 
 class CriticEnsemble(nn.Module):
@@ -73,6 +97,9 @@ class CriticEnsemble(nn.Module):
     # rounded to bf16, products accumulated in float32; see `MATMUL_DTYPES`), or "auto"
     # (`auto_matmul_dtype`: bfloat16 where the device has native bf16 matmuls).
     matmul_dtype: str = "float32"
+    # Initialization only (see `MLP`); `apply` does not read them.
+    kernel_init: str = "orthogonal"
+    kernel_scale_final: Optional[float] = None
 
     implementation: ClassVar[str] = "fused"  # or "vmap"
 
@@ -91,7 +118,9 @@ class CriticEnsemble(nn.Module):
                 out_axes=0,
                 axis_size=self.num_critics,
             )
-            return ensemble(self.hidden_dims, self.layer_norm, name="critics")(observations, actions)
+            return ensemble(self.hidden_dims, self.layer_norm, self.kernel_init, self.kernel_scale_final, name="critics")(
+                observations, actions
+            )
         params = self.variables["params"]["critics"]
         size = params["Dense_0"]["bias"].shape[0]
         if size != self.num_critics:
@@ -452,17 +481,20 @@ class TanhGaussianPolicy(nn.Module):
     hidden_dims: Sequence[int]
     layer_norm: bool = True
     std_parameterization: str = "exp"
-    kernel_scale_final: Optional[float] = 1e-2
+    kernel_scale_final: Optional[float] = 1e-2  # the trunk's last hidden layer (see `MLP`)
     log_std_min: float = -20.0
     log_std_max: float = 2.0
+    kernel_init: str = "orthogonal"
 
     @nn.compact
     def __call__(self, observations: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-        h = MLP(self.hidden_dims, self.layer_norm)(observations)
-        final_init = default_init(self.kernel_scale_final or 1.0)
-        means = nn.Dense(self.action_dim, kernel_init=final_init, name="mean")(h)
+        h = MLP(self.hidden_dims, self.layer_norm, self.kernel_init, self.kernel_scale_final)(observations)
+        # The heads get the default gain, as in the reference implementation (its small
+        # `kernel_scale_final` is on the trunk's last hidden layer, not on the heads).
+        head_init = default_init(None, self.kernel_init)
+        means = nn.Dense(self.action_dim, kernel_init=head_init, name="mean")(h)
         if self.std_parameterization == "exp":
-            log_stds = nn.Dense(self.action_dim, kernel_init=final_init, name="log_std")(h)
+            log_stds = nn.Dense(self.action_dim, kernel_init=head_init, name="log_std")(h)
         elif self.std_parameterization == "uniform":
             log_stds = self.param("log_stds", nn.initializers.zeros, (self.action_dim,))
             log_stds = jnp.broadcast_to(log_stds, means.shape)
@@ -472,7 +504,13 @@ class TanhGaussianPolicy(nn.Module):
 
 
 class Temperature(nn.Module):
-    """SAC's entropy temperature alpha, stored as log(alpha) so it stays positive."""
+    """SAC's entropy temperature alpha, stored as log(alpha) so it stays positive.
+
+    Deliberate difference (docs/fidelity.md): the reference implementation stores
+    softplus^-1(alpha) instead. Both start at alpha = 1 and keep alpha > 0; they differ only in
+    how an Adam step on the stored value moves alpha. log(alpha) is the parameterization of
+    SAC (Haarnoja et al. 2018b) and of RLPD, whose SAC the paper says it uses (Appendix I).
+    """
 
     initial_value: float = 1.0
 
@@ -482,16 +520,35 @@ class Temperature(nn.Module):
         return jnp.exp(log_value)
 
 
+def inverse_softplus(value: float) -> float:
+    """x with softplus(x) = log(1 + e^x) = value (value > 0)."""
+    return float(value + math.log(-math.expm1(-value)))
+
+
+class LagrangeMultiplier(nn.Module):
+    """A non-negative Lagrange multiplier stored as softplus^-1(value) (dual CQL's alpha'),
+    as the reference implementation parameterizes it. Parameter: "raw_value"."""
+
+    initial_value: float = 1.0
+
+    @nn.compact
+    def __call__(self) -> jnp.ndarray:
+        raw = self.param("raw_value", lambda _: jnp.full((), inverse_softplus(self.initial_value), jnp.float32))
+        return jax.nn.softplus(raw)
+
+
 class ValueFunction(nn.Module):
     """V(s) -> scalar (IQL)."""
 
     hidden_dims: Sequence[int]
     layer_norm: bool = True
+    kernel_init: str = "orthogonal"
+    kernel_scale_final: Optional[float] = None
 
     @nn.compact
     def __call__(self, observations: jnp.ndarray) -> jnp.ndarray:
-        h = MLP(self.hidden_dims, self.layer_norm)(observations)
-        return nn.Dense(1, kernel_init=default_init())(h)[..., 0]
+        h = MLP(self.hidden_dims, self.layer_norm, self.kernel_init, self.kernel_scale_final)(observations)
+        return nn.Dense(1, kernel_init=default_init(None, self.kernel_init))(h)[..., 0]
 
 
 def make_policy(agent_config, action_dim: int) -> TanhGaussianPolicy:
@@ -504,4 +561,6 @@ def make_policy(agent_config, action_dim: int) -> TanhGaussianPolicy:
         kernel_scale_final=agent_config.kernel_scale_final,
         log_std_min=agent_config.log_std_min,
         log_std_max=agent_config.log_std_max,
+        # Initialization only: an actor process applies received parameters and never reads it.
+        kernel_init=getattr(agent_config, "kernel_init", "orthogonal"),
     )

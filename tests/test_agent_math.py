@@ -132,16 +132,22 @@ def iql_value_critic_fn(agent, batch):
 # the TD target
 
 
+def target_mode(agent):
+    """SAC reads agent.max_target_backup; CQL/CalQL agent.cql_max_target_backup."""
+    return agent.config.cql_max_target_backup if isinstance(agent, CQLAgent) else agent.config.max_target_backup
+
+
 def np_critic_target(agent, batch, action_rng, subsample_rng, return_parts=False):
     c = agent.config
     b = npb(batch)
-    n = c.max_target_backup_num_actions if c.max_target_backup == "sampled_actions" else 1
+    mode = target_mode(agent)
+    n = c.max_target_backup_num_actions if mode == "sampled_actions" else 1
     actor_p = ref.to_np(agent.actor.params)
     target_p = ref.to_np(agent.critic.target_params)
     next_obs = np.broadcast_to(b["next_observations"][:, None], (B, n, OBS_DIM))
     means, log_stds = ref.policy(actor_p, next_obs, c.log_std_min, c.log_std_max)
     actions, log_probs = ref.sample_tanh_gaussian(normal(action_rng, (B, n, ACT_DIM)), means, log_stds)
-    if c.max_target_backup == "ensemble_max":
+    if mode == "ensemble_max":
         q = ref.critic_ensemble(target_p, next_obs, actions).max(0)  # (B, n)
     else:
         idx = np.asarray(jax.random.choice(subsample_rng, c.critic_ensemble_size, (c.critic_subsample_size,), replace=False))
@@ -332,36 +338,47 @@ def np_cql_regularizer(agent, batch, qs, rng, lagrange=None, critic_params=None)
     c = agent.config
     b = npb(batch)
     n = c.cql_num_actions
-    k_random, k_policy, k_next = jax.random.split(rng, 3)
+    k_random, k_policy, k_next, k_subsample = jax.random.split(rng, 4)
     rand = np.asarray(jax.random.uniform(k_random, (B, n, ACT_DIM), minval=-1.0, maxval=1.0), np.float64)
     actor_p = ref.to_np(agent.actor.params)
     critic_p = ref.to_np(agent.critic.params) if critic_params is None else critic_params
+    # the penalty's critics: critic_subsample_size distinct ones drawn with k_subsample (or all)
+    if c.cql_penalty_critics == "all" or c.critic_subsample_size == c.critic_ensemble_size:
+        idx = np.arange(c.critic_ensemble_size)
+    else:
+        idx = np.asarray(jax.random.choice(k_subsample, c.critic_ensemble_size, (c.critic_subsample_size,), replace=False))
+    qs = qs[idx]
     obs_rep = np.broadcast_to(b["observations"][:, None], (B, n, OBS_DIM))
     next_rep = np.broadcast_to(b["next_observations"][:, None], (B, n, OBS_DIM))
     pol_a, pol_lp = ref.sample_tanh_gaussian(normal(k_policy, (B, n, ACT_DIM)), *ref.policy(actor_p, obs_rep, c.log_std_min, c.log_std_max))
     nxt_a, nxt_lp = ref.sample_tanh_gaussian(normal(k_next, (B, n, ACT_DIM)), *ref.policy(actor_p, next_rep, c.log_std_min, c.log_std_max))
     # all proposals are evaluated at the current state s
-    q_rand = ref.critic_ensemble(critic_p, obs_rep, rand)
-    q_pol = ref.critic_ensemble(critic_p, obs_rep, pol_a)
-    q_nxt = ref.critic_ensemble(critic_p, obs_rep, nxt_a)
+    q_rand = ref.critic_ensemble(critic_p, obs_rep, rand, indices=idx)
+    q_pol = ref.critic_ensemble(critic_p, obs_rep, pol_a, indices=idx)
+    q_nxt = ref.critic_ensemble(critic_p, obs_rep, nxt_a, indices=idx)
     info = {}
     if agent.use_mc_lower_bound:
         bound = b["mc_returns"][None, :, None]
-        info["calql_bound_rate"] = (np.sum(q_pol < bound) + np.sum(q_nxt < bound)) / (2 * q_pol.size)
+        # lifted values over all 3n proposal values per critic and state
+        info["calql_bound_rate"] = (np.sum(q_pol < bound) + np.sum(q_nxt < bound)) / (3 * q_pol.size)
         q_pol, q_nxt = np.maximum(q_pol, bound), np.maximum(q_nxt, bound)
     t = c.cql_temperature
     if c.cql_importance_sample:
         cat = np.concatenate([q_rand + ACT_DIM * np.log(2.0), q_nxt - nxt_lp[None], q_pol - pol_lp[None]], -1)
+        ood = t * ref.logsumexp(cat / t, -1)
     else:
         cat = np.concatenate([q_rand, qs[..., None], q_nxt, q_pol], -1)
-    ood = t * ref.logsumexp(cat / t, -1)
+        ood = t * (ref.logsumexp(cat / t, -1) - np.log(cat.shape[-1]))
     gap = ood - qs
     if lagrange is None:
-        penalty = c.cql_alpha * gap.mean()
+        lo = -np.inf if c.cql_clip_diff_min is None else c.cql_clip_diff_min
+        hi = np.inf if c.cql_clip_diff_max is None else c.cql_clip_diff_max
+        penalty = c.cql_alpha * np.clip(gap, lo, hi).mean()
     else:
-        penalty = lagrange * c.cql_alpha * (gap.mean() - c.cql_target_action_gap)
+        weight = lagrange * c.cql_alpha if c.cql_lagrange_times_alpha else lagrange
+        penalty = weight * (gap.mean() - c.cql_target_action_gap)
     info.update(cql_penalty=penalty, cql_q_gap=gap.mean(), cql_ood_values=ood.mean())
-    return penalty, info, dict(q_pol=q_pol)
+    return penalty, info, dict(q_pol=q_pol, idx=idx)
 
 
 RK = jax.random.PRNGKey(21)
@@ -375,10 +392,14 @@ RK = jax.random.PRNGKey(21)
         (CQLAgent, dict(cql_temperature=0.5)),
         (CQLAgent, dict(cql_importance_sample=False, cql_temperature=2.0)),
         (CQLAgent, dict(cql_lagrange=True, cql_alpha_lagrange_init=2.0, cql_target_action_gap=0.8)),
+        (CQLAgent, dict(cql_lagrange=True, cql_alpha_lagrange_init=2.0, cql_lagrange_times_alpha=True)),
+        (CQLAgent, dict(cql_penalty_critics="all")),
+        (CQLAgent, dict(cql_clip_diff_min=-0.5, cql_clip_diff_max=1.0)),
         (CalQLAgent, dict()),
         (CalQLAgent, dict(cql_lagrange=True, cql_alpha_lagrange_init=0.5)),
     ],
-    ids=["cql", "cql-no-is", "cql-temp0.5", "cql-no-is-temp2", "cql-lagrange", "calql", "calql-lagrange"],
+    ids=["cql", "cql-no-is", "cql-temp0.5", "cql-no-is-temp2", "cql-lagrange", "cql-lagrange-times-alpha", "cql-all-critics",
+         "cql-clip", "calql", "calql-lagrange"],
 )
 def test_cql_regularizer_matches_numpy(cls, kw):
     agent = perturb(cls.create(cfg(**kw), OBS_DIM, ACT_DIM), seed=4)
@@ -403,17 +424,19 @@ def test_cql_regularizer_matches_numpy(cls, kw):
 
 
 def test_cql_lagrange_multiplier_step_direction():
-    """Dual CQL: alpha' grows while the gap exceeds its target and shrinks below it."""
-    batch = make_batch(seed=2)
+    """Dual CQL: lambda = softplus(raw) takes one Adam step per fused update (M = 2 critic
+    steps here), up while the mean gap of those steps exceeds its target, down below it."""
+    batch = stacked_batch(2)
     for target_gap, direction in ((-50.0, +1), (50.0, -1)):
         agent = perturb(CQLAgent.create(cfg(cql_lagrange=True, cql_target_action_gap=target_gap), OBS_DIM, ACT_DIM), seed=4)
-        new, info = update_critic_fn(agent, batch)
-        old_v = float(agent.lagrange.params["log_value"])
-        new_v = float(new.lagrange.params["log_value"])
+        new, info = agent.update(batch)
+        old_raw = float(agent.lagrange.params["raw_value"])
+        new_raw = float(new.lagrange.params["raw_value"])
+        close(math.log1p(math.exp(old_raw)), agent.config.cql_alpha_lagrange_init, rtol=1e-6)  # softplus, initial 1
         assert np.sign(float(info["cql_q_gap"]) - target_gap) == direction
-        close(new_v - old_v, direction * agent.config.cql_alpha_lagrange_lr, rtol=5e-3, atol=0)
-        close(info["cql_alpha_lagrange"], math.exp(new_v), rtol=1e-5)
-        assert int(new.lagrange.step) == 1
+        close(new_raw - old_raw, direction * agent.config.cql_alpha_lagrange_lr, rtol=5e-3, atol=0)
+        close(info["cql_alpha_lagrange"], math.log1p(math.exp(new_raw)), rtol=1e-5)
+        assert int(new.lagrange.step) == 1 and int(new.critic.step) == 2
 
 
 # ---------------------------------------------------------------------------------------

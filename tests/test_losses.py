@@ -176,9 +176,12 @@ def _expected_gap(importance_sample, temp=1.0, bound=None):
                 vals = [q + A * LOG2 for q in rand]  # minus the uniform log-density -A log 2
                 vals += [qn[n] - float(LP_NEXT[b, n]) for n in range(2)]
                 vals += [qp[n] - float(LP_POL[b, n]) for n in range(2)]
+                ood = _lse(vals, temp)
             else:
+                # T log mean exp(./T) over the 3N + 1 values (the reference's -T log(3N + 1))
                 vals = rand + [float(Q_DATA[e, b])] + qn + qp
-            gap[e, b] = _lse(vals, temp) - float(Q_DATA[e, b])
+                ood = _lse(vals, temp) - temp * math.log(len(vals))
+            gap[e, b] = ood - float(Q_DATA[e, b])
     return gap
 
 
@@ -213,6 +216,19 @@ def test_cql_q_gap_without_importance_sampling():
     close(gap, _expected_gap(False))
 
 
+def test_cql_q_gap_without_importance_sampling_hand_value():
+    """e=0, b=0 by hand: log of the mean of exp over the 3N + 1 = 7 values
+    [random 0.2, -1.0; data 1.0; next 0.1, 1.6; policy 1.2, 0.7], minus Q(data) = 1.0."""
+    vals = [0.2, -1.0, 1.0, 0.1, 1.6, 1.2, 0.7]
+    expected = math.log(sum(math.exp(v) for v in vals) / 7.0) - 1.0
+    gap, _ = _gap(importance_sample=False)
+    close(gap[0, 0], expected)
+    # temperature 0.5: 0.5 * log(mean(exp(v / 0.5))) - 1
+    expected_t = 0.5 * math.log(sum(math.exp(v / 0.5) for v in vals) / 7.0) - 1.0
+    gap_t, _ = _gap(importance_sample=False, cql_temperature=0.5)
+    close(gap_t[0, 0], expected_t)
+
+
 @pytest.mark.parametrize("importance_sample", [True, False])
 def test_cql_q_gap_temperature(importance_sample):
     gap, _ = _gap(cql_temperature=0.5, importance_sample=importance_sample)
@@ -230,8 +246,9 @@ def test_calql_lower_bound_active():
     assert np.abs(expected - _expected_gap(True)).max() > 0.05
     # Entries strictly below the bound among the policy and next-policy values (16 in all):
     # b=0 (bound 1): Q_POL 0.7, 0.8; Q_NEXT 0.1, -0.7 -> 4. b=1 (bound .5): Q_POL -0.4, 0.0,
-    # -1.1; Q_NEXT -0.2, 0.4 -> 5.
-    close(info["calql_bound_rate"], 9.0 / 16.0)
+    # -1.1; Q_NEXT -0.2, 0.4 -> 5. The rate is over all 3N = 24 proposal values (the random
+    # ones are never bounded), the reference implementation's denominator.
+    close(info["calql_bound_rate"], 9.0 / 24.0)
 
 
 def test_calql_lower_bound_leaves_random_and_data_values_alone():
@@ -239,7 +256,7 @@ def test_calql_lower_bound_leaves_random_and_data_values_alone():
     bound = np.array([10.0, 10.0], np.float32)
     gap, info = _gap(mc_lower_bound=jnp.asarray(bound))
     close(gap, _expected_gap(True, bound=[10.0, 10.0]))
-    close(info["calql_bound_rate"], 1.0)
+    close(info["calql_bound_rate"], 2.0 / 3.0)  # every policy value, none of the random ones
     gap_nis, _ = _gap(mc_lower_bound=jnp.asarray(bound), importance_sample=False)
     close(gap_nis, _expected_gap(False, bound=[10.0, 10.0]))
 
@@ -256,11 +273,42 @@ def test_cql_penalty_fixed_alpha():
     close(losses.cql_penalty(jnp.asarray(gap), 5.0), 5.0)
 
 
+def test_cql_penalty_fixed_alpha_clips_the_gap():
+    """The reference's cql_clip_diff_min/max: clip each gap, then the mean."""
+    gap = jnp.asarray(np.array([[1.0, 2.0], [3.0, -2.0]], np.float32))
+    # clip to [-1, 2.5]: [1, 2, 2.5, -1] -> mean 1.125, times alpha 5
+    close(losses.cql_penalty(gap, 5.0, clip_min=-1.0, clip_max=2.5), 5.0 * 1.125)
+    # one-sided: [0, inf) -> [1, 2, 3, 0] -> 1.5; (-inf, 1.5] -> [1, 1.5, 1.5, -2] -> 0.5
+    close(losses.cql_penalty(gap, 5.0, clip_min=0.0), 5.0 * 1.5)
+    close(losses.cql_penalty(gap, 5.0, clip_max=1.5), 5.0 * 0.5)
+    # no bounds (the reference's default -inf / inf): the plain mean
+    close(losses.cql_penalty(gap, 5.0, clip_min=None, clip_max=None), 5.0)
+    # the bounds do not apply to the Lagrange form (the reference clips only without it)
+    close(losses.cql_penalty(gap, 5.0, jnp.asarray(2.0), 0.8, clip_min=0.0, clip_max=0.5), 2.0 * (1.0 - 0.8))
+
+
 def test_cql_penalty_lagrange():
+    """The reference's dual form: lambda * (mean(gap) - target), no cql_alpha in the product."""
     gap = np.array([[1.0, 2.0], [3.0, -2.0]], np.float32)  # mean 1
-    close(losses.cql_penalty(jnp.asarray(gap), 5.0, jnp.asarray(2.0), 0.8), 2.0 * 5.0 * (1.0 - 0.8))
+    close(losses.cql_penalty(jnp.asarray(gap), 5.0, jnp.asarray(2.0), 0.8), 2.0 * (1.0 - 0.8))
     # Below the target gap the penalty is negative (it rewards raising the gap).
-    close(losses.cql_penalty(jnp.asarray(gap), 5.0, jnp.asarray(2.0), 3.0), 2.0 * 5.0 * (1.0 - 3.0))
+    close(losses.cql_penalty(jnp.asarray(gap), 5.0, jnp.asarray(2.0), 3.0), 2.0 * (1.0 - 3.0))
+    # The original CQL code's reading: lambda * alpha * (mean(gap) - target).
+    close(
+        losses.cql_penalty(jnp.asarray(gap), 5.0, jnp.asarray(2.0), 0.8, lagrange_times_alpha=True),
+        2.0 * 5.0 * (1.0 - 0.8),
+    )
+
+
+def test_lagrange_loss_and_its_gradient():
+    """-lambda * (gap - target): d/dlambda = -(gap - target), the gap held fixed."""
+    loss = losses.lagrange_loss(jnp.asarray(1.5), jnp.asarray(1.3), 0.8)
+    close(loss, -1.5 * 0.5)
+    d_lambda, d_gap = jax.grad(lambda l, g: losses.lagrange_loss(l, g, 0.8), argnums=(0, 1))(jnp.asarray(1.5), jnp.asarray(1.3))
+    close(d_lambda, -0.5)
+    close(d_gap, 0.0)
+    d_times = jax.grad(lambda l: losses.lagrange_loss(l, jnp.asarray(1.3), 0.8, 5.0, True))(jnp.asarray(1.5))
+    close(d_times, -5.0 * 0.5)
 
 
 # ---------------------------------------------------------------------------------------

@@ -58,11 +58,23 @@ def repeat_states(observations: jnp.ndarray, n: int) -> jnp.ndarray:
     return jnp.broadcast_to(observations[:, None], (observations.shape[0], n, observations.shape[-1]))
 
 
+def critic_subsample_indices(rng: jax.Array, ensemble_size: int, subsample_size: int) -> jnp.ndarray:
+    """`subsample_size` distinct critic indices drawn uniformly from the ensemble.
+
+    Deliberate difference (docs/fidelity.md): the reference implementation draws them with
+    replacement (`randint`), so with 10 critics and 2 draws one time in ten both are the same
+    critic and the "min over 2" is one critic. Distinct critics are REDQ's (Chen et al. 2021)
+    and the paper's "randomly sub-sampling 2 and taking the min over the 2" (Appendix I).
+    """
+    return jax.random.choice(rng, ensemble_size, (subsample_size,), replace=False)
+
+
 def subsample_critics(rng: jax.Array, params: Any, ensemble_size: int, subsample_size: int) -> Any:
-    """The parameters of `subsample_size` distinct critics drawn uniformly from the ensemble."""
+    """The parameters of `subsample_size` distinct critics drawn uniformly from the ensemble
+    (`critic_subsample_indices`); all of them when the sizes are equal."""
     if subsample_size == ensemble_size:
         return params
-    indices = jax.random.choice(rng, ensemble_size, (subsample_size,), replace=False)
+    indices = critic_subsample_indices(rng, ensemble_size, subsample_size)
     return jax.tree_util.tree_map(lambda p: p[indices], params)
 
 

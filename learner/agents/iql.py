@@ -43,9 +43,10 @@ class IQLAgent(flax.struct.PyTreeNode):
         obs = jnp.zeros((1, observation_dim), jnp.float32)
         act = jnp.zeros((1, action_dim), jnp.float32)
         critic = CriticEnsemble(
-            config.critic_ensemble_size, tuple(config.critic_hidden_dims), config.critic_layer_norm, config.critic_matmul_dtype
+            config.critic_ensemble_size, tuple(config.critic_hidden_dims), config.critic_layer_norm, config.critic_matmul_dtype,
+            config.kernel_init, config.kernel_scale_final,
         )
-        value = ValueFunction(tuple(config.critic_hidden_dims), config.critic_layer_norm)
+        value = ValueFunction(tuple(config.critic_hidden_dims), config.critic_layer_norm, config.kernel_init, config.kernel_scale_final)
         return {
             "actor": make_state(make_policy(config, action_dim), k_actor, (obs,), config.actor_lr),
             "critic": make_state(critic, k_critic, (obs, act), config.critic_lr, with_target=True),

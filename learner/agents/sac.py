@@ -54,7 +54,8 @@ class SACAgent(flax.struct.PyTreeNode):
         obs = jnp.zeros((1, observation_dim), jnp.float32)
         act = jnp.zeros((1, action_dim), jnp.float32)
         critic = CriticEnsemble(
-            config.critic_ensemble_size, tuple(config.critic_hidden_dims), config.critic_layer_norm, config.critic_matmul_dtype
+            config.critic_ensemble_size, tuple(config.critic_hidden_dims), config.critic_layer_norm, config.critic_matmul_dtype,
+            config.kernel_init, config.kernel_scale_final,
         )
         return {
             "actor": make_state(make_policy(config, action_dim), k_actor, (obs,), config.actor_lr),
@@ -91,10 +92,16 @@ class SACAgent(flax.struct.PyTreeNode):
 
     # ---- the critic ----------------------------------------------------------------
 
+    def target_backup(self) -> str:
+        """Which max target backup the TD target uses (`agent.max_target_backup` for SAC;
+        CQL/CalQL read `agent.cql_max_target_backup`)."""
+        return self.config.max_target_backup
+
     def critic_target(self, batch: Batch, action_rng: jax.Array, subsample_rng: jax.Array) -> tuple[jnp.ndarray, dict]:
         """The TD target y (B,) for `batch`, from the target critics and the current policy."""
         c = self.config
-        num_next = c.max_target_backup_num_actions if c.max_target_backup == "sampled_actions" else 1
+        backup = self.target_backup()
+        num_next = c.max_target_backup_num_actions if backup == "sampled_actions" else 1
         next_obs = repeat_states(batch["next_observations"], num_next)
         if c.target_action_noise_variance > 0:
             action_rng, noise_rng = jax.random.split(action_rng)
@@ -104,7 +111,7 @@ class SACAgent(flax.struct.PyTreeNode):
             next_actions = losses.perturb_target_actions(
                 next_actions, noise, c.target_action_noise_variance, c.target_action_noise_clip
             )
-        if c.max_target_backup == "ensemble_max":
+        if backup == "ensemble_max":
             next_qs = self.critic.apply_fn({"params": self.critic.target_params}, next_obs, next_actions)
             reduction = "max"
         else:
@@ -165,6 +172,9 @@ class SACAgent(flax.struct.PyTreeNode):
 
         actor, actor_info = apply_gradients(self.actor, actor_loss_fn)
 
+        # Deliberate difference (docs/fidelity.md): the temperature follows the entropy of the
+        # actions just sampled at s for the actor loss, as in SAC and RLPD; the reference
+        # implementation samples fresh actions at s' for it.
         def temperature_loss_fn(params):
             value = self.temperature.apply_fn({"params": params})
             loss = losses.temperature_loss(value, actor_info["entropy"], self.target_entropy)
@@ -190,7 +200,13 @@ class SACAgent(flax.struct.PyTreeNode):
     @jax.jit
     def update(self, batch: Batch) -> tuple["SACAgent", dict]:
         """M critic updates (one per leading index of `batch`) then one actor update on all
-        M*B transitions, compiled as one function."""
+        M*B transitions, compiled as one function.
+
+        Only the networks being updated take an optimizer step. Deliberate difference
+        (docs/fidelity.md): the reference implementation steps every optimizer on every
+        update, with zero gradients for the networks it does not update, so during its M
+        critic-only steps Adam's momentum keeps moving the actor and the temperature.
+        """
         agent, critic_info = self._critic_updates(batch)
         agent, actor_info = agent.update_actor(flatten_updates(batch))
         return agent, {**critic_info, **actor_info}
