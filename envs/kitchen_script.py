@@ -38,7 +38,7 @@ import numpy as np
 
 SUBTASKS = ("microwave", "kettle", "bottom burner", "top burner", "light switch", "slide cabinet", "hinge cabinet")
 ARM_DOFS = 7  # panda joints 1-7: dofs 0..6; fingers 7, 8
-TOOL_OFFSET = 0.025  # m along the approach axis from the end_effector site to the finger pads' centre
+TOOL_OFFSET = 0.005  # m along the approach axis from the end_effector site to the middle of the finger pads
 OPEN, CLOSE = 1.0, -1.0  # finger velocity actions
 
 
@@ -137,8 +137,10 @@ class CartesianController:
         """The finger joints' sum (m): 0.08 fully open, 0 closed."""
         return float(self.data.qpos[7] + self.data.qpos[8])
 
-    def joint_velocities(self, position: np.ndarray, rotation: np.ndarray) -> np.ndarray:
-        """Arm joint velocities (rad/s) that move the tool towards the commanded pose."""
+    def joint_velocities(self, position: np.ndarray, rotation: np.ndarray, max_speed: Optional[float] = None) -> np.ndarray:
+        """Arm joint velocities (rad/s) that move the tool towards the commanded pose (tool speed
+        capped at `max_speed` m/s, default the controller's)."""
+        max_speed = self.max_speed if max_speed is None else max_speed
         current, current_rotation = self.tool_pose()
         error = np.concatenate([
             np.asarray(position, float) - current,
@@ -152,8 +154,8 @@ class CartesianController:
             self._integral = np.clip(self._integral + error * self.dt, -0.01, 0.01)
         twist = self.gain * error + self.integral_gain * self._integral
         speed = np.linalg.norm(twist[:3])
-        if speed > self.max_speed:
-            twist[:3] *= self.max_speed / speed
+        if speed > max_speed:
+            twist[:3] *= max_speed / speed
         rate = np.linalg.norm(twist[3:])
         if rate > self.max_turn:
             twist[3:] *= self.max_turn / rate
@@ -174,11 +176,13 @@ class CartesianController:
             free &= ~blocked
         return qdot * free
 
-    def action(self, position: np.ndarray, rotation: np.ndarray, gripper: float) -> np.ndarray:
+    def action(
+        self, position: np.ndarray, rotation: np.ndarray, gripper: float, max_speed: Optional[float] = None
+    ) -> np.ndarray:
         """The env action (9, in [-1, 1]) for the commanded tool pose and gripper (+1 opens,
         -1 closes). Joint velocities beyond the action range are scaled down together, so the
         tool keeps its direction."""
-        qdot = self.joint_velocities(position, rotation)
+        qdot = self.joint_velocities(position, rotation, max_speed)
         bias = self.data.qfrc_bias[:ARM_DOFS]
         hold = bias / (self.kp * self.action_scale)  # the part that holds the arm against gravity
         move = self.kd * qdot / (self.kp * self.action_scale)
@@ -253,6 +257,8 @@ class Phase:
     done: Optional[Callable[[], bool]] = None
     tolerance: float = 0.02
     min_steps: int = 0
+    max_speed: Optional[float] = None  # m/s; None: the controller's
+    skip: Optional[Callable[[], bool]] = None  # checked when the phase starts: skip it if true
 
 
 APPROACH_DISTANCE = 0.12  # m: pre-grasp and retreat poses stand this far back along the approach
@@ -305,29 +311,56 @@ def _turn_about(axis, anchor, angle, position, rotation) -> Pose:
     return anchor + turn @ (np.asarray(position) - anchor), turn @ rotation
 
 
-def _door_script(name, geometry, controller, handle_site, joint, goal, finish, lead=0.35, follow=1.0, max_steps=45):
-    """Grasp a door's handle, pull it around the hinge until the joint passes `finish` (towards
-    `goal`), let go, back off. The hand turns with the door (`follow` = the fraction of the
-    door's turn the hand follows; the handle is a round bar and turns in the closed fingers)."""
+def _door_script(
+    name, geometry, controller, handle_site, joint, goal, finish, lead=0.2, follow=1.0, max_steps=45, speed=0.3,
+    regrasps=2,
+):
+    """Grasp a door's handle from the front, pull it around the hinge until the joint passes
+    `finish` (towards `goal`), let go, back off. The hand turns with the door (`follow` = the
+    fraction of the door's turn it follows; the handle is a round bar and turns in the closed
+    fingers). The handle site's x axis runs along the door, its y axis into it.
+
+    The fingers squeeze with only about 10 N and the pull runs along the pads, so the bar
+    slowly slips towards the fingertips; when it is 3 cm off the pads' middle the hand lets go,
+    grasps the bar again where it is now and pulls on (up to `regrasps` times)."""
     position, frame = geometry.site(handle_site)
     angle0, _, _ = geometry.joint(joint)
     sign = np.sign(goal - angle0)
-    grasp = hand_frame(frame[:, 1], frame[:, 0])
+
+    def grasp_frame():
+        return rotation_about(geometry.joint(joint)[2], follow * (geometry.joint(joint)[0] - angle0)) @ hand_frame(
+            frame[:, 1], frame[:, 0]
+        )
 
     def pull():
         angle, anchor, axis = geometry.joint(joint)
         handle, _ = geometry.site(handle_site)
         target, _ = _turn_about(axis, anchor, sign * lead, handle, np.eye(3))
-        return target, rotation_about(axis, follow * (angle - angle0 + sign * lead)) @ grasp
+        return target, rotation_about(axis, follow * (angle - angle0 + sign * lead)) @ hand_frame(frame[:, 1], frame[:, 0])
 
     def passed():
         return sign * (geometry.joint(joint)[0] - finish) >= 0
 
-    return [
-        *_approach_and_grasp(name, position, grasp),
-        Phase(f"{name}: pull", pull, CLOSE, max_steps, done=passed),
-        *_release_and_retreat(name, controller),
+    def slipped():
+        return passed() or np.linalg.norm(controller.tool_pose()[0] - geometry.site(handle_site)[0]) > 0.03
+
+    def handle_pose(back: float):
+        handle, _ = geometry.site(handle_site)
+        rotation = grasp_frame()
+        return handle - back * rotation[:, 2], rotation
+
+    phases = [
+        *_approach_and_grasp(name, position, hand_frame(frame[:, 1], frame[:, 0])),
+        Phase(f"{name}: pull", pull, CLOSE, max_steps, done=slipped, max_speed=speed),
     ]
+    for _ in range(regrasps):
+        phases += [
+            Phase(f"{name}: let go", lambda: handle_pose(0.04), OPEN, 6, skip=passed, tolerance=0.01),
+            Phase(f"{name}: regrasp", lambda: handle_pose(0.0), OPEN, 10, skip=passed, tolerance=0.008),
+            Phase(f"{name}: close", lambda: handle_pose(0.0), CLOSE, 4, skip=passed, done=lambda: False),
+            Phase(f"{name}: pull", pull, CLOSE, max_steps, done=slipped, skip=passed, max_speed=speed),
+        ]
+    return phases + _release_and_retreat(name, controller)
 
 
 def microwave_script(geometry, controller) -> list[Phase]:
@@ -485,6 +518,9 @@ class SubtaskRunner:
                     self._rest = self.controller.tool_pose()
                 self.phase_name = None
                 return self.controller.action(*self._rest, OPEN)
+            if self._steps == 0 and phase.skip is not None and phase.skip():
+                self._phases.pop(0)
+                continue
             position, rotation = phase.target()
             finished = self._steps >= phase.max_steps
             if not finished and self._steps >= phase.min_steps:
@@ -502,4 +538,4 @@ class SubtaskRunner:
                 continue
             self._steps += 1
             self.phase_name = phase.name
-            return self.controller.action(position, rotation, phase.gripper)
+            return self.controller.action(position, rotation, phase.gripper, phase.max_speed)
