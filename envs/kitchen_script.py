@@ -261,7 +261,9 @@ class Phase:
     skip: Optional[Callable[[], bool]] = None  # checked when the phase starts: skip it if true
 
 
-APPROACH_DISTANCE = 0.12  # m: pre-grasp and retreat poses stand this far back along the approach
+APPROACH_DISTANCE = 0.1  # m: pre-grasp and retreat poses stand this far back along the approach
+PULL_DEPTH = 0.02  # m
+TRANSIT_SPEED = 1.0  # m/s for moves in free space (the controller's default speed is for contact)
 
 
 def _fixed(position, rotation) -> Callable[[], Pose]:
@@ -274,12 +276,23 @@ def _approach_and_grasp(name: str, position, rotation, grasp: bool = True, depth
     approach = rotation[:, 2]
     at = np.asarray(position, float) + depth * approach
     phases = [
-        Phase(f"{name}: pre-grasp", _fixed(at - APPROACH_DISTANCE * approach, rotation), OPEN if grasp else CLOSE, 40),
+        Phase(
+            f"{name}: pre-grasp", _fixed(at - APPROACH_DISTANCE * approach, rotation), OPEN if grasp else CLOSE, 40,
+            tolerance=0.03, max_speed=TRANSIT_SPEED,
+        ),
         Phase(f"{name}: reach", _fixed(at, rotation), OPEN if grasp else CLOSE, 20, tolerance=0.012),
     ]
     if grasp:
-        phases.append(Phase(f"{name}: close", _fixed(at, rotation), CLOSE, 4, done=lambda: False))
+        phases.append(Phase(f"{name}: close", _fixed(at, rotation), CLOSE, 3, done=lambda: False))
     return phases
+
+
+def _closed_fingers(name: str, controller: "CartesianController", position, rotation) -> Phase:
+    """Wait at the pre-pose until the fingers are closed (for pushing with them: open fingers
+    straddle a lever instead of pushing it)."""
+    approach = rotation[:, 2]
+    pre = np.asarray(position, float) - APPROACH_DISTANCE * approach
+    return Phase(f"{name}: close fingers", _fixed(pre, rotation), CLOSE, 8, done=lambda: controller.gripper_opening() < 0.01)
 
 
 def _release_and_retreat(name: str, controller: "CartesianController", lift: float = 0.0) -> list[Phase]:
@@ -300,8 +313,8 @@ def _release_and_retreat(name: str, controller: "CartesianController", lift: flo
         return hold["pose"]
 
     return [
-        Phase(f"{name}: release", here, OPEN, 3, done=lambda: False),
-        Phase(f"{name}: retreat", retreat, OPEN, 15, tolerance=0.04),
+        Phase(f"{name}: release", here, OPEN, 6, done=lambda: controller.gripper_opening() > 0.07),
+        Phase(f"{name}: retreat", retreat, OPEN, 8, tolerance=0.05, max_speed=TRANSIT_SPEED),
     ]
 
 
@@ -336,7 +349,10 @@ def _door_script(
         angle, anchor, axis = geometry.joint(joint)
         handle, _ = geometry.site(handle_site)
         target, _ = _turn_about(axis, anchor, sign * lead, handle, np.eye(3))
-        return target, rotation_about(axis, follow * (angle - angle0 + sign * lead)) @ hand_frame(frame[:, 1], frame[:, 0])
+        rotation = rotation_about(axis, follow * (angle - angle0 + sign * lead)) @ hand_frame(frame[:, 1], frame[:, 0])
+        # Aim a little deeper than the bar: the palm side of the pads presses on it, which
+        # slows its slip towards the fingertips.
+        return target + PULL_DEPTH * rotation[:, 2], rotation
 
     def passed():
         return sign * (geometry.joint(joint)[0] - finish) >= 0
@@ -443,8 +459,11 @@ def light_switch_script(geometry, controller) -> list[Phase]:
         target, _ = _turn_about(turn_axis, anchor, angle - angle0 + sign * 0.4, contact, np.eye(3))
         return target, frame
 
+    phases = _approach_and_grasp("light switch", contact, frame, grasp=False)
     return [
-        *_approach_and_grasp("light switch", contact, frame, grasp=False),
+        phases[0],
+        _closed_fingers("light switch", controller, contact, frame),
+        phases[1],
         Phase("light switch: push", push, CLOSE, 30, done=lambda: sign * (geometry.joint("light_switch")[0] - (goal + 0.14 * -sign)) >= 0),
         *_release_and_retreat("light switch", controller),
     ]
@@ -530,7 +549,7 @@ class SubtaskRunner:
                     tool, tool_rotation = self.controller.tool_pose()
                     finished = (
                         np.linalg.norm(tool - position) < phase.tolerance
-                        and np.linalg.norm(rotation_error(rotation, tool_rotation)) < 0.1
+                        and np.linalg.norm(rotation_error(rotation, tool_rotation)) < max(0.1, 4 * phase.tolerance)
                     )
             if finished:
                 self._phases.pop(0)
