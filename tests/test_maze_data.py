@@ -142,7 +142,7 @@ def test_cli_refuses_to_overwrite_and_names_unsupported_families(tmp_path, capsy
     assert main(["dataset", "generate", "--task", "pointmaze-umaze", "--out", str(out), "--episodes", "2"]) == 2
     assert out.read_bytes() == b"keep me"
     assert "--overwrite" in capsys.readouterr().err
-    assert main(["dataset", "generate", "--task", "door-binary", "--out", str(tmp_path / "d.hdf5")]) == 2
+    assert main(["dataset", "generate", "--task", "door-binary", "--out", str(tmp_path / "door.hdf5")]) == 2
     assert "family 'adroit'" in capsys.readouterr().err
     assert main(["dataset", "inspect", str(tmp_path / "missing.hdf5")]) == 2
     assert "does not exist" in capsys.readouterr().err
