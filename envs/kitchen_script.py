@@ -292,29 +292,38 @@ def _closed_fingers(name: str, controller: "CartesianController", position, rota
     straddle a lever instead of pushing it)."""
     approach = rotation[:, 2]
     pre = np.asarray(position, float) - APPROACH_DISTANCE * approach
-    return Phase(f"{name}: close fingers", _fixed(pre, rotation), CLOSE, 8, done=lambda: controller.gripper_opening() < 0.01)
+    target = _fixed(pre, rotation)
+
+    def ready():  # closed, and squarely in front of the push point (the reach goes straight in)
+        return controller.gripper_opening() < 0.01 and np.linalg.norm(controller.tool_pose()[0] - pre) < 0.015
+
+    return Phase(f"{name}: close fingers", target, CLOSE, 12, done=ready)
 
 
-def _release_and_retreat(name: str, controller: "CartesianController", lift: float = 0.0) -> list[Phase]:
-    """Open, then back off along the approach axis from wherever the tool is then."""
+def _release_and_retreat(
+    name: str, controller: "CartesianController", centre: Optional[Callable[[], np.ndarray]] = None
+) -> list[Phase]:
+    """Open (holding the tool where it is, or at `centre()`: the middle of the handle, so that
+    the opening fingers come free of it on both sides), then back straight off along the
+    approach axis."""
     state = {}
 
-    def retreat():
-        if "pose" not in state:
-            position, rotation = controller.tool_pose()
-            state["pose"] = (position - APPROACH_DISTANCE * rotation[:, 2] + [0, 0, lift], rotation)
-        return state["pose"]
-
-    hold = {}
-
     def here():
-        if "pose" not in hold:
-            hold["pose"] = controller.tool_pose()
-        return hold["pose"]
+        if "pose" not in state:
+            state["pose"] = controller.tool_pose()
+        position, rotation = state["pose"]
+        return (centre() if centre is not None else position), rotation
+
+    def retreat():
+        if "back" not in state:
+            position, rotation = controller.tool_pose()
+            state["back"] = (position - APPROACH_DISTANCE * rotation[:, 2], rotation)
+        return state["back"]
 
     return [
-        Phase(f"{name}: release", here, OPEN, 6, done=lambda: controller.gripper_opening() > 0.07),
-        Phase(f"{name}: retreat", retreat, OPEN, 8, tolerance=0.05, max_speed=TRANSIT_SPEED),
+        Phase(f"{name}: release", here, OPEN, 6, done=lambda: controller.gripper_opening() > 0.07, min_steps=2),
+        # All the way back: fingertips left near a handle catch it on the way to the next subtask.
+        Phase(f"{name}: retreat", retreat, OPEN, 10, tolerance=0.025, max_speed=TRANSIT_SPEED),
     ]
 
 
@@ -380,10 +389,11 @@ def _door_script(
 
 
 def microwave_script(geometry, controller) -> list[Phase]:
-    """Grasp the microwave's handle bar, pull the door open around its hinge to -0.95 rad (goal
-    -0.75), release, back off."""
+    """Grasp the microwave's handle bar, pull the door open around its hinge to -0.52 rad (goal
+    -0.75, done within 0.3 of it; the arm reaches about -0.66 before the bar slips out of reach),
+    release, back off."""
     goal = kitchen_goals()["microwave"][0]
-    return _door_script("microwave", geometry, controller, "microhandle_site", "microwave", goal, goal - 0.2)
+    return _door_script("microwave", geometry, controller, "microhandle_site", "microwave", goal, goal + 0.23, lead=0.3, speed=0.45)
 
 
 def hinge_cabinet_script(geometry, controller) -> list[Phase]:
@@ -452,7 +462,9 @@ def light_switch_script(geometry, controller) -> list[Phase]:
     tangent = np.cross(axis, tip - pivot) * sign
     tangent /= np.linalg.norm(tangent)
     frame = hand_frame([0, 1, 0], [1, 0, 0])
-    contact = tip - 0.045 * tangent  # behind the tip, on the side it is pushed from
+    # Beside the tip on the side it is pushed from, and a little short of it along the approach,
+    # so that the fingertips push the lever and the wide hand stays clear of its end.
+    contact = tip - 0.06 * tangent - 0.015 * frame[:, 2]
 
     def push():
         angle, anchor, turn_axis = geometry.joint("light_switch")
@@ -484,7 +496,7 @@ def kettle_script(geometry, controller) -> list[Phase]:
         Phase("kettle: lift", _fixed(handle + lift, grasp), CLOSE, 15, tolerance=0.03),
         Phase("kettle: carry", _fixed(place + lift, grasp), CLOSE, 30, tolerance=0.03),
         Phase("kettle: lower", _fixed(place, grasp), CLOSE, 15, tolerance=0.015),
-        *_release_and_retreat("kettle", controller, lift=0.03),
+        *_release_and_retreat("kettle", controller, centre=lambda: geometry.site("kettle_site")[0]),
     ]
 
 
