@@ -465,10 +465,15 @@ def light_switch_script(geometry, controller) -> list[Phase]:
     # Beside the tip on the side it is pushed from, and a little short of it along the approach,
     # so that the fingertips push the lever and the wide hand stays clear of its end.
     contact = tip - 0.06 * tangent - 0.015 * frame[:, 2]
+    # How far the contact point trails the tip around the pivot: the tool must lead the lever by
+    # more than this to push it.
+    flat = lambda v: v - axis * (v @ axis)  # noqa: E731
+    a, b = flat(tip - pivot), flat(contact - pivot)
+    trail = np.arctan2(np.cross(b, a) @ axis, a @ b) * sign
 
     def push():
         angle, anchor, turn_axis = geometry.joint("light_switch")
-        target, _ = _turn_about(turn_axis, anchor, angle - angle0 + sign * 0.4, contact, np.eye(3))
+        target, _ = _turn_about(turn_axis, anchor, angle - angle0 + sign * (trail + 0.3), contact, np.eye(3))
         return target, frame
 
     phases = _approach_and_grasp("light switch", contact, frame, grasp=False)
