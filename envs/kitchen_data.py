@@ -218,3 +218,123 @@ def builtin_kitchen_dataset(task_name: str, num_episodes: int, seed: int) -> Off
 
     dataset, _ = generate_kitchen_dataset(get_task(task_name), num_episodes, seed, progress=True)
     return dataset
+
+
+# --- measurement and picture (python -m envs.kitchen_data ...) ------------------------------
+def measure_subtasks(tries: int, seed: int, noise_range=NOISE_RANGE, max_steps: int = 150, progress: bool = True) -> dict:
+    """Success of each subtask script alone from the env's start state: `tries` episodes per
+    subtask, each with its own env seed and an action-noise scale drawn from `noise_range`.
+    Returns per subtask: successes, tries, mean steps to success, and the env steps/s."""
+    from envs.kitchen_script import SUBTASKS, SubtaskRunner
+    from envs.tasks import get_task
+
+    rng = np.random.default_rng(seed)
+    env = get_task("kitchen-mixed").make_raw_env()
+    data = env.unwrapped.data
+    results, steps, began = {}, 0, time.perf_counter()
+    for name in SUBTASKS:
+        done_at = []
+        for _ in tqdm(range(tries), desc=name, unit="try", disable=not progress):
+            env.reset(seed=int(rng.integers(2**31)))
+            noise = float(rng.uniform(*noise_range))
+            runner = SubtaskRunner(env, [name])
+            for step in range(max_steps):
+                action = runner.action()
+                if runner.current is None:
+                    break
+                env.step(np.clip(action + noise * rng.normal(size=action.shape), -1.0, 1.0))
+                steps += 1
+                if name in subtasks_done(data.qpos):
+                    done_at.append(step + 1)
+                    break
+        results[name] = {
+            "successes": len(done_at),
+            "tries": tries,
+            "steps_to_success_mean": float(np.mean(done_at)) if done_at else None,
+        }
+    env.close()
+    return {"subtasks": results, "env_steps_per_second": steps / (time.perf_counter() - began)}
+
+
+def render_strip(
+    task_name: str, path: str, seed: int = 0, frames: int = 8, width: int = 240, height: int = 180, columns: int = 4
+) -> list:
+    """Renders one noiseless demonstration of `task_name`'s target subtasks (MuJoCo offscreen,
+    EGL or OSMesa per MUJOCO_GL) as a strip of `frames` frames, one at every subtask's completion
+    and the last step, the rest evenly between, with the step and the subtasks done written on
+    each; saves a PNG at `path`. Returns the (step, done subtasks) of each frame. The episode
+    runs first (states kept); only the chosen states are rendered."""
+    import mujoco
+    from PIL import Image, ImageDraw
+
+    from envs.kitchen_script import SubtaskRunner
+    from envs.tasks import KITCHEN_SUBTASKS, get_task
+
+    task = get_task(task_name)
+    env = task.make_raw_env()
+    env.reset(seed=seed)
+    model, data = env.unwrapped.model, env.unwrapped.data
+    runner = SubtaskRunner(env, list(KITCHEN_SUBTASKS[task_name.rsplit("-", 1)[-1]]))
+    states, done, keys = [], [], []
+    for step in range(task.max_episode_steps):
+        action = runner.action()
+        if runner.current is None:
+            break
+        _, _, terminated, _, _ = env.step(action)
+        now = subtasks_done(data.qpos)
+        if any(name not in done for name in now):
+            keys.append(len(states))
+            done += [name for name in now if name not in done]
+        states.append((step + 1, [name for name in done if name in now], data.qpos.copy(), data.qvel.copy()))
+        if terminated:
+            break
+    keys.append(len(states) - 1)
+    rest = [i for i in np.linspace(0, len(states) - 1, frames + 2).astype(int)[1:-1] if i not in keys]
+    chosen = sorted(set(keys) | set(rest[: max(0, frames - len(set(keys)))]))[:frames]
+    renderer = mujoco.Renderer(model, height, width)
+    camera = mujoco.MjvCamera()
+    camera.lookat[:], camera.distance, camera.azimuth, camera.elevation = (-0.25, 0.45, 2.05), 1.9, 80.0, -28.0
+    rows = -(-len(chosen) // columns)
+    strip = Image.new("RGB", (width * min(columns, len(chosen)), height * rows))
+    for k, i in enumerate(chosen):
+        step, now, qpos, qvel = states[i]
+        data.qpos[:], data.qvel[:] = qpos, qvel
+        mujoco.mj_forward(model, data)
+        renderer.update_scene(data, camera)
+        tile = Image.fromarray(renderer.render())
+        draw = ImageDraw.Draw(tile)
+        draw.rectangle((0, 0, width, 13 + 11 * len(now)), fill=(0, 0, 0))
+        draw.text((3, 1), f"step {step}", fill=(255, 255, 255))
+        for j, name in enumerate(now):
+            draw.text((3, 12 + 11 * j), name, fill=(120, 255, 120))
+        strip.paste(tile, (width * (k % columns), height * (k // columns)))
+    renderer.close()
+    env.close()
+    strip.quantize(colors=128).save(path, optimize=True)  # a palette keeps the PNG small
+    return [(states[i][0], states[i][1]) for i in chosen]
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m envs.kitchen_data", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    measure = commands.add_parser("measure", help="success of each subtask script alone, from the start state")
+    measure.add_argument("--tries", type=int, default=50)
+    measure.add_argument("--seed", type=int, default=0)
+    picture = commands.add_parser("picture", help="a frame strip of one demonstration (MuJoCo offscreen rendering)")
+    picture.add_argument("--task", default="kitchen-complete")
+    picture.add_argument("--out", required=True)
+    picture.add_argument("--frames", type=int, default=8)
+    args = parser.parse_args(argv)
+    if args.command == "measure":
+        print(json.dumps(measure_subtasks(args.tries, args.seed), indent=2))
+    else:
+        for step, done in render_strip(args.task, args.out, frames=args.frames):
+            print(f"step {step}: {', '.join(done) or '-'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
