@@ -2,14 +2,16 @@
 
 generate: point mazes and antmazes (and the built-in point mass) with the noisy waypoint
 controller (envs/maze_data.py; the ant walks with the tuned gaits of envs/ant_gait.py: seconds
-for point mazes, minutes for antmaze); locomotion by training a behaviour SAC and rolling it out
+for point mazes, minutes for antmaze); kitchen with the scripted Franka doing queues of subtasks
+(envs/kitchen_data.py, envs/kitchen_script.py; seconds per episode); locomotion by training a behaviour SAC and rolling it out
 (learner/behaviour_data.py, the D4RL recipe: random / medium / medium-replay / medium-expert /
 expert). Output: a D4RL HDF5 file (`.hdf5` / `.h5`) with a `<stem>.card.json` card beside it, or
 a Minari dataset directory (any other path); both written atomically, existing files refused
 unless --overwrite.
 
 inspect: size, episodes, episode lengths, return distribution and success rate of a D4RL
-file or Minari dataset, plus the card where there is one.
+file or Minari dataset, plus the card where there is one; for kitchen data (the card's task or
+--task kitchen-*) also the subtasks completed per episode, read from the observations.
 """
 
 from __future__ import annotations
