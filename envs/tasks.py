@@ -262,8 +262,11 @@ def _kitchen_tasks():
     Observation = FrankaKitchen-v1's 59-dim `observation` (robot qpos 9, robot qvel 9, object
     qpos 21, object qvel 20). D4RL's kitchen HDF5 files hold a different 60-dim vector (robot
     qpos 9, object qpos 21, goal 30), so they do not load as-is; the Minari D4RL/kitchen ports
-    store this dict observation.
+    store this dict observation. Builtin data: the scripted Franka doing queues of subtasks
+    (envs/kitchen_data.py, envs/kitchen_script.py).
     """
+    from envs import kitchen_data
+
     for dataset, subtasks in KITCHEN_SUBTASKS.items():
         keys = ("observation",)
         yield Task(
@@ -278,6 +281,7 @@ def _kitchen_tasks():
             ref_min_score=0.0,
             ref_max_score=4.0,
             score_info_key="completed_subtasks",
+            builtin_dataset=functools.partial(kitchen_data.builtin_kitchen_dataset, f"kitchen-{dataset}"),
             d4rl_dataset=f"kitchen-{dataset}-v0",
             minari_dataset=f"D4RL/kitchen/{dataset}-v2",
         )

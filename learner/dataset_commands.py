@@ -2,14 +2,16 @@
 
 generate: point mazes and antmazes (and the built-in point mass) with the noisy waypoint
 controller (envs/maze_data.py; the ant walks with the tuned gaits of envs/ant_gait.py: seconds
-for point mazes, minutes for antmaze); locomotion by training a behaviour SAC and rolling it out
+for point mazes, minutes for antmaze); kitchen with the scripted Franka doing queues of subtasks
+(envs/kitchen_data.py, envs/kitchen_script.py; seconds per episode); locomotion by training a behaviour SAC and rolling it out
 (learner/behaviour_data.py, the D4RL recipe: random / medium / medium-replay / medium-expert /
 expert). Output: a D4RL HDF5 file (`.hdf5` / `.h5`) with a `<stem>.card.json` card beside it, or
 a Minari dataset directory (any other path); both written atomically, existing files refused
 unless --overwrite.
 
 inspect: size, episodes, episode lengths, return distribution and success rate of a D4RL
-file or Minari dataset, plus the card where there is one.
+file or Minari dataset, plus the card where there is one; for kitchen data (the card's task or
+--task kitchen-*) also the subtasks completed per episode, read from the observations.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-GENERATED_FAMILIES = ("builtin", "maze", "antmaze", "locomotion")
+GENERATED_FAMILIES = ("builtin", "maze", "antmaze", "kitchen", "locomotion")
 
 
 def add_commands(sub) -> None:
@@ -31,7 +33,7 @@ def add_commands(sub) -> None:
     p.add_argument("--task", required=True, help="task name, e.g. pointmaze-umaze, antmaze-umaze-diverse, hopper-medium-replay")
     p.add_argument("--out", required=True, help="output: a .hdf5/.h5 file (D4RL layout + card) or a Minari dataset directory")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0); the output is a function of it")
-    p.add_argument("--episodes", type=int, default=1000, help="mazes: number of episodes (default 1000)")
+    p.add_argument("--episodes", type=int, default=1000, help="mazes, kitchen: number of episodes (default 1000)")
     p.add_argument("--mode", choices=("diverse", "play"), default=None, help="mazes: random goals (diverse) or hand-picked start/goal cells (play); default: from the task name")
     p.add_argument("--transitions", type=int, default=None, help="locomotion: transitions to roll out (default: per kind, see docs/datasets.md)")
     p.add_argument("--train-steps", type=int, default=None, help="locomotion: behaviour SAC training steps")
@@ -57,6 +59,10 @@ def generate_dataset(task, args):
         from envs.maze_data import generate_maze_dataset
 
         return generate_maze_dataset(task, args.episodes, args.seed, mode=args.mode, progress=True)
+    if task.family == "kitchen":
+        from envs.kitchen_data import generate_kitchen_dataset
+
+        return generate_kitchen_dataset(task, args.episodes, args.seed, progress=True)
     if task.family == "builtin" and task.builtin_dataset is not None:
         dataset = task.builtin_dataset(args.episodes, args.seed)
         return dataset, {"task": task.name, "generator": "builtin", "seed": args.seed, "success_threshold": 1.0}
@@ -69,7 +75,7 @@ def generate_dataset(task, args):
         )
     raise ValueError(
         f"field 'task': {task.name!r} is of family {task.family!r}; the local generators cover the "
-        f"families {GENERATED_FAMILIES} (kitchen and adroit data are human demonstrations): give its "
+        f"families {GENERATED_FAMILIES} (adroit data are human demonstrations): give its "
         "D4RL/Minari file to pretrain.dataset instead"
     )
 
@@ -143,6 +149,9 @@ def inspect(args) -> int:
         card = read_minari_metadata(path).get("wsrl_card", {})
     threshold = args.success_threshold if args.success_threshold is not None else card.get("success_threshold")
     stats = dataset_summary(dataset, threshold)
+    kitchen_task = args.task or card.get("task", "")
+    if str(kitchen_task).startswith("kitchen-") and dataset.observations.shape[1] == 59:
+        stats["kitchen_subtasks"] = kitchen_subtask_summary(dataset, kitchen_task)
     if args.json:
         print(json.dumps({"path": str(path), **stats, "card": card}, indent=2))
         return 0
@@ -161,6 +170,37 @@ def inspect(args) -> int:
         print("  success rate: n/a (no success threshold in the card; pass --success-threshold)")
     print("  returns:")
     print("\n".join(return_histogram(dataset.episode_returns())))
+    if "kitchen_subtasks" in stats:
+        k = stats["kitchen_subtasks"]
+        histogram = ", ".join(f"{n}: {count}" for n, count in enumerate(k["target_completed_histogram"]))
+        print(f"  subtasks completed per episode (of {', '.join(k['target_subtasks'])}): mean "
+              f"{k['target_completed_mean']:.2f}; episodes by count {{{histogram}}}")
+        print("  episodes completing each subtask: " + ", ".join(f"{name} {n}" for name, n in k["episodes_completing"].items()))
     if card:
-        print("  card: " + ", ".join(f"{k}={v}" for k, v in card.items() if k not in stats))
+        shown = {key: value for key, value in card.items() if key not in stats and key != "episodes"}
+        if "episodes" in card:
+            shown["episodes"] = f"[{len(card['episodes'])} per-episode records]"
+        print("  card: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     return 0
+
+
+def kitchen_subtask_summary(dataset, task_name: str) -> dict:
+    """Subtasks completed per episode of a kitchen dataset, read from its observations: the mean
+    and histogram of the task's target subtasks completed, and how many episodes completed each
+    of the seven subtasks."""
+    from envs.kitchen_data import subtasks_completed_per_episode
+    from envs.kitchen_script import SUBTASKS
+    from envs.tasks import KITCHEN_SUBTASKS
+
+    kind = task_name.rsplit("-", 1)[-1]
+    targets = KITCHEN_SUBTASKS.get(kind)
+    if targets is None:
+        raise ValueError(f"field 'task': {task_name!r} is not a kitchen task; expected kitchen-{{{','.join(KITCHEN_SUBTASKS)}}}")
+    completed = subtasks_completed_per_episode(dataset)
+    per_episode = np.array([sum(name in done for name in targets) for done in completed])
+    return {
+        "target_subtasks": list(targets),
+        "target_completed_mean": float(per_episode.mean()),
+        "target_completed_histogram": [int(np.sum(per_episode == n)) for n in range(len(targets) + 1)],
+        "episodes_completing": {name: sum(name in done for done in completed) for name in SUBTASKS},
+    }

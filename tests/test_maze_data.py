@@ -142,8 +142,8 @@ def test_cli_refuses_to_overwrite_and_names_unsupported_families(tmp_path, capsy
     assert main(["dataset", "generate", "--task", "pointmaze-umaze", "--out", str(out), "--episodes", "2"]) == 2
     assert out.read_bytes() == b"keep me"
     assert "--overwrite" in capsys.readouterr().err
-    assert main(["dataset", "generate", "--task", "kitchen-mixed", "--out", str(tmp_path / "k.hdf5")]) == 2
-    assert "family 'kitchen'" in capsys.readouterr().err
+    assert main(["dataset", "generate", "--task", "door-binary", "--out", str(tmp_path / "door.hdf5")]) == 2
+    assert "family 'adroit'" in capsys.readouterr().err
     assert main(["dataset", "inspect", str(tmp_path / "missing.hdf5")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -161,9 +161,9 @@ def test_pretrain_dataset_path_is_read_with_the_task_reward_convention(tmp_path)
     config = load_config("pointmass", "wsrl", [f"pretrain.dataset={out}"])
     with pytest.raises(ConfigError, match=r"pretrain.dataset.*observations.*4.*2|pretrain.dataset.*2.*4"):
         load_offline_dataset(config, get_task("pointmass-goal"))
-    config = load_config("pointmaze", "wsrl", ["task=kitchen-mixed"])
-    with pytest.raises(ConfigError, match="pretrain.dataset.*no builtin dataset.*kitchen-mixed-v0.hdf5"):
-        load_offline_dataset(config, get_task("kitchen-mixed"))
+    config = load_config("pointmaze", "wsrl", ["task=door-binary"])
+    with pytest.raises(ConfigError, match="pretrain.dataset.*no builtin dataset.*door-binary-v0.hdf5"):
+        load_offline_dataset(config, get_task("door-binary"))
 
 
 def test_cli_generates_locomotion_data_through_the_behaviour_generator(tmp_path, capsys):

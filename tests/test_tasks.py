@@ -68,8 +68,8 @@ def test_registry_names_families_envs_and_datasets():
     for name, (family, env_id, d4rl, minari) in expected.items():
         task = get_task(name)
         assert (task.family, task.env_id, task.d4rl_dataset, task.minari_dataset) == (family, env_id, d4rl, minari)
-        # Only the point and ant mazes (and the built-in task) make their own data without training.
-        assert (task.builtin_dataset is not None) == (family in ("maze", "antmaze"))
+        # The point and ant mazes and kitchen (and the built-in task) make their own data without training.
+        assert (task.builtin_dataset is not None) == (family in ("maze", "antmaze", "kitchen"))
     # 1 builtin + 3 pointmaze + 6 antmaze + 3 kitchen + 3 adroit + 3 robots x 5 datasets
     assert len(TASKS) == 1 + 3 + 6 + 3 + 3 + 15
     # D4RL's KitchenMicrowaveKettleLightSliderV0 / KitchenMicrowaveKettleBottomBurnerLightV0

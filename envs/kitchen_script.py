@@ -1,0 +1,577 @@
+"""A scripted Franka for FrankaKitchen-v1: a Cartesian controller and one motion script per subtask.
+
+D4RL's kitchen data are human teleoperation (VR) demonstrations. None are here, so this module
+scripts them instead, with MuJoCo's own kinematics and the env's own action space:
+
+- `CartesianController` turns a commanded tool pose (position of a point between the finger
+  pads, orientation of the hand) into the env's action: joint velocities for the 7 arm joints
+  and an open/close velocity for the 2 fingers, all in [-1, 1]. The pose error becomes a
+  twist (proportional gain, speed limits), the twist joint velocities by damped least squares
+  on the tool point's Jacobian (`mujoco.mj_jac`), with a null-space pull towards the start
+  posture. The env turns an action `a` into the servo target `q + 2 a dt` (dt = 0.08 s) of
+  position actuators with gain kp and joint damping kd; the steady state of such a servo
+  moving at velocity v against the bias forces (gravity) is `kp (target - q) = kd v + bias`,
+  so the controller sends `a = (kd v + bias) / (kp 2 dt)`, with kp, kd and the bias forces
+  read from the model. Without the bias term the arm sinks about 6 mm per step under a zero
+  action.
+- `SUBTASK_SCRIPTS`: one short script per subtask (microwave, kettle, bottom burner, top
+  burner, light switch, slide cabinet, hinge cabinet): a list of `Phase`s, each a tool pose
+  target, a gripper command and an end condition (pose reached, object joint past a value, or
+  a step budget). Handle and object poses come from the model's sites, bodies and joints
+  (`KitchenGeometry`), read at the step they are needed; doors are pulled along the path the
+  handle takes as the hinge turns, computed from the hinge's anchor and axis.
+- `SubtaskRunner` runs a queue of subtask scripts one after another, every script starting
+  and ending at a safe pose in front of the kitchen (`HOME`), so scripts chain in any order.
+
+Orientation convention: the hand's frame is the `end_effector` site's; its z axis is the
+approach direction (from the palm through the fingertips), its y axis the direction along
+which the fingers open. At reset the hand points into the kitchen (+y) with the fingers
+opening along x.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+SUBTASKS = ("microwave", "kettle", "bottom burner", "top burner", "light switch", "slide cabinet", "hinge cabinet")
+ARM_DOFS = 7  # panda joints 1-7: dofs 0..6; fingers 7, 8
+TOOL_OFFSET = 0.005  # m along the approach axis from the end_effector site to the middle of the finger pads
+OPEN, CLOSE = 1.0, -1.0  # finger velocity actions
+
+
+def rotation_about(axis: np.ndarray, angle: float) -> np.ndarray:
+    """The 3x3 rotation by `angle` (rad) about the unit vector `axis` (Rodrigues)."""
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+
+
+def hand_frame(approach: Sequence[float], finger_axis: Sequence[float]) -> np.ndarray:
+    """The hand orientation (columns = site x, y, z in world) whose z axis is `approach` and
+    whose y axis (finger opening) is `finger_axis` made orthogonal to it."""
+    z = np.asarray(approach, float)
+    z = z / np.linalg.norm(z)
+    y = np.asarray(finger_axis, float)
+    y = y - z * (y @ z)
+    y = y / np.linalg.norm(y)
+    return np.column_stack([np.cross(y, z), y, z])
+
+
+def rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """The rotation vector (world frame, rad) that turns `current` into `target`."""
+    r = target @ current.T
+    cos = np.clip((np.trace(r) - 1) / 2, -1.0, 1.0)
+    angle = np.arccos(cos)
+    axis = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+    norm = np.linalg.norm(axis)
+    if norm < 1e-9:
+        if angle < 1e-6:
+            return np.zeros(3)
+        # A half turn: the axis is the eigenvector of r for eigenvalue 1.
+        w, v = np.linalg.eigh((r + r.T) / 2)
+        return np.pi * v[:, np.argmax(w)]
+    return axis / norm * angle
+
+
+class CartesianController:
+    """Tool-pose control of the kitchen Franka through its joint-velocity action space.
+
+    `action(position, rotation, gripper)` returns the 9-dim env action in [-1, 1]. Gains: the
+    twist is `gain * error` capped at `max_speed` (m/s) and `max_turn` (rad/s); the joint
+    velocities come from damped least squares (damping `damping`) plus a null-space pull
+    (`posture_gain`) towards `posture` (the start posture).
+    """
+
+    def __init__(
+        self,
+        env,
+        site: str = "end_effector",
+        tool_offset: float = TOOL_OFFSET,
+        gain: float = 5.0,
+        max_speed: float = 0.7,
+        max_turn: float = 2.5,
+        damping: float = 0.05,
+        posture_gain: float = 1.0,
+        integral_gain: float = 10.0,
+    ):
+        import mujoco
+
+        self._mujoco = mujoco
+        self.robot = env.unwrapped.robot_env if hasattr(env.unwrapped, "robot_env") else env.unwrapped
+        self.model, self.data = self.robot.model, self.robot.data
+        self.site = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, site)
+        if self.site < 0:
+            raise ValueError(f"field 'site': the model has no site {site!r}")
+        self.body = int(self.model.site_bodyid[self.site])
+        self.tool_offset = tool_offset
+        self.gain, self.max_speed, self.max_turn = gain, max_speed, max_turn
+        self.damping, self.posture_gain, self.integral_gain = damping, posture_gain, integral_gain
+        self._integral = np.zeros(6)
+        self.dt = float(self.robot.dt)
+        # The env's action -> servo target: q + act_rng * a * dt (franka_env.FrankaRobot.step).
+        self.action_scale = float(np.asarray(self.robot.act_rng)[0]) * self.dt
+        self.kp = self.model.actuator_gainprm[:ARM_DOFS, 0].copy()
+        self.kd = self.model.dof_damping[:ARM_DOFS].copy()
+        self.posture = self.data.qpos[:ARM_DOFS].copy()
+        # Joint limits (the tighter of the model's range and the env's position bound), with a margin.
+        ranges = self.model.jnt_range[:ARM_DOFS]
+        bounds = np.asarray(self.robot.robot_pos_bound)[:ARM_DOFS]
+        self.low = np.maximum(ranges[:, 0], bounds[:, 0]) + 0.02
+        self.high = np.minimum(ranges[:, 1], bounds[:, 1]) - 0.02
+        self._jacp = np.zeros((3, self.model.nv))
+        self._jacr = np.zeros((3, self.model.nv))
+
+    def reset(self) -> None:
+        """Forgets the integral term (call at every episode start)."""
+        self._integral[:] = 0.0
+
+    def tool_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """(position, rotation) of the tool point: between the finger pads, in world."""
+        rotation = self.data.site_xmat[self.site].reshape(3, 3).copy()
+        return self.data.site_xpos[self.site] + self.tool_offset * rotation[:, 2], rotation
+
+    def gripper_opening(self) -> float:
+        """The finger joints' sum (m): 0.08 fully open, 0 closed."""
+        return float(self.data.qpos[7] + self.data.qpos[8])
+
+    def joint_velocities(self, position: np.ndarray, rotation: np.ndarray, max_speed: Optional[float] = None) -> np.ndarray:
+        """Arm joint velocities (rad/s) that move the tool towards the commanded pose (tool speed
+        capped at `max_speed` m/s, default the controller's)."""
+        max_speed = self.max_speed if max_speed is None else max_speed
+        current, current_rotation = self.tool_pose()
+        error = np.concatenate([
+            np.asarray(position, float) - current,
+            rotation_error(np.asarray(rotation, float), current_rotation),
+        ])
+        # Integral action on small errors removes the last millimetres the servos' dead band
+        # leaves (contact and model error); it restarts whenever the tool is far off.
+        if np.linalg.norm(error[:3]) > 0.03 or np.linalg.norm(error[3:]) > 0.2:
+            self._integral[:] = 0.0
+        else:
+            self._integral = np.clip(self._integral + error * self.dt, -0.01, 0.01)
+        twist = self.gain * error + self.integral_gain * self._integral
+        speed = np.linalg.norm(twist[:3])
+        if speed > max_speed:
+            twist[:3] *= max_speed / speed
+        rate = np.linalg.norm(twist[3:])
+        if rate > self.max_turn:
+            twist[3:] *= self.max_turn / rate
+        self._mujoco.mj_jac(self.model, self.data, self._jacp, self._jacr, current, self.body)
+        jac = np.vstack([self._jacp[:, :ARM_DOFS], self._jacr[:, :ARM_DOFS]])
+        q = self.data.qpos[:ARM_DOFS]
+        free = np.ones(ARM_DOFS, bool)
+        # A joint at its limit that the solution drives further is locked (its column dropped)
+        # and the rest solved again: the start posture has joint 2 at its lower limit.
+        for _ in range(ARM_DOFS):
+            j = jac * free
+            inverse = j.T @ np.linalg.inv(j @ j.T + self.damping**2 * np.eye(6))
+            qdot = inverse @ twist
+            qdot += (np.diag(free.astype(float)) - inverse @ j) @ (self.posture_gain * (self.posture - q) * free)
+            blocked = free & (((q <= self.low) & (qdot < 0)) | ((q >= self.high) & (qdot > 0)))
+            if not blocked.any():
+                break
+            free &= ~blocked
+        return qdot * free
+
+    def action(
+        self, position: np.ndarray, rotation: np.ndarray, gripper: float, max_speed: Optional[float] = None
+    ) -> np.ndarray:
+        """The env action (9, in [-1, 1]) for the commanded tool pose and gripper (+1 opens,
+        -1 closes). Joint velocities beyond the action range are scaled down together, so the
+        tool keeps its direction."""
+        qdot = self.joint_velocities(position, rotation, max_speed)
+        bias = self.data.qfrc_bias[:ARM_DOFS]
+        hold = bias / (self.kp * self.action_scale)  # the part that holds the arm against gravity
+        move = self.kd * qdot / (self.kp * self.action_scale)
+        room = np.clip(1.0 - np.abs(hold), 0.05, None)
+        excess = np.max(np.abs(move) / room)
+        if excess > 1.0:
+            move /= excess
+        arm = np.clip(hold + move, -1.0, 1.0)
+        return np.concatenate([arm, [gripper, gripper]]).astype(np.float32)
+
+
+# --- the kitchen's objects, read from the model ------------------------------------------------
+class KitchenGeometry:
+    """Poses of the kitchen's handles, knobs and joints, read from the MuJoCo model and data at
+    the time of the call (so they follow doors that move)."""
+
+    def __init__(self, model, data):
+        import mujoco
+
+        self.model, self.data, self._mujoco = model, data, mujoco
+
+    def _id(self, kind, name: str) -> int:
+        index = self._mujoco.mj_name2id(self.model, kind, name)
+        if index < 0:
+            raise ValueError(f"the kitchen model has no {kind.name[6:].lower()} {name!r}")
+        return index
+
+    def site(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(position, rotation) of a site in world."""
+        i = self._id(self._mujoco.mjtObj.mjOBJ_SITE, name)
+        return self.data.site_xpos[i].copy(), self.data.site_xmat[i].reshape(3, 3).copy()
+
+    def body(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(position, rotation) of a body in world."""
+        i = self._id(self._mujoco.mjtObj.mjOBJ_BODY, name)
+        return self.data.xpos[i].copy(), self.data.xmat[i].reshape(3, 3).copy()
+
+    def joint(self, name: str) -> tuple[float, np.ndarray, np.ndarray]:
+        """(qpos, anchor, unit axis) of a hinge or slide joint, anchor and axis in world."""
+        i = self._id(self._mujoco.mjtObj.mjOBJ_JOINT, name)
+        return float(self.data.qpos[self.model.jnt_qposadr[i]]), self.data.xanchor[i].copy(), self.data.xaxis[i].copy()
+
+    def qpos(self, name: str) -> np.ndarray:
+        """The joint's qpos entries (7 for the kettle's free joint)."""
+        i = self._id(self._mujoco.mjtObj.mjOBJ_JOINT, name)
+        start = self.model.jnt_qposadr[i]
+        width = {0: 7, 1: 4}.get(int(self.model.jnt_type[i]), 1)
+        return self.data.qpos[start : start + width].copy()
+
+
+def kitchen_goals() -> dict[str, np.ndarray]:
+    """The env's goal configuration of every subtask (gymnasium-robotics' OBS_ELEMENT_GOALS)."""
+    from gymnasium_robotics.envs.franka_kitchen.kitchen_env import OBS_ELEMENT_GOALS
+
+    return {name: np.asarray(goal, float) for name, goal in OBS_ELEMENT_GOALS.items()}
+
+
+# --- scripts -------------------------------------------------------------------------------
+Pose = tuple[np.ndarray, np.ndarray]
+
+
+@dataclasses.dataclass
+class Phase:
+    """One step of a script: move the tool towards `target()` (re-evaluated every env step)
+    with the gripper command `gripper` until `done()` holds, or the pose is reached (within
+    `tolerance` m and 0.1 rad) when `done` is None, or `max_steps` steps have passed."""
+
+    name: str
+    target: Callable[[], Pose]
+    gripper: float
+    max_steps: int
+    done: Optional[Callable[[], bool]] = None
+    tolerance: float = 0.02
+    min_steps: int = 0
+    max_speed: Optional[float] = None  # m/s; None: the controller's
+    skip: Optional[Callable[[], bool]] = None  # checked when the phase starts: skip it if true
+
+
+APPROACH_DISTANCE = 0.1  # m: pre-grasp and retreat poses stand this far back along the approach
+PULL_DEPTH = 0.02  # m
+TRANSIT_SPEED = 1.0  # m/s for moves in free space (the controller's default speed is for contact)
+
+
+def _fixed(position, rotation) -> Callable[[], Pose]:
+    position, rotation = np.asarray(position, float).copy(), np.asarray(rotation, float).copy()
+    return lambda: (position, rotation)
+
+
+def _approach_and_grasp(name: str, position, rotation, grasp: bool = True, depth: float = 0.0) -> list[Phase]:
+    """Pre-pose back along the approach axis, then the grasp pose, then close (if `grasp`)."""
+    approach = rotation[:, 2]
+    at = np.asarray(position, float) + depth * approach
+    phases = [
+        Phase(
+            f"{name}: pre-grasp", _fixed(at - APPROACH_DISTANCE * approach, rotation), OPEN if grasp else CLOSE, 40,
+            tolerance=0.03, max_speed=TRANSIT_SPEED,
+        ),
+        Phase(f"{name}: reach", _fixed(at, rotation), OPEN if grasp else CLOSE, 20, tolerance=0.012),
+    ]
+    if grasp:
+        phases.append(Phase(f"{name}: close", _fixed(at, rotation), CLOSE, 3, done=lambda: False))
+    return phases
+
+
+def _closed_fingers(name: str, controller: "CartesianController", position, rotation) -> Phase:
+    """Wait at the pre-pose until the fingers are closed (for pushing with them: open fingers
+    straddle a lever instead of pushing it)."""
+    approach = rotation[:, 2]
+    pre = np.asarray(position, float) - APPROACH_DISTANCE * approach
+    target = _fixed(pre, rotation)
+
+    def ready():  # closed, and squarely in front of the push point (the reach goes straight in)
+        return controller.gripper_opening() < 0.01 and np.linalg.norm(controller.tool_pose()[0] - pre) < 0.015
+
+    return Phase(f"{name}: close fingers", target, CLOSE, 12, done=ready)
+
+
+def _release_and_retreat(
+    name: str, controller: "CartesianController", centre: Optional[Callable[[], np.ndarray]] = None
+) -> list[Phase]:
+    """Open (holding the tool where it is, or at `centre()`: the middle of the handle, so that
+    the opening fingers come free of it on both sides), then back straight off along the
+    approach axis."""
+    state = {}
+
+    def here():
+        if "pose" not in state:
+            state["pose"] = controller.tool_pose()
+        position, rotation = state["pose"]
+        return (centre() if centre is not None else position), rotation
+
+    def retreat():
+        if "back" not in state:
+            position, rotation = controller.tool_pose()
+            state["back"] = (position - APPROACH_DISTANCE * rotation[:, 2], rotation)
+        return state["back"]
+
+    return [
+        Phase(f"{name}: release", here, OPEN, 6, done=lambda: controller.gripper_opening() > 0.07, min_steps=2),
+        # All the way back: fingertips left near a handle catch it on the way to the next subtask.
+        Phase(f"{name}: retreat", retreat, OPEN, 10, tolerance=0.025, max_speed=TRANSIT_SPEED),
+    ]
+
+
+def _turn_about(axis, anchor, angle, position, rotation) -> Pose:
+    """`position`/`rotation` carried `angle` rad about the line through `anchor` along `axis`."""
+    turn = rotation_about(axis, angle)
+    return anchor + turn @ (np.asarray(position) - anchor), turn @ rotation
+
+
+def _door_script(
+    name, geometry, controller, handle_site, joint, goal, finish, lead=0.2, follow=1.0, max_steps=45, speed=0.3,
+    regrasps=2,
+):
+    """Grasp a door's handle from the front, pull it around the hinge until the joint passes
+    `finish` (towards `goal`), let go, back off. The hand turns with the door (`follow` = the
+    fraction of the door's turn it follows; the handle is a round bar and turns in the closed
+    fingers). The handle site's x axis runs along the door, its y axis into it.
+
+    The fingers squeeze with only about 10 N and the pull runs along the pads, so the bar
+    slowly slips towards the fingertips; when it is 3 cm off the pads' middle the hand lets go,
+    grasps the bar again where it is now and pulls on (up to `regrasps` times)."""
+    position, frame = geometry.site(handle_site)
+    angle0, _, _ = geometry.joint(joint)
+    sign = np.sign(goal - angle0)
+
+    def grasp_frame():
+        return rotation_about(geometry.joint(joint)[2], follow * (geometry.joint(joint)[0] - angle0)) @ hand_frame(
+            frame[:, 1], frame[:, 0]
+        )
+
+    def pull():
+        angle, anchor, axis = geometry.joint(joint)
+        handle, _ = geometry.site(handle_site)
+        target, _ = _turn_about(axis, anchor, sign * lead, handle, np.eye(3))
+        rotation = rotation_about(axis, follow * (angle - angle0 + sign * lead)) @ hand_frame(frame[:, 1], frame[:, 0])
+        # Aim a little deeper than the bar: the palm side of the pads presses on it, which
+        # slows its slip towards the fingertips.
+        return target + PULL_DEPTH * rotation[:, 2], rotation
+
+    def passed():
+        return sign * (geometry.joint(joint)[0] - finish) >= 0
+
+    def slipped():
+        return passed() or np.linalg.norm(controller.tool_pose()[0] - geometry.site(handle_site)[0]) > 0.03
+
+    def handle_pose(back: float):
+        handle, _ = geometry.site(handle_site)
+        rotation = grasp_frame()
+        return handle - back * rotation[:, 2], rotation
+
+    phases = [
+        *_approach_and_grasp(name, position, hand_frame(frame[:, 1], frame[:, 0])),
+        Phase(f"{name}: pull", pull, CLOSE, max_steps, done=slipped, max_speed=speed),
+    ]
+    for _ in range(regrasps):
+        phases += [
+            Phase(f"{name}: let go", lambda: handle_pose(0.04), OPEN, 6, skip=passed, tolerance=0.01),
+            Phase(f"{name}: regrasp", lambda: handle_pose(0.0), OPEN, 10, skip=passed, tolerance=0.008),
+            Phase(f"{name}: close", lambda: handle_pose(0.0), CLOSE, 4, skip=passed, done=lambda: False),
+            Phase(f"{name}: pull", pull, CLOSE, max_steps, done=slipped, skip=passed, max_speed=speed),
+        ]
+    return phases + _release_and_retreat(name, controller)
+
+
+def microwave_script(geometry, controller) -> list[Phase]:
+    """Grasp the microwave's handle bar, pull the door open around its hinge to -0.52 rad (goal
+    -0.75, done within 0.3 of it; the arm reaches about -0.66 before the bar slips out of reach),
+    release, back off."""
+    goal = kitchen_goals()["microwave"][0]
+    return _door_script("microwave", geometry, controller, "microhandle_site", "microwave", goal, goal + 0.23, lead=0.3, speed=0.45)
+
+
+def hinge_cabinet_script(geometry, controller) -> list[Phase]:
+    """Grasp the right hinge door's handle, swing it open to 1.35 rad (goal 1.45), release."""
+    goal = kitchen_goals()["hinge cabinet"][1]
+    return _door_script("hinge cabinet", geometry, controller, "hinge_site2", "right_hinge_cabinet", goal, goal - 0.1, follow=0.5, max_steps=60)
+
+
+def slide_cabinet_script(geometry, controller) -> list[Phase]:
+    """Grasp the sliding door's handle and pull it along its slide to 0.32 m (goal 0.37)."""
+    goal = kitchen_goals()["slide cabinet"][0]
+    position, frame = geometry.site("slide_site")
+    grasp = hand_frame(frame[:, 1], frame[:, 0])
+
+    def pull():
+        _, _, axis = geometry.joint("slide_cabinet")
+        handle, _ = geometry.site("slide_site")
+        return handle + 0.1 * axis, grasp
+
+    return [
+        *_approach_and_grasp("slide cabinet", position, grasp),
+        Phase("slide cabinet: pull", pull, CLOSE, 40, done=lambda: geometry.joint("slide_cabinet")[0] >= goal - 0.05),
+        *_release_and_retreat("slide cabinet", controller),
+    ]
+
+
+def _knob_script(name, geometry, controller, knob: int, goal: float) -> list[Phase]:
+    """Grasp a burner knob's fin and turn the hand about the knob's axis until the knob passes
+    `goal` + 0.12 rad of the way (goal -0.88 / -0.92, the turn is negative)."""
+    position, frame = geometry.site(f"knob{knob}_site")
+    joint = f"knob_Joint_{knob}"
+    angle0, _, axis0 = geometry.joint(joint)
+    grasp = hand_frame(-axis0, frame[:, 0])  # approach along the knob's axis, fingers across the fin
+    finish = goal + 0.12 if goal < angle0 else goal - 0.12
+    sign = np.sign(goal - angle0)
+
+    def twist():
+        angle, anchor, axis = geometry.joint(joint)
+        target_angle = angle + sign * 0.5
+        return _turn_about(axis, anchor, target_angle - angle0, position, grasp)
+
+    return [
+        *_approach_and_grasp(name, position, grasp),
+        Phase(f"{name}: turn", twist, CLOSE, 30, done=lambda: sign * (geometry.joint(joint)[0] - finish) >= 0),
+        *_release_and_retreat(name, controller),
+    ]
+
+
+def bottom_burner_script(geometry, controller) -> list[Phase]:
+    """Turn knob 2 (the bottom burner's, joint knob_Joint_2) to about -0.8 rad (goal -0.88)."""
+    return _knob_script("bottom burner", geometry, controller, 2, kitchen_goals()["bottom burner"][0])
+
+
+def top_burner_script(geometry, controller) -> list[Phase]:
+    """Turn knob 4 (the top burner's, joint knob_Joint_4) to about -0.8 rad (goal -0.92)."""
+    return _knob_script("top burner", geometry, controller, 4, kitchen_goals()["top burner"][0])
+
+
+def light_switch_script(geometry, controller) -> list[Phase]:
+    """Push the light switch's lever sideways around its pivot (closed fingers against the
+    lever's tip) until it passes -0.55 rad (goal -0.69)."""
+    goal = kitchen_goals()["light switch"][0]
+    tip, _ = geometry.site("light_site")
+    angle0, pivot, axis = geometry.joint("light_switch")
+    sign = np.sign(goal - angle0)
+    tangent = np.cross(axis, tip - pivot) * sign
+    tangent /= np.linalg.norm(tangent)
+    frame = hand_frame([0, 1, 0], [1, 0, 0])
+    # Beside the tip on the side it is pushed from, and a little short of it along the approach,
+    # so that the fingertips push the lever and the wide hand stays clear of its end.
+    contact = tip - 0.06 * tangent - 0.015 * frame[:, 2]
+    # How far the contact point trails the tip around the pivot: the tool must lead the lever by
+    # more than this to push it.
+    flat = lambda v: v - axis * (v @ axis)  # noqa: E731
+    a, b = flat(tip - pivot), flat(contact - pivot)
+    trail = np.arctan2(np.cross(b, a) @ axis, a @ b) * sign
+
+    def push():
+        angle, anchor, turn_axis = geometry.joint("light_switch")
+        target, _ = _turn_about(turn_axis, anchor, angle - angle0 + sign * (trail + 0.3), contact, np.eye(3))
+        return target, frame
+
+    phases = _approach_and_grasp("light switch", contact, frame, grasp=False)
+    return [
+        phases[0],
+        _closed_fingers("light switch", controller, contact, frame),
+        phases[1],
+        Phase("light switch: push", push, CLOSE, 30, done=lambda: sign * (geometry.joint("light_switch")[0] - (goal + 0.14 * -sign)) >= 0),
+        *_release_and_retreat("light switch", controller),
+    ]
+
+
+def kettle_script(geometry, controller) -> list[Phase]:
+    """Grasp the kettle's handle bar from the front with the fingers opening vertically, lift it,
+    carry it to its goal (the top left burner, from the env's goal), put it down, let go."""
+    handle, _ = geometry.site("kettle_site")
+    body, frame = geometry.body("kettleroot")
+    goal = kitchen_goals()["kettle"][:3]
+    offset = handle - geometry.qpos("kettle")[:3]  # handle relative to the kettle's free joint
+    grasp = hand_frame(frame[:, 1], frame[:, 2])  # approach along the kettle's y, fingers along z
+    lift = np.array([0.0, 0.0, 0.08])
+    place = goal + offset + [0.0, 0.0, 0.01]
+    return [
+        *_approach_and_grasp("kettle", handle, grasp),
+        Phase("kettle: lift", _fixed(handle + lift, grasp), CLOSE, 15, tolerance=0.03),
+        Phase("kettle: carry", _fixed(place + lift, grasp), CLOSE, 30, tolerance=0.03),
+        Phase("kettle: lower", _fixed(place, grasp), CLOSE, 15, tolerance=0.015),
+        *_release_and_retreat("kettle", controller, centre=lambda: geometry.site("kettle_site")[0]),
+    ]
+
+
+SUBTASK_SCRIPTS: dict[str, Callable[[KitchenGeometry, CartesianController], list[Phase]]] = {
+    "microwave": microwave_script,
+    "kettle": kettle_script,
+    "bottom burner": bottom_burner_script,
+    "top burner": top_burner_script,
+    "light switch": light_switch_script,
+    "slide cabinet": slide_cabinet_script,
+    "hinge cabinet": hinge_cabinet_script,
+}
+
+
+class SubtaskRunner:
+    """Runs subtask scripts one after another: `action()` gives the env action for this step.
+
+    The script of a subtask is built when it starts, from the kitchen as it is then. `current`
+    names the running subtask (None when the queue is done; the arm then holds its pose with
+    the gripper open)."""
+
+    def __init__(self, env, subtasks: Sequence[str], controller: Optional[CartesianController] = None):
+        unknown = [name for name in subtasks if name not in SUBTASK_SCRIPTS]
+        if unknown:
+            raise ValueError(f"field 'subtasks': unknown subtask(s) {unknown}, expected names from {SUBTASKS}")
+        self.controller = controller or CartesianController(env)
+        self.geometry = KitchenGeometry(self.controller.model, self.controller.data)
+        self.queue = list(subtasks)
+        self.current: Optional[str] = None
+        self.phase_name: Optional[str] = None
+        self._phases: list[Phase] = []
+        self._steps = 0
+        self._rest: Optional[Pose] = None
+
+    def _next_phase(self) -> Optional[Phase]:
+        while not self._phases:
+            if not self.queue:
+                self.current = None
+                return None
+            self.current = self.queue.pop(0)
+            self._phases = SUBTASK_SCRIPTS[self.current](self.geometry, self.controller)
+        return self._phases[0]
+
+    def action(self) -> np.ndarray:
+        """This step's env action."""
+        while True:
+            phase = self._next_phase()
+            if phase is None:
+                if self._rest is None:
+                    self._rest = self.controller.tool_pose()
+                self.phase_name = None
+                return self.controller.action(*self._rest, OPEN)
+            if self._steps == 0 and phase.skip is not None and phase.skip():
+                self._phases.pop(0)
+                continue
+            position, rotation = phase.target()
+            finished = self._steps >= phase.max_steps
+            if not finished and self._steps >= phase.min_steps:
+                if phase.done is not None:
+                    finished = phase.done()
+                else:
+                    tool, tool_rotation = self.controller.tool_pose()
+                    finished = (
+                        np.linalg.norm(tool - position) < phase.tolerance
+                        and np.linalg.norm(rotation_error(rotation, tool_rotation)) < max(0.1, 4 * phase.tolerance)
+                    )
+            if finished:
+                self._phases.pop(0)
+                self._steps = 0
+                continue
+            self._steps += 1
+            self.phase_name = phase.name
+            return self.controller.action(position, rotation, phase.gripper, phase.max_speed)
