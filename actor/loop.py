@@ -27,7 +27,7 @@ import grpc
 import jax
 import numpy as np
 
-from actor.client import LearnerClient, with_retries
+from actor.client import LearnerClient, connection_hint, with_retries
 from actor.envs import make_actor_env
 from actor.spool import Spool
 from learner.acting import Policy, jsrl_rollin_steps
@@ -173,11 +173,17 @@ class ActorLoop:
         """Waits for the learner, resends spooled batches of earlier runs, shakes hands."""
         s = self.settings
         deadline = time.monotonic() + s.connect_timeout_s
+        diagnosed = False
         while True:
             try:
-                self.client.wait_ready(min(5.0, max(0.1, deadline - time.monotonic())))
+                self.client.wait_ready(min(5.0 if diagnosed else 2.0, max(0.1, deadline - time.monotonic())))
                 break
             except grpc.FutureTimeoutError:
+                if not diagnosed:  # up but unreachable: TLS on one side only, or an untrusted certificate
+                    diagnosed = True
+                    hint = connection_hint(s.learner, s.tls_ca or None)
+                    if hint:
+                        raise ActorError(hint) from None
                 if self.stop.is_set() or time.monotonic() > deadline:
                     raise ActorError(f"learner at {s.learner} not reachable within {s.connect_timeout_s:.0f} s") from None
         if self.spool is not None:

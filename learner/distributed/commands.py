@@ -205,14 +205,15 @@ def print_status(address: str, token: Optional[str] = None, tls_ca: Optional[str
     """`wsrl status HOST:PORT`: prints the learner's state; 1 if it cannot be reached."""
     import grpc
 
-    from actor.client import LearnerClient
+    from actor.client import LearnerClient, connection_hint
 
     client = LearnerClient(address, token, tls_ca)
     try:
         print(format_status(client.status()))
         return 0
     except grpc.RpcError as e:
-        print(f"wsrl status: {address}: {e.code().name}: {e.details()}", file=sys.stderr)
+        hint = connection_hint(address, tls_ca) if e.code() == grpc.StatusCode.UNAVAILABLE else ""
+        print(f"wsrl status: {address}: {e.code().name}: {e.details()}" + (f"\nwsrl status: {hint}" if hint else ""), file=sys.stderr)
         return 1
     finally:
         client.close()
