@@ -82,7 +82,7 @@ def add_commands(subparsers: Any, add_config_args: Optional[Callable[[argparse.A
     robot.add_argument("--teleop", default="", metavar="DEVICE", help="robot mode: a human takeover device, polled every step: keyboard (this terminal), "
                        "spacemouse (pip install 'wsrl[spacemouse]'), or 'module:function' f(observation) -> action in [-1, 1] or None")
     robot.add_argument("--workspace-low", type=_floats, default=(), metavar="X,Y,...", help="robot mode: lower workspace limits on the env's "
-                       "info['workspace_position'] (default: the env's workspace_bounds, if any)")
+                       "info['workspace_position'], written --workspace-low=-1,-0.5 (default: the env's workspace_bounds, if any)")
     robot.add_argument("--workspace-high", type=_floats, default=(), metavar="X,Y,...", help="robot mode: upper workspace limits (with --workspace-low)")
     robot.add_argument("--workspace-mode", choices=("stop", "project"), default="stop", help="robot mode: outside the workspace is a safety stop (stop, default), "
                        "or actions are limited to stay inside (project: needs the env's workspace_action_scale)")
