@@ -261,7 +261,12 @@ class RobotActor(ActorLoop):
         self.work_times: collections.deque = collections.deque(maxlen=100_000)  # step work, s
         self.handoff_times: collections.deque = collections.deque(maxlen=100_000)  # batch build + queue put, s
         self.period_max = 0.0  # over the whole run (the deques keep the last 100,000 steps)
-        self._window: dict = {"periods": [], "work": []}  # since the last status line
+        self._window = self._new_window()  # since the last status line
+
+    @staticmethod
+    def _new_window() -> dict:
+        # Bounded: with status lines off (status_every_s=0) nothing ever empties it.
+        return {"periods": collections.deque(maxlen=100_000), "work": collections.deque(maxlen=100_000)}
 
     def _workspace_limits(self) -> Optional[WorkspaceLimits]:
         """The limits of the settings, else the env's `workspace_bounds`, else None."""
@@ -373,7 +378,7 @@ class RobotActor(ActorLoop):
     def status_line(self) -> str:
         """One line for the operator: progress, timing (of the steps since the previous line),
         interventions, data in flight."""
-        window, self._window = self._window, {"periods": [], "work": []}
+        window, self._window = self._window, self._new_window()
         timing = format_period_stats(period_stats(window["periods"], window["work"], self.period), self.period) if window["work"] else "no steps"
         return (f"[wsrl actor] {self.actor_id}: {self.env_steps} steps, {self.num_episodes} episodes at {self.control_hz:g} Hz, "
                 f"{self.overruns} overruns, {self.interventions} interventions, {self.safety_stops} safety stops, policy version "
@@ -391,6 +396,13 @@ class RobotActor(ActorLoop):
         observation, info = self.env.reset(seed=self.settings.seed) if first else self.env.reset()
         if self.workspace is not None:
             self._workspace_position = workspace_position(info, len(self.workspace.low), "reset")
+            if self.workspace.mode == "stop" and not self.workspace.contains(self._workspace_position):
+                # No step from outside: hold, and reset again (operator first) once resumed.
+                print(f"[wsrl actor] {self.actor_id}: WORKSPACE LIMIT: the reset left the position "
+                      f"{np.round(self._workspace_position, 4).tolist()} outside [{self.workspace.low.tolist()}, {self.workspace.high.tolist()}]; "
+                      "actor paused (resume with SIGUSR2 once the robot is back inside)", flush=True)
+                self._paused.set()
+                return
         self._observation = np.asarray(observation, np.float32).reshape(-1)
         self._adopt_policy()
         self.rollin_steps_left = self._draw_rollin()

@@ -162,6 +162,27 @@ def test_workspace_stop_is_a_safety_stop_with_the_envs_default_bounds(tmp_path, 
         server.stop(grace=0)
 
 
+def test_a_reset_outside_the_workspace_holds_the_robot_until_resumed(tmp_path, monkeypatch, checkpoint):
+    """The point mass starts near (-0.7, -0.7), outside x, y in [0, 1]: no step is taken; each
+    resume brings another operator reset first."""
+    server = start_learner(learner_config(checkpoint))
+    actor = robot_actor(server.address, tmp_path, monkeypatch, control_hz=200.0, workspace_low=(0.0, 0.0), workspace_high=(1.0, 1.0))
+    try:
+        actor.connect()
+        thread, result = run_in_thread(actor, 10)
+        wait_for(lambda: actor.paused, 20, "the reset outside the workspace to pause the actor")
+        assert actor.env_steps == 0 and find_attribute(actor.env, "operator_resets") == 1
+        actor.resume()
+        wait_for(lambda: actor.paused and find_attribute(actor.env, "operator_resets") == 2, 20, "a second reset, outside again")
+        assert actor.env_steps == 0 and actor.safety_stops == 0
+        actor.emergency_stop()
+        thread.join(30)
+        assert "error" not in result and result["env_steps"] == 0
+    finally:
+        actor.close()
+        server.stop(grace=0)
+
+
 def test_workspace_settings_are_checked(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="'workspace_high': got 1 values, expected as many as workspace_low"):
         ActorSettings(robot=True, spool_dir="x", workspace_low=(0.0, 0.0), workspace_high=(1.0,))
