@@ -382,7 +382,8 @@ class RobotActor(ActorLoop):
         timing = format_period_stats(period_stats(window["periods"], window["work"], self.period), self.period) if window["work"] else "no steps"
         return (f"[wsrl actor] {self.actor_id}: {self.env_steps} steps, {self.num_episodes} episodes at {self.control_hz:g} Hz, "
                 f"{self.overruns} overruns, {self.interventions} interventions, {self.safety_stops} safety stops, policy version "
-                f"{self.version}, {self.sender.backlog()} batch(es) unsent, learner {'up' if self.sender.learner_up else 'UNREACHABLE'}"
+                f"{self.version}, {self.sender.backlog()} batch(es) unsent" + (f" (+{len(self._pending)} steps not yet batched)" if self._pending else "")
+                + f", learner {'up' if self.sender.learner_up else 'UNREACHABLE'}"
                 + (", PAUSED" if self.paused else "") + f"; since the last line: {timing}")
 
     # ---- control loop ------------------------------------------------------------------
@@ -528,6 +529,8 @@ class RobotActor(ActorLoop):
                 if self._estop.is_set():
                     break
                 if self._paused.is_set():
+                    if self._pending:  # the learner gets what was collected, not after the pause
+                        self._hand_off()
                     self._estop.wait(min(period, 0.05))  # hold; re-check stop/resume often
                     next_tick = self._prev_tick = None  # the clock restarts on resume
                     continue

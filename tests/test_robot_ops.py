@@ -183,6 +183,29 @@ def test_a_reset_outside_the_workspace_holds_the_robot_until_resumed(tmp_path, m
         server.stop(grace=0)
 
 
+def test_a_pause_hands_off_the_partial_batch(tmp_path, monkeypatch, checkpoint):
+    """Batches of 1000 steps and no latency deadline: without the hand-off at the pause the
+    learner would see none of the steps taken before it for the whole pause."""
+    server = start_learner(learner_config(checkpoint))
+    actor = robot_actor(server.address, tmp_path, monkeypatch, control_hz=200.0, batch_size=1000, max_latency_s=1e6)
+    try:
+        actor.connect()
+        thread, result = run_in_thread(actor, 0)
+        wait_for(lambda: actor.env_steps >= 7, 20, "7 control steps")
+        assert "steps not yet batched" in actor.status_line()
+        actor.pause()
+        wait_for(lambda: not actor._pending, 20, "the partial batch handed off")
+        steps = actor.env_steps
+        assert server.trainer.wait_processed(steps, 20) and len(server.trainer.replay) == steps
+        assert actor.paused and "not yet batched" not in actor.status_line()
+        actor.emergency_stop()
+        thread.join(30)
+        assert "error" not in result and result["env_steps"] == steps  # not a step during the pause
+    finally:
+        actor.close()
+        server.stop(grace=0)
+
+
 def test_workspace_settings_are_checked(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="'workspace_high': got 1 values, expected as many as workspace_low"):
         ActorSettings(robot=True, spool_dir="x", workspace_low=(0.0, 0.0), workspace_high=(1.0,))
