@@ -297,6 +297,7 @@ class RobotActor(ActorLoop):
             except ValueError:
                 raise ValueError(f"robot env field 'workspace_action_scale': got {value!r}, expected one number or {len(low)}") from None
         return WorkspaceLimits(low, high, s.workspace_mode, scale)
+
     # ---- operator controls (thread- and signal-safe: they only set events) ----------
 
     def pause(self) -> None:
