@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import socket
+import ssl
 import threading
 import time
 from typing import Callable, Optional, TypeVar
@@ -84,6 +86,46 @@ class LearnerClient:
 
     def close(self) -> None:
         self.channel.close()
+
+
+def speaks_tls(address: str, timeout_s: float = 3.0) -> Optional[bool]:
+    """Whether the server at HOST:PORT answers a TLS handshake (its certificate unchecked):
+    True, False (it takes the connection but not TLS: plaintext), or None (no connection)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=timeout_s)
+    except (OSError, ValueError):
+        return None
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only asking whether it speaks TLS at all
+    context.set_alpn_protocols(["h2"])
+    try:
+        with context.wrap_socket(sock, server_hostname=host):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
+    finally:
+        sock.close()
+
+
+def connection_hint(address: str, tls_ca: Optional[str]) -> str:
+    """Why a learner that takes TCP connections still cannot be reached, when the cause is
+    TLS on one side only or an untrusted certificate; '' otherwise (e.g. it is not up)."""
+    tls = speaks_tls(address)
+    if tls is None:
+        return ""
+    if tls and not tls_ca:
+        return (f"the learner at {address} serves TLS and this client connects in plaintext: pass --tls-ca CERT "
+                "(the learner's certificate, e.g. learner.crt; docs/distributed.md, Security)")
+    if not tls and tls_ca:
+        return (f"the learner at {address} does not serve TLS (plaintext) and this client connects with --tls-ca: "
+                "drop --tls-ca, or start the learner with --tls-cert and --tls-key")
+    if tls and tls_ca:
+        return (f"the learner at {address} serves TLS but the handshake failed: is --tls-ca {tls_ca!r} the learner's certificate, "
+                f"and does it name the host {address.rpartition(':')[0]!r} (subjectAltName)?")
+    return ""
 
 
 def with_retries(call: Callable[[], T], stop: threading.Event, give_up_s: Optional[float] = None, what: str = "call", base_s: float = 0.05, cap_s: float = 5.0) -> T:

@@ -27,7 +27,7 @@ import grpc
 import jax
 import numpy as np
 
-from actor.client import LearnerClient, with_retries
+from actor.client import LearnerClient, connection_hint, with_retries
 from actor.envs import make_actor_env
 from actor.spool import Spool
 from learner.acting import Policy, jsrl_rollin_steps
@@ -72,6 +72,15 @@ class ActorSettings:
     switch_mid_episode: bool = False  # robot mode: adopt a new policy version at any step
     queue_batches: int = 1024  # robot mode: batches handed off but not yet spooled, at most
     status_every_s: float = 10.0  # robot mode: seconds between status lines; 0: none
+    # robot mode: a human takeover device polled every step (actor/teleop.py): 'keyboard',
+    # 'spacemouse' or 'package.module:function'; '' (default): none (the env's own hook only).
+    teleop: str = ""
+    # robot mode: workspace limits on the position the env reports in info["workspace_position"]
+    # (envs/robot.py); empty: the env's `workspace_bounds` attribute, if any. 'stop': a position
+    # outside them is a safety stop; 'project': actions are limited so it stays inside.
+    workspace_low: tuple = ()
+    workspace_high: tuple = ()
+    workspace_mode: str = "stop"
 
     def __post_init__(self):
         for name in ("batch_size", "retain_transitions"):
@@ -89,12 +98,33 @@ class ActorSettings:
             raise ValueError(f"actor setting 'queue_batches': got {self.queue_batches}, expected an integer >= 1")
         if self.robot and self.step_period_s:
             raise ValueError(f"actor setting 'step_period_s': got {self.step_period_s}, expected 0 in robot mode (set the rate with control_hz / --control-hz)")
+        if len(self.workspace_low) != len(self.workspace_high):
+            raise ValueError(f"actor setting 'workspace_high': got {len(self.workspace_high)} values, expected as many as "
+                             f"workspace_low ({len(self.workspace_low)}) (--workspace-low and --workspace-high go together)")
+        if not all(lo <= hi for lo, hi in zip(self.workspace_low, self.workspace_high)):
+            raise ValueError(f"actor setting 'workspace_low': got {list(self.workspace_low)}, expected each <= workspace_high {list(self.workspace_high)}")
+        if self.workspace_mode not in ("stop", "project"):
+            raise ValueError(f"actor setting 'workspace_mode': got {self.workspace_mode!r}, expected 'stop' or 'project'")
+        if not self.robot and (self.teleop or self.workspace_low):
+            raise ValueError("actor settings 'teleop' / 'workspace_low': robot mode only (add --robot)")
         if self.robot and not self.spool_dir:
             raise ValueError("actor setting 'spool_dir': required in robot mode (--robot needs --spool-dir DIR: robot data is kept on disk until the learner has it)")
 
 
 class ActorError(RuntimeError):
     """The learner refused something a retry cannot fix (bad batch, spec mismatch)."""
+
+
+# `wsrl actor` exit status (docs/robot.md): 0 all delivered, 1 an error or data left in the
+# spool, 3 an emergency stop (the data is flushed either way; 2 is argparse's usage error).
+EXIT_OK, EXIT_ERROR, EXIT_EMERGENCY_STOP = 0, 1, 3
+
+
+def exit_status(result: dict) -> int:
+    """The process exit status for `run()`'s result: an e-stop is never a normal finish."""
+    if result.get("emergency_stopped"):
+        return EXIT_EMERGENCY_STOP
+    return EXIT_OK if result["delivered"] else EXIT_ERROR
 
 
 class ActorLoop:
@@ -127,6 +157,7 @@ class ActorLoop:
         self._unconfirmed_n = 0
         self._warned_retain = False
         self._resent = 0  # batches resent because the learner lost them (a restart)
+        self.older_policies = 0  # times a (restarted) learner served an older version than we had
         self._last_step_at = 0.0
         self.episodes: list[pb.Episode] = []
         self._pending: list[tuple] = []
@@ -142,11 +173,17 @@ class ActorLoop:
         """Waits for the learner, resends spooled batches of earlier runs, shakes hands."""
         s = self.settings
         deadline = time.monotonic() + s.connect_timeout_s
+        diagnosed = False
         while True:
             try:
-                self.client.wait_ready(min(5.0, max(0.1, deadline - time.monotonic())))
+                self.client.wait_ready(min(5.0 if diagnosed else 2.0, max(0.1, deadline - time.monotonic())))
                 break
             except grpc.FutureTimeoutError:
+                if not diagnosed:  # up but unreachable: TLS on one side only, or an untrusted certificate
+                    diagnosed = True
+                    hint = connection_hint(s.learner, s.tls_ca or None)
+                    if hint:
+                        raise ActorError(hint) from None
                 if self.stop.is_set() or time.monotonic() > deadline:
                     raise ActorError(f"learner at {s.learner} not reachable within {s.connect_timeout_s:.0f} s") from None
         if self.spool is not None:
@@ -266,7 +303,17 @@ class ActorLoop:
                 raise
             return  # keep acting with the current policy; try again at the next pull
         if params is not None:
-            self.version, self.params, self.version_source = version, params, source
+            self._switch_policy(version, params, source)
+
+    def _switch_policy(self, version: int, params, source: str) -> None:
+        """Acts with `version` from now on; says so when it is older than the one we had (a
+        learner killed between saves comes back with the version of its last save)."""
+        if 0 <= version < self.version:
+            self.older_policies += 1
+            print(f"[wsrl actor] {self.actor_id}: learner {source[:8]} serves policy version {version}, OLDER than version "
+                  f"{self.version} this actor had from learner {self.version_source[:8]} (it restarted from its last save); "
+                  f"acting with version {version} from now on", flush=True)
+        self.version, self.params, self.version_source = version, params, source
 
     def flush(self, give_up_s: Optional[float] = None) -> bool:
         """Sends the partial batch, if any. False if it could not be delivered."""
@@ -279,21 +326,42 @@ class ActorLoop:
         self._pending = []
         return True
 
-    def _make_batch(self) -> pb.TransitionBatch:
-        """The pending transitions as the next batch (sequence `self.sequence`)."""
+    def _batch_columns(self) -> dict:
+        """The pending transitions as arrays, one per column of a batch. `interventions`: the
+        steps a human acted in (robot mode); the wire has no such field yet (see _make_batch)."""
         columns = list(zip(*self._pending))
+        return {
+            "observations": np.stack(columns[0]).astype(np.float32),
+            "actions": np.stack(columns[1]).astype(np.float32),
+            "rewards": np.asarray(columns[2], np.float32),
+            "next_observations": np.stack(columns[3]).astype(np.float32),
+            "terminals": np.asarray(columns[4], bool),
+            "episode_ends": np.asarray(columns[5], bool),
+            "policy_versions": np.asarray(columns[6], np.int64),
+            "policy_learner_ids": list(columns[7]),
+            "interventions": np.asarray(columns[8], bool),
+        }
+
+    def _make_batch(self) -> pb.TransitionBatch:
+        """The pending transitions as the next batch (sequence `self.sequence`). Each pending
+        row is (obs, action, reward, next_obs, terminal, episode_end, version, learner id,
+        intervention)."""
+        c = self._batch_columns()
+        versions = c["policy_versions"]
+        # The per-step intervention flag (c["interventions"]) goes on the wire once
+        # TransitionBatch has a field for it: interventions=codec.encode_tensor(c["interventions"]).
         return pb.TransitionBatch(
             actor_id=self.actor_id,
             run_id=self.run_id,
             sequence=self.sequence,
-            policy_version=max(0, min(columns[6])),
-            policy_learner_id=columns[7][int(np.argmin(columns[6]))],
-            observations=codec.encode_tensor(np.stack(columns[0]).astype(np.float32)),
-            actions=codec.encode_tensor(np.stack(columns[1]).astype(np.float32)),
-            rewards=codec.encode_tensor(np.asarray(columns[2], np.float32)),
-            next_observations=codec.encode_tensor(np.stack(columns[3]).astype(np.float32)),
-            terminals=codec.encode_tensor(np.asarray(columns[4], bool)),
-            episode_ends=codec.encode_tensor(np.asarray(columns[5], bool)),
+            policy_version=max(0, int(versions.min())),
+            policy_learner_id=c["policy_learner_ids"][int(np.argmin(versions))],
+            observations=codec.encode_tensor(c["observations"]),
+            actions=codec.encode_tensor(c["actions"]),
+            rewards=codec.encode_tensor(c["rewards"]),
+            next_observations=codec.encode_tensor(c["next_observations"]),
+            terminals=codec.encode_tensor(c["terminals"]),
+            episode_ends=codec.encode_tensor(c["episode_ends"]),
         )
 
     def report(self, give_up_s: float = 5.0) -> None:
@@ -354,7 +422,7 @@ class ActorLoop:
         done = bool(terminated or truncated)
         if not self._pending:
             self._pending_since = time.monotonic()
-        self._pending.append((observation, action, float(reward), next_observation, bool(terminated), done, self.version, self.version_source))
+        self._pending.append((observation, action, float(reward), next_observation, bool(terminated), done, self.version, self.version_source, False))
         self.env_steps += 1
         ep = self._episode
         ep["return"] += float(reward)
@@ -398,7 +466,8 @@ class ActorLoop:
 
 def run_actor(settings: ActorSettings, install_signal_handlers: bool = True) -> dict:
     """`wsrl actor`: runs one actor; SIGINT/SIGTERM stop it after flushing what it has. In
-    robot mode also SIGUSR1 pauses, SIGUSR2 resumes and SIGQUIT is an emergency stop."""
+    robot mode also SIGUSR1 pauses, SIGUSR2 resumes and SIGQUIT is an emergency stop (the
+    process then exits with EXIT_EMERGENCY_STOP: `exit_status`)."""
     stop = threading.Event()
     if settings.robot:
         from actor.robot import RobotActor  # imported only here: a sim actor never needs it
@@ -421,8 +490,11 @@ def run_actor(settings: ActorSettings, install_signal_handlers: bool = True) -> 
         result = loop.run()
         extra = ""
         if settings.robot:
-            extra = (f", {result['interventions']} interventions, {result['overruns']} overruns of the {result['control_hz']:g} Hz period, "
-                     f"{result['safety_stops']} safety stops" + (", emergency stop" if result["emergency_stopped"] else ""))
+            extra = (f", {result['interventions']} interventions ({result['teleop_steps']} by --teleop), {result['overruns']} overruns of the "
+                     f"{result['control_hz']:g} Hz period, {result['safety_stops']} safety stops ({result['workspace_stops']} workspace), "
+                     f"{result['projected_steps']} steps projected into the workspace"
+                     + (f"; EMERGENCY STOP (exit status {EXIT_EMERGENCY_STOP})" if result["emergency_stopped"] else ""))
+            print(loop.period_summary_line(), flush=True)
         print(f"[wsrl actor] {loop.actor_id} done: {result['env_steps']} env steps, {result['episodes']} episodes, last policy version {result['policy_version']}{extra}", flush=True)
         return result
     finally:

@@ -5,8 +5,9 @@ Who acts: a `--policy module:function` callable `f(observation) -> action` in th
 [-1, 1] units (e.g. a scripted controller), or nobody (zero actions). A human takes over
 through either hook, and the takeover is what gets stored:
 
-- `--teleop module:function`: `f(observation) -> action or None` (policy units), polled every
-  step before acting; an action replaces the policy's.
+- `--teleop keyboard|spacemouse|module:function` (actor/teleop.py): a terminal's keys, a
+  SpaceMouse, or any `f(observation) -> action or None` (policy units), polled every step
+  before acting; an action replaces the policy's.
 - the robot env's own `info["intervention_action"]` (env units, envs/robot.py): what the robot
   executed instead; converted to policy units for storage.
 
@@ -21,13 +22,14 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 
 from actor.envs import make_actor_env
 from envs.dataset_io import write_d4rl_hdf5, write_minari
 from envs.datasets import OfflineDataset
+from actor.teleop import close_teleop, make_teleop
 from envs.robot import INTERVENTION_KEY, find_attribute, intervention_action
 
 
@@ -59,7 +61,7 @@ class Recorder:
         env_name: str,
         out: str,
         policy: Optional[Callable] = None,
-        teleop: Optional[Callable] = None,
+        teleop: Union[Callable, str, None] = None,
         seed: int = 0,
         max_episode_steps: int = 0,
         control_hz: float = 0.0,
@@ -71,7 +73,9 @@ class Recorder:
         if not overwrite and (self.out.exists() if self.is_file else (self.out / "data").exists()):
             raise FileExistsError(f"output {str(self.out)!r} exists; pass --overwrite to replace it")
         self.first_write_overwrite = overwrite  # later writes replace the recorder's own file
-        self.policy, self.teleop = policy, teleop
+        # A device name or entry point (make_teleop) is opened once the action size is known.
+        self.policy = policy
+        self.teleop = make_teleop(teleop, self.spec["action_dim"]) if isinstance(teleop, str) and teleop else (teleop or None)
         self.env_name, self.seed = env_name, seed
         self.period = 1.0 / control_hz if control_hz > 0 else 0.0
         base = self.env.unwrapped
@@ -156,6 +160,7 @@ class Recorder:
         self._written = True
 
     def close(self) -> None:
+        close_teleop(self.teleop)
         stop_robot = find_attribute(self.env, "emergency_stop")
         if callable(stop_robot):
             stop_robot()
@@ -170,7 +175,7 @@ def record(
     if episodes < 1:
         raise ValueError(f"field '--episodes': got {episodes}, expected an integer >= 1")
     recorder = Recorder(
-        env_name, out, load_callable(policy) if policy else None, load_callable(teleop) if teleop else None,
+        env_name, out, load_callable(policy) if policy else None, teleop or None,
         seed, max_episode_steps, control_hz, overwrite,
     )
     stop = threading.Event()
@@ -204,7 +209,8 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, help="a .hdf5/.h5 file (D4RL layout + card) or a Minari dataset directory")
     p.add_argument("--episodes", type=int, default=10, help="episodes to record (default 10)")
     p.add_argument("--policy", default="", help="'module:function' acting as f(observation) -> action in [-1, 1] (default: zero actions)")
-    p.add_argument("--teleop", default="", help="'module:function' f(observation) -> action or None, polled every step: a human takeover")
+    p.add_argument("--teleop", default="", metavar="DEVICE", help="a human takeover, polled every step: keyboard (this terminal), spacemouse "
+                   "(pip install 'wsrl[spacemouse]'), or 'module:function' f(observation) -> action in [-1, 1] or None")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-episode-steps", type=int, default=0, help="time limit for gymnasium envs (tasks bring their own)")
     p.add_argument("--control-hz", type=float, default=0.0, help="hold this step rate (default 0: as fast as the env steps)")

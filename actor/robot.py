@@ -14,19 +14,27 @@ keeps stepping. Two background threads do the rest:
 
 A third thread fetches new policy versions; the control loop adopts them only when an episode
 starts (unless `switch_mid_episode`). Safety, per step: the action is clipped to the action
-bounds, limited to `max_action_change` from the previous executed action, and a human
-takeover reported in `info["intervention_action"]` is stored in place of the policy's action.
+bounds, limited to `max_action_change` from the previous executed action and, with workspace
+limits in 'project' mode, limited so the position the env reports stays inside them (limits in
+'stop' mode make a position outside them a safety stop). A human takeover, through a teleop
+device polled before acting (`teleop`: keyboard, SpaceMouse, a callable; actor/teleop.py) or
+reported by the env in `info["intervention_action"]`, is stored in place of the policy's
+action and flagged as an intervention.
 Robot hooks (envs/robot.py): `wait_for_operator_reset()` before every reset, `emergency_stop()`
 on e-stop, safety stop and shutdown; `info["safety_stop"]` ends the episode and pauses.
 
 Control: `pause()` / `resume()` (SIGUSR1 / SIGUSR2 under `wsrl actor`) hold the robot (no steps,
 no calls) while the sender keeps sending; `emergency_stop()` (SIGQUIT) stops stepping within
 one control period, calls the env's `emergency_stop()`, then shuts down cleanly (flushing).
+
+Timing statistics (period = step start to step start; work = act + env step + hand-off): the
+status line shows those of the steps since the previous line, the summary those of the run.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import queue
 import threading
 import time
@@ -38,10 +46,45 @@ import numpy as np
 
 from actor.loop import ActorLoop, ActorSettings
 from actor.record import to_policy_units
-from envs.robot import INTERVENTION_KEY, SAFETY_STOP_KEY, SUCCESS_KEY, check_robot_env, find_attribute, intervention_action
+from actor.teleop import close_teleop, make_teleop
+from envs.robot import (
+    INTERVENTION_KEY, SAFETY_STOP_KEY, SUCCESS_KEY, check_robot_env, find_attribute, intervention_action, workspace_position,
+)
 from protos.wsrl.v1 import learner_pb2 as pb
 
 PULL_INTERVAL_S = 2.0  # background policy polls between episode-end requests
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkspaceLimits:
+    """Bounds on the position the env reports (`info["workspace_position"]`, k values)."""
+
+    low: np.ndarray
+    high: np.ndarray
+    mode: str  # 'stop' or 'project'
+    scale: Optional[np.ndarray] = None  # project: position change per unit env action (k values)
+
+    def contains(self, position: np.ndarray) -> bool:
+        return bool(np.all(position >= self.low) and np.all(position <= self.high))
+
+
+def period_stats(periods, work, target_s: float) -> dict:
+    """Control-period statistics in ms: mean, p99 and max period, p99 and max work time, and
+    the overruns (work > target) among these steps."""
+    p = np.asarray(periods, np.float64) if len(periods) else np.zeros(1)
+    w = np.asarray(work, np.float64) if len(work) else np.zeros(1)
+    return {
+        "steps": len(work), "period_mean_ms": 1e3 * float(p.mean()), "period_p99_ms": 1e3 * float(np.percentile(p, 99)),
+        "period_max_ms": 1e3 * float(p.max()), "period_median_ms": 1e3 * float(np.median(p)),
+        "work_p99_ms": 1e3 * float(np.percentile(w, 99)), "work_max_ms": 1e3 * float(w.max()),
+        "overruns": int(np.count_nonzero(w > target_s)) if len(work) else 0,
+    }
+
+
+def format_period_stats(stats: dict, target_s: float) -> str:
+    """`period_stats` as one phrase for the status line and the summary."""
+    return (f"period mean {stats['period_mean_ms']:.2f} ms, p99 {stats['period_p99_ms']:.2f} ms, max {stats['period_max_ms']:.2f} ms "
+            f"(target {1e3 * target_s:.2f} ms), work p99 {stats['work_p99_ms']:.2f} ms, {stats['overruns']} overruns in {stats['steps']} steps")
 
 
 class BatchSender:
@@ -203,14 +246,57 @@ class RobotActor(ActorLoop):
         self._prev_tick: Optional[float] = None
         self._handoff_full_warned = False
         self._ep_counts = {"interventions": 0, "overruns": 0}
+        self.workspace = self._workspace_limits()
+        self._workspace_position: Optional[np.ndarray] = None
+        self.teleop = make_teleop(settings.teleop, self.spec["action_dim"]) if settings.teleop else None
         # Counters (read by tests, the status line and the summary).
         self.overruns = 0
-        self.interventions = 0
-        self.safety_stops = 0
+        self.interventions = 0  # steps a human acted in (teleop device or the env's hook)
+        self.teleop_steps = 0  # of which through the teleop device
+        self.safety_stops = 0  # the env's and the workspace's
+        self.workspace_stops = 0
+        self.projected_steps = 0  # steps whose action the workspace projection changed
         self.emergency_stop_at: Optional[float] = None  # monotonic time of the e-stop hook call
         self.periods: collections.deque = collections.deque(maxlen=100_000)  # step start to step start, s
         self.work_times: collections.deque = collections.deque(maxlen=100_000)  # step work, s
         self.handoff_times: collections.deque = collections.deque(maxlen=100_000)  # batch build + queue put, s
+        self.period_max = 0.0  # over the whole run (the deques keep the last 100,000 steps)
+        self._window = self._new_window()  # since the last status line
+
+    @staticmethod
+    def _new_window() -> dict:
+        # Bounded: with status lines off (status_every_s=0) nothing ever empties it.
+        return {"periods": collections.deque(maxlen=100_000), "work": collections.deque(maxlen=100_000)}
+
+    def _workspace_limits(self) -> Optional[WorkspaceLimits]:
+        """The limits of the settings, else the env's `workspace_bounds`, else None."""
+        s = self.settings
+        low, high = s.workspace_low, s.workspace_high
+        if not low:
+            bounds = find_attribute(self.env, "workspace_bounds")
+            if bounds is None:
+                return None
+            try:
+                low, high = bounds
+            except (TypeError, ValueError):
+                raise ValueError(f"robot env field 'workspace_bounds': got {bounds!r}, expected (low, high)") from None
+        low, high = np.asarray(low, np.float64).reshape(-1), np.asarray(high, np.float64).reshape(-1)
+        if low.shape != high.shape or not np.all(low <= high) or not np.all(np.isfinite(low) & np.isfinite(high)):
+            raise ValueError(f"workspace limits: low {low.tolist()} and high {high.tolist()}, expected as many finite values each, low <= high")
+        scale = None
+        if s.workspace_mode == "project":
+            value = find_attribute(self.env, "workspace_action_scale")
+            if value is None:
+                raise ValueError(f"actor setting 'workspace_mode': 'project' needs the env's 'workspace_action_scale' attribute (envs/robot.py: "
+                                 f"position change per unit action), which {s.env!r} lacks; use --workspace-mode stop")
+            if len(low) > self.spec["action_dim"]:
+                raise ValueError(f"workspace limits: {len(low)} position components, expected at most the action's {self.spec['action_dim']} "
+                                 "(project mode moves component i with action component i)")
+            try:
+                scale = np.broadcast_to(np.asarray(value, np.float64).reshape(-1), low.shape).copy()
+            except ValueError:
+                raise ValueError(f"robot env field 'workspace_action_scale': got {value!r}, expected one number or {len(low)}") from None
+        return WorkspaceLimits(low, high, s.workspace_mode, scale)
 
     # ---- operator controls (thread- and signal-safe: they only set events) ----------
 
@@ -275,7 +361,7 @@ class RobotActor(ActorLoop):
         with self._fresh_lock:
             fresh, self._fresh = self._fresh, None
         if fresh is not None:
-            self.version, self.params, self.version_source = fresh
+            self._switch_policy(*fresh)
 
     def report_episodes(self) -> None:
         """Sends episode stats from the sender thread (best effort: one attempt)."""
@@ -291,11 +377,15 @@ class RobotActor(ActorLoop):
                 self.episodes = episodes + self.episodes  # again next time
 
     def status_line(self) -> str:
-        """One line for the operator: progress, timing, interventions, data in flight."""
+        """One line for the operator: progress, timing (of the steps since the previous line),
+        interventions, data in flight."""
+        window, self._window = self._window, self._new_window()
+        timing = format_period_stats(period_stats(window["periods"], window["work"], self.period), self.period) if window["work"] else "no steps"
         return (f"[wsrl actor] {self.actor_id}: {self.env_steps} steps, {self.num_episodes} episodes at {self.control_hz:g} Hz, "
                 f"{self.overruns} overruns, {self.interventions} interventions, {self.safety_stops} safety stops, policy version "
-                f"{self.version}, {self.sender.backlog()} batch(es) unsent, learner {'up' if self.sender.learner_up else 'UNREACHABLE'}"
-                + (", PAUSED" if self.paused else ""))
+                f"{self.version}, {self.sender.backlog()} batch(es) unsent" + (f" (+{len(self._pending)} steps not yet batched)" if self._pending else "")
+                + f", learner {'up' if self.sender.learner_up else 'UNREACHABLE'}"
+                + (", PAUSED" if self.paused else "") + f"; since the last line: {timing}")
 
     # ---- control loop ------------------------------------------------------------------
 
@@ -305,35 +395,83 @@ class RobotActor(ActorLoop):
         if wait is not None:
             wait()
         first = self.num_episodes == 0 and self.env_steps == 0
-        observation, _ = self.env.reset(seed=self.settings.seed) if first else self.env.reset()
+        observation, info = self.env.reset(seed=self.settings.seed) if first else self.env.reset()
+        if self.workspace is not None:
+            self._workspace_position = workspace_position(info, len(self.workspace.low), "reset")
+            if self.workspace.mode == "stop" and not self.workspace.contains(self._workspace_position):
+                # No step from outside: hold, and reset again (operator first) once resumed.
+                print(f"[wsrl actor] {self.actor_id}: WORKSPACE LIMIT: the reset left the position "
+                      f"{np.round(self._workspace_position, 4).tolist()} outside [{self.workspace.low.tolist()}, {self.workspace.high.tolist()}]; "
+                      "actor paused (resume with SIGUSR2 once the robot is back inside)", flush=True)
+                self._paused.set()
+                return
         self._observation = np.asarray(observation, np.float32).reshape(-1)
         self._adopt_policy()
         self.rollin_steps_left = self._draw_rollin()
         self._prev_action = None
         self._ep_counts = {"interventions": 0, "overruns": 0}
 
+    def _project(self, action: np.ndarray) -> np.ndarray:
+        """Limits the action so the predicted next position (position + scale * env action)
+        stays within the workspace; a position already outside may only move back."""
+        w, position = self.workspace, self._workspace_position
+        k = len(w.low)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            to_low, to_high = (w.low - position) / w.scale, (w.high - position) / w.scale
+        # Allowed env-unit action per component (a zero scale: that component moves nothing).
+        env_lo = np.where(w.scale > 0, to_low, np.where(w.scale < 0, to_high, -np.inf))
+        env_hi = np.where(w.scale > 0, to_high, np.where(w.scale < 0, to_low, np.inf))
+        # Env units -> policy units (the inverse of the actor's RescaleAction).
+        lo, hi, base_lo, base_hi = self._low[:k], self._high[:k], self._base_low[:k], self._base_high[:k]
+        span = (hi - lo) / (base_hi - base_lo)
+        projected = action.copy()
+        projected[:k] = np.minimum(np.maximum(action[:k], lo + (env_lo - base_lo) * span), lo + (env_hi - base_lo) * span)
+        return np.clip(projected, self._low, self._high).astype(np.float32)
+
     def _robot_step(self) -> bool:
-        """One control step: act, make it safe, execute, store. True on a safety stop."""
+        """One control step: act (or the human, through the teleop device), make it safe,
+        execute, store. True on a safety stop."""
         s = self.settings
         if s.switch_mid_episode:
             self._adopt_policy()
         observation = self._observation
-        action = np.clip(np.asarray(self.act(observation), np.float32), self._low, self._high)
+        command = self.teleop(observation) if self.teleop is not None else None
+        if command is not None:
+            command = np.asarray(command, np.float32).reshape(-1)
+            if command.shape != self._low.shape:
+                raise ValueError(f"--teleop {s.teleop}: returned {command.shape[0]} action components, expected {self._low.shape[0]}")
+        by_teleop = command is not None
+        action = np.clip(command if by_teleop else np.asarray(self.act(observation), np.float32), self._low, self._high)
         if s.max_action_change and self._prev_action is not None:
             action = np.clip(action, self._prev_action - s.max_action_change, self._prev_action + s.max_action_change)
+        if self.workspace is not None and self.workspace.mode == "project":
+            projected = self._project(action)  # last: the workspace outranks the change limit
+            if not np.array_equal(projected, action):
+                self.projected_steps += 1
+            action = projected
         next_observation, reward, terminated, truncated, info = self.env.step(action)
         next_observation = np.asarray(next_observation, np.float32).reshape(-1)
         stored = action
         human = intervention_action(info, self._base_space) if INTERVENTION_KEY in info else None
         if human is not None:  # the robot executed the human's action: that is the data
             stored = to_policy_units(human, self._base_low, self._base_high)
+        intervened = by_teleop or human is not None
+        if intervened:
             self.interventions += 1
+            self.teleop_steps += int(by_teleop)
             self._ep_counts["interventions"] += 1
         safety = bool(info.get(SAFETY_STOP_KEY, False))
+        if self.workspace is not None:
+            self._workspace_position = workspace_position(info, len(self.workspace.low), "step")
+            if self.workspace.mode == "stop" and not self.workspace.contains(self._workspace_position):
+                safety = True
+                self.workspace_stops += 1
+                print(f"[wsrl actor] {self.actor_id}: WORKSPACE LIMIT: position {np.round(self._workspace_position, 4).tolist()} outside "
+                      f"[{self.workspace.low.tolist()}, {self.workspace.high.tolist()}]", flush=True)
         done = bool(terminated or truncated or safety)  # a safety stop is a truncation, not a terminal
         if not self._pending:
             self._pending_since = time.monotonic()
-        self._pending.append((observation, stored, float(reward), next_observation, bool(terminated), done, self.version, self.version_source))
+        self._pending.append((observation, stored, float(reward), next_observation, bool(terminated), done, self.version, self.version_source, intervened))
         self._prev_action = stored
         self.env_steps += 1
         ep = self._episode
@@ -392,6 +530,8 @@ class RobotActor(ActorLoop):
                 if self._estop.is_set():
                     break
                 if self._paused.is_set():
+                    if self._pending:  # the learner gets what was collected, not after the pause
+                        self._hand_off()
                     self._estop.wait(min(period, 0.05))  # hold; re-check stop/resume often
                     next_tick = self._prev_tick = None  # the clock restarts on resume
                     continue
@@ -406,12 +546,16 @@ class RobotActor(ActorLoop):
                     self._estop.wait(next_tick - now)  # an e-stop wakes us at once
                     continue
                 started = time.monotonic()
+                window = self._window
                 if self._prev_tick is not None:
                     self.periods.append(started - self._prev_tick)
+                    window["periods"].append(started - self._prev_tick)
+                    self.period_max = max(self.period_max, started - self._prev_tick)
                 self._prev_tick = started
                 safety = self._robot_step()
                 work = time.monotonic() - started
                 self.work_times.append(work)
+                window["work"].append(work)
                 if work > period:
                     self.overruns += 1
                     self._ep_counts["overruns"] += 1
@@ -421,7 +565,7 @@ class RobotActor(ActorLoop):
                 if safety:
                     self.safety_stops += 1
                     self._call_emergency_stop(estop=False)
-                    print(f"[wsrl actor] {self.actor_id}: SAFETY STOP reported by the env: robot stopped, actor paused "
+                    print(f"[wsrl actor] {self.actor_id}: SAFETY STOP: robot stopped, actor paused "
                           "(resume with SIGUSR2 once the scene is safe)", flush=True)
                     self._paused.set()
             if self._estop.is_set():
@@ -439,16 +583,24 @@ class RobotActor(ActorLoop):
         return self.summary(delivered)
 
     def summary(self, delivered: bool) -> dict:
-        """Counters of the run (ActorLoop.run's keys plus the robot's)."""
-        periods = np.asarray(self.periods) if self.periods else np.zeros(1)
-        work = np.asarray(self.work_times) if self.work_times else np.zeros(1)
+        """Counters of the run (ActorLoop.run's keys plus the robot's). Period statistics over
+        the last 100,000 steps (period_max_ms: the whole run)."""
+        stats = period_stats(self.periods, self.work_times, self.period)
         return {
             "env_steps": self.env_steps, "episodes": self.num_episodes, "sequence": self.sequence, "policy_version": self.version,
             "delivered": delivered, "resent_batches": self._resent, "control_hz": self.control_hz, "overruns": self.overruns,
-            "interventions": self.interventions, "safety_stops": self.safety_stops, "emergency_stopped": self._estop.is_set(),
-            "period_median_ms": 1e3 * float(np.median(periods)), "period_max_ms": 1e3 * float(periods.max()),
-            "work_p99_ms": 1e3 * float(np.percentile(work, 99)),
+            "interventions": self.interventions, "teleop_steps": self.teleop_steps, "safety_stops": self.safety_stops,
+            "workspace_stops": self.workspace_stops, "projected_steps": self.projected_steps, "older_policies": self.older_policies,
+            "emergency_stopped": self._estop.is_set(),
+            **{k: v for k, v in stats.items() if k not in ("steps", "overruns")},
+            "period_max_ms": 1e3 * self.period_max, "period_steps": stats["steps"],
         }
+
+    def period_summary_line(self) -> str:
+        """The run's control-period statistics, for the exit summary."""
+        stats = period_stats(self.periods, self.work_times, self.period)
+        stats["period_max_ms"], stats["overruns"], stats["steps"] = 1e3 * self.period_max, self.overruns, self.env_steps
+        return f"[wsrl actor] {self.actor_id}: control at {self.control_hz:g} Hz: " + format_period_stats(stats, self.period)
 
     def close(self) -> None:
         """Shutdown: the robot is stopped (`emergency_stop` is safe to call again), threads end."""
@@ -457,4 +609,5 @@ class RobotActor(ActorLoop):
         try:
             self._call_emergency_stop(estop=False)
         finally:
+            close_teleop(self.teleop)
             super().close()

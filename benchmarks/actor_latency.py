@@ -92,6 +92,7 @@ def run_robot_rate(policy, params, obs_dim: int, act_dim: int, rate_hz: float, s
     for _ in range(20):  # compile `sample` (the actor does this in connect())
         policy.sample(params, np.zeros(obs_dim, np.float32), jax.random.PRNGKey(1))
     state = types.SimpleNamespace(_pending=[], actor_id="bench", run_id="r", sequence=0)
+    state._batch_columns = lambda: ActorLoop._batch_columns(state)
     low, high = -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32)
     previous, times, overruns = None, [], 0
     period = 1.0 / rate_hz
@@ -105,7 +106,7 @@ def run_robot_rate(policy, params, obs_dim: int, act_dim: int, rate_hz: float, s
         action = np.clip(np.asarray(action, np.float32), low, high)
         if previous is not None:
             action = np.clip(action, previous - 0.2, previous + 0.2)
-        state._pending.append((observation, action, 0.0, next_observation, False, False, 0, ""))
+        state._pending.append((observation, action, 0.0, next_observation, False, False, 0, "", False))
         if len(state._pending) >= batch_size:
             outbox.put_nowait(ActorLoop._make_batch(state))
             state.sequence += 1

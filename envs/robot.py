@@ -24,6 +24,16 @@ Optional hooks, looked up by name; none is required and nothing in the project n
 - `emergency_stop(self) -> None`: bring the robot to a safe halt now (called on e-stop, on a
   safety stop and on shutdown). It must return quickly and be safe to call more than once.
 - `control_hz` (attribute): the robot's control rate, the actor's default `--control-hz`.
+
+Workspace limits (optional; the actor enforces them, docs/robot.md):
+
+- `info["workspace_position"]` (array of k floats, from `reset` and every `step`): the
+  quantity the limits bound, e.g. the end-effector position. Required once limits are set.
+- `workspace_bounds` (attribute): `(low, high)`, k floats each: the default limits
+  (`--workspace-low/--workspace-high` override them).
+- `workspace_action_scale` (attribute; a float or k floats): for `--workspace-mode project`,
+  how far one step moves position component i per unit of action component i in the env's
+  own units (a delta-position controller: next ~= position + scale * action[:k]).
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import numpy as np
 INTERVENTION_KEY = "intervention_action"
 SUCCESS_KEY = "success"
 SAFETY_STOP_KEY = "safety_stop"
+WORKSPACE_KEY = "workspace_position"
 HOOKS = ("wait_for_operator_reset", "emergency_stop")
 
 
@@ -79,3 +90,17 @@ def intervention_action(info: Mapping, action_space: gym.spaces.Box) -> Optional
     if not np.all(np.isfinite(action)):
         raise ValueError(f"robot env info['{INTERVENTION_KEY}']: {action.tolist()} is not finite")
     return np.clip(action, action_space.low, action_space.high)
+
+
+def workspace_position(info: Mapping, dims: int, where: str) -> np.ndarray:
+    """`info["workspace_position"]` as k=`dims` finite floats; ValueError naming the field if
+    the env does not report it (it must, once workspace limits are set)."""
+    value = info.get(WORKSPACE_KEY)
+    if value is None:
+        raise ValueError(f"robot env info['{WORKSPACE_KEY}']: missing from {where}; expected the {dims} values the workspace limits "
+                         "bound (e.g. the end-effector position), reported by reset and every step")
+    position = np.asarray(value, np.float64).reshape(-1)
+    if position.shape != (dims,) or not np.all(np.isfinite(position)):
+        raise ValueError(f"robot env info['{WORKSPACE_KEY}'] from {where}: got {np.asarray(value).tolist()}, expected {dims} finite values "
+                         "(as many as the workspace limits)")
+    return position

@@ -12,6 +12,10 @@ with what makes a robot different from a simulator.
 - A scripted safety stop at `safety_stop_at_step` (global step count; -1: never), and
   `emergency_stop` that records when it was called (the robot "halts": further steps are
   refused until the next reset).
+- A workspace position: the first `workspace_dims` observation components (the point mass's
+  position), reported in `info["workspace_position"]` by reset and step; optional default
+  limits (`workspace_bounds`) and the position change per unit action
+  (`workspace_action_scale`; the point mass moves MAX_SPEED per unit).
 
 `wsrl actor --env envs.sim_robot:SimulatedPointMassRobot` runs it; tests build it with their own
 settings via `SimulatedRobot(...)`.
@@ -26,7 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs import pointmass
-from envs.robot import INTERVENTION_KEY, SAFETY_STOP_KEY
+from envs.robot import INTERVENTION_KEY, SAFETY_STOP_KEY, WORKSPACE_KEY
 
 
 class SimulatedRobot(gym.Wrapper):
@@ -43,6 +47,9 @@ class SimulatedRobot(gym.Wrapper):
         intervention_steps: int = 0,
         intervention_policy: Optional[Callable[[np.ndarray], np.ndarray]] = None,
         safety_stop_at_step: int = -1,
+        workspace_dims: int = 2,
+        workspace_bounds: Optional[tuple] = None,
+        workspace_action_scale: Optional[float] = None,
         seed: int = 0,
     ):
         super().__init__(env)
@@ -56,6 +63,9 @@ class SimulatedRobot(gym.Wrapper):
         self.intervention_every, self.intervention_steps = intervention_every, intervention_steps
         self.intervention_policy = intervention_policy
         self.safety_stop_at_step = safety_stop_at_step
+        self.workspace_dims = workspace_dims
+        self.workspace_bounds = workspace_bounds  # None: no default limits (envs/robot.py)
+        self.workspace_action_scale = workspace_action_scale
         self._rng = np.random.default_rng(seed)
         self.total_steps = 0
         self.interventions = 0
@@ -85,7 +95,11 @@ class SimulatedRobot(gym.Wrapper):
         self.halted = False
         observation, info = self.env.reset(**kwargs)
         self._observation = np.asarray(observation)
+        info = {**info, WORKSPACE_KEY: self._workspace_position()}
         return observation, info
+
+    def _workspace_position(self) -> np.ndarray:
+        return np.asarray(self._observation, np.float64).reshape(-1)[: self.workspace_dims].copy()
 
     def step(self, action):
         if self.halted:
@@ -100,6 +114,7 @@ class SimulatedRobot(gym.Wrapper):
         self._observation = np.asarray(observation)
         self.total_steps += 1
         info = dict(info)
+        info[WORKSPACE_KEY] = self._workspace_position()
         if human is not None:
             info[INTERVENTION_KEY] = human
         if self.total_steps == self.safety_stop_at_step:
@@ -137,4 +152,5 @@ class SimulatedPointMassRobot(SimulatedRobot):
             intervention_every=100,
             intervention_steps=5,
             intervention_policy=pointmass_teleop,
+            workspace_action_scale=pointmass.MAX_SPEED,
         )

@@ -129,6 +129,15 @@ def return_histogram(returns: np.ndarray, bins: int = 10, width: int = 40) -> li
     ]
 
 
+def card_success_rate(card: dict):
+    """Successful / recorded episodes as a card of `wsrl record` counts them (the env's
+    info["success"]), or None if the card has no such counts."""
+    recorded, successful = card.get("recorded_episodes"), card.get("successful_episodes")
+    if not isinstance(recorded, int) or not isinstance(successful, int) or recorded < 1:
+        return None
+    return successful / recorded
+
+
 def inspect(args) -> int:
     from envs.dataset_io import card_path, read_dataset, read_minari_metadata
 
@@ -152,6 +161,9 @@ def inspect(args) -> int:
     kitchen_task = args.task or card.get("task", "")
     if str(kitchen_task).startswith("kitchen-") and dataset.observations.shape[1] == 59:
         stats["kitchen_subtasks"] = kitchen_subtask_summary(dataset, kitchen_task)
+    counted = card_success_rate(card) if threshold is None else None
+    if counted is not None:  # `wsrl record`: the env's info["success"], counted per episode
+        stats["success_rate"], stats["success_source"] = counted, "card"
     if args.json:
         print(json.dumps({"path": str(path), **stats, "card": card}, indent=2))
         return 0
@@ -164,7 +176,10 @@ def inspect(args) -> int:
     q = stats["return_quartiles"]
     print(f"  return mean {stats['return_mean']:.4g} +- {stats['return_std']:.4g}; min {q[0]:.4g}, "
           f"25% {q[1]:.4g}, median {q[2]:.4g}, 75% {q[3]:.4g}, max {q[4]:.4g}")
-    if "success_rate" in stats:
+    if stats.get("success_source") == "card":
+        print(f"  success rate {stats['success_rate']:.3f} ({card['successful_episodes']} of {card['recorded_episodes']} "
+              "episodes reported success while recording, from the card)")
+    elif "success_rate" in stats:
         print(f"  success rate {stats['success_rate']:.3f} (return >= {threshold:g})")
     else:
         print("  success rate: n/a (no success threshold in the card; pass --success-threshold)")

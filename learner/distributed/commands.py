@@ -78,7 +78,14 @@ def add_commands(subparsers: Any, add_config_args: Optional[Callable[[argparse.A
     robot.add_argument("--control-hz", type=float, default=0.0, metavar="HZ", help="robot mode: control steps per second (default: the env's control_hz)")
     robot.add_argument("--max-action-change", type=float, default=0.0, metavar="DELTA", help="robot mode: largest per-step change of each action component, policy units [-1, 1] (default 0: no limit)")
     robot.add_argument("--switch-mid-episode", action="store_true", help="robot mode: adopt new policy versions at any step (default: only when an episode starts)")
-    robot.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS", help="robot mode: seconds between status lines (default 10; 0: none)")
+    robot.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS", help="robot mode: seconds between status lines, with the control-period statistics (default 10; 0: none)")
+    robot.add_argument("--teleop", default="", metavar="DEVICE", help="robot mode: a human takeover device, polled every step: keyboard (this terminal), "
+                       "spacemouse (pip install 'wsrl[spacemouse]'), or 'module:function' f(observation) -> action in [-1, 1] or None")
+    robot.add_argument("--workspace-low", type=_floats, default=(), metavar="X,Y,...", help="robot mode: lower workspace limits on the env's "
+                       "info['workspace_position'], written --workspace-low=-1,-0.5 (default: the env's workspace_bounds, if any)")
+    robot.add_argument("--workspace-high", type=_floats, default=(), metavar="X,Y,...", help="robot mode: upper workspace limits (with --workspace-low)")
+    robot.add_argument("--workspace-mode", choices=("stop", "project"), default="stop", help="robot mode: outside the workspace is a safety stop (stop, default), "
+                       "or actions are limited to stay inside (project: needs the env's workspace_action_scale)")
     _add_auth_args(p, server=False)
 
     p = subparsers.add_parser("run", help="one learner + N actor processes on this machine (pre-trains first without a checkpoint)")
@@ -93,6 +100,14 @@ def add_commands(subparsers: Any, add_config_args: Optional[Callable[[argparse.A
     p.add_argument("address", metavar="HOST:PORT")
     p.add_argument("--token", default=None, help="status token (default: $WSRL_STATUS_TOKEN)")
     p.add_argument("--tls-ca", default=None, help="PEM root certificate to connect over TLS")
+
+
+def _floats(text: str) -> tuple:
+    """'0.1,-2,3' -> (0.1, -2.0, 3.0), for argparse."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}, expected comma-separated numbers such as -0.5,0,0.2") from None
 
 
 def _token(args: argparse.Namespace, env: str = "WSRL_TOKEN") -> Optional[str]:
@@ -139,7 +154,7 @@ def run_command(args: argparse.Namespace, config: Any = None) -> int:
         )
         return 0
     if args.command == "actor":
-        from actor.loop import ActorError, ActorSettings, run_actor
+        from actor.loop import ActorError, ActorSettings, exit_status, run_actor
 
         settings = ActorSettings(
             learner=args.learner, env=args.env, actor_id=args.actor_id, seed=args.seed, num_steps=args.num_steps,
@@ -148,14 +163,15 @@ def run_command(args: argparse.Namespace, config: Any = None) -> int:
             token=_token(args) or "", tls_ca=args.tls_ca or "", spool_dir=args.spool_dir,
             step_period_s=args.step_period, max_backoff_s=args.max_backoff,
             robot=args.robot, control_hz=args.control_hz, max_action_change=args.max_action_change,
-            switch_mid_episode=args.switch_mid_episode, status_every_s=args.status_every,
+            switch_mid_episode=args.switch_mid_episode, status_every_s=args.status_every, teleop=args.teleop,
+            workspace_low=args.workspace_low, workspace_high=args.workspace_high, workspace_mode=args.workspace_mode,
         )
         try:
             result = run_actor(settings)
         except (ActorError, ValueError) as e:
             print(f"wsrl actor: error: {e}", file=sys.stderr)
             return 1
-        return 0 if result["delivered"] else 1
+        return exit_status(result)
     if args.command == "status":
         return print_status(args.address, args.token or os.environ.get("WSRL_STATUS_TOKEN"), args.tls_ca)
     if args.command == "run":
@@ -189,14 +205,15 @@ def print_status(address: str, token: Optional[str] = None, tls_ca: Optional[str
     """`wsrl status HOST:PORT`: prints the learner's state; 1 if it cannot be reached."""
     import grpc
 
-    from actor.client import LearnerClient
+    from actor.client import LearnerClient, connection_hint
 
     client = LearnerClient(address, token, tls_ca)
     try:
         print(format_status(client.status()))
         return 0
     except grpc.RpcError as e:
-        print(f"wsrl status: {address}: {e.code().name}: {e.details()}", file=sys.stderr)
+        hint = connection_hint(address, tls_ca) if e.code() == grpc.StatusCode.UNAVAILABLE else ""
+        print(f"wsrl status: {address}: {e.code().name}: {e.details()}" + (f"\nwsrl status: {hint}" if hint else ""), file=sys.stderr)
         return 1
     finally:
         client.close()
