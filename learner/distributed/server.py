@@ -364,6 +364,10 @@ class LearnerService(pb_grpc.LearnerServicer):
             check_ids(request.actor_id, request.run_id)
         except BatchRejected as e:
             context.abort(e.code, str(e))
+        try:
+            self.trainer.check_run(request.actor_id, request.run_id)
+        except UnknownRun as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         if len(request.episodes) > MAX_EPISODES_PER_REPORT:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"field 'episodes': got {len(request.episodes)}, expected at most {MAX_EPISODES_PER_REPORT} per call")
         episodes = []

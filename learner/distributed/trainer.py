@@ -339,15 +339,20 @@ class Trainer:
             return f"'episode_return': got {value:.6g}, expected a finite number within +-{bound:.6g} (length x the largest |reward| received)"
         return None
 
+    def check_run(self, actor_id: str, run_id: str) -> None:
+        """Raises UnknownRun unless (actor, run) has shaken hands with this learner."""
+        with self.cond:
+            record = self.actors.get(actor_id)
+            if record is None or run_id not in record.next_sequence:
+                raise UnknownRun(f"actor {actor_id!r} with this run id is unknown to this learner: call Handshake first")
+            record.last_seen = record.run_seen[run_id] = time.monotonic()
+
     def report_episodes(self, actor_id: str, episodes: list[dict], run_id: Optional[str] = None) -> int:
         """Records episode stats reported by an actor; returns the total episode count. With
         `run_id`, the (actor, run) must have shaken hands (else UnknownRun)."""
+        if run_id is not None:
+            self.check_run(actor_id, run_id)
         with self.cond:
-            if run_id is not None:
-                record = self.actors.get(actor_id)
-                if record is None or run_id not in record.next_sequence:
-                    raise UnknownRun(f"actor {actor_id!r} with this run id is unknown to this learner: call Handshake first")
-                record.last_seen = record.run_seen[run_id] = time.monotonic()
             self.episodes += len(episodes)
             self.recent_returns.extend(e["return"] for e in episodes)
             total, step = self.episodes, self.env_steps
