@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import os
 import threading
 import uuid
 from concurrent import futures
@@ -193,6 +194,64 @@ class AuthInterceptor(grpc.ServerInterceptor):
             kind = "status token" if handler_call_details.method in STATUS_METHODS else "auth token"
             return _deny(handler, f"missing or wrong {kind} (send metadata 'authorization: Bearer <token>')")
         return handler
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def release_freed_memory() -> bool:
+    """glibc's `malloc_trim(0)`: hands memory freed inside the malloc heaps back to the OS.
+    The training commands tell glibc to keep freed memory (`learner.runs.keep_freed_memory`,
+    so XLA's scratch is reused); after a burst of large requests that would keep the burst's
+    peak resident for good. Returns whether it ran (glibc only)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim(0)
+    return True
+
+
+class MemoryKeeper:
+    """Every `interval_s`, if the process's resident memory grew by more than `slack_bytes`
+    since the last look, releases freed heap memory (`release_freed_memory`): after a flood of
+    requests the learner returns near its working size; the cost is one trim (and XLA's
+    scratch faulted in again once) per `slack_bytes` of growth, never on a steady state."""
+
+    def __init__(self, interval_s: float = 5.0, slack_bytes: int = 64 << 20):
+        self.interval_s, self.slack_bytes = interval_s, slack_bytes
+        self.trims = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wsrl-memory", daemon=True)
+
+    def start(self) -> "MemoryKeeper":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def check(self, low: int) -> int:
+        """One look: trims if resident memory exceeds `low` + slack; returns the new low mark."""
+        now = resident_bytes()
+        if now > low + self.slack_bytes and release_freed_memory():
+            self.trims += 1
+            return resident_bytes()
+        return min(low, now) if low else now
+
+    def _run(self) -> None:
+        low = resident_bytes()
+        while not self._stop.wait(self.interval_s):
+            low = self.check(low)
 
 
 class PolicyStore:
@@ -440,7 +499,11 @@ class LearnerServer:
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="wsrl-grpc"),
             interceptors=interceptors,
-            options=[("grpc.max_receive_message_length", self.max_receive_bytes)],
+            # HTTP/2 flow control sized by the same limit instead of BDP probing (which grows a
+            # stream's window to many MB): an oversized push is refused after at most one
+            # window of bytes (64 concurrent 60 MB pushes: +1 MB resident instead of +300 MB).
+            options=[("grpc.max_receive_message_length", self.max_receive_bytes), ("grpc.http2.bdp_probe", 0),
+                     ("grpc.http2.lookahead_bytes", max(65535, min(self.max_receive_bytes, 16 << 20)))],
             # Workers held by sync-mode backpressure must not starve new calls.
             maximum_concurrent_rpcs=max_workers * 4,
         )
@@ -465,6 +528,7 @@ class LearnerServer:
 
     def start(self) -> "LearnerServer":
         self.trainer.start()
+        self.memory = MemoryKeeper().start()
         self.server.start()
         for service in ("", SERVICE):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -475,3 +539,5 @@ class LearnerServer:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.trainer.stop()
+        if getattr(self, "memory", None) is not None:
+            self.memory.stop()
