@@ -894,7 +894,8 @@ def test_learner_killed_with_sigkill_resumes_and_live_actors_finish_exactly_once
         def acknowledged_after_a_save():
             # Status first: a save landing between the two reads then only delays the kill.
             s, saved = status(), saved_counters()
-            return s is not None and saved is not None and s.env_steps >= saved["env_steps"] + 2 * batch and s.env_steps
+            # (A save past warmup: the learner also saves at start, and on a timer.)
+            return s is not None and saved is not None and saved["processed"] > k and s.env_steps >= saved["env_steps"] + 2 * batch and s.env_steps
 
         acknowledged = _wait_for(acknowledged_after_a_save, 120, "a state save followed by more acknowledged batches")
         first.send_signal(signal.SIGKILL)
