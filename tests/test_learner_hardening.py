@@ -281,8 +281,6 @@ def test_a_learner_started_with_defaults_and_killed_with_sigkill_resumes(tmp_pat
         assert all(client.push(b).stored for b in batches)
         s = client.status()
         assert s.env_steps == 9 and s.duplicate_batches == 0
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(timeout=120) == 0, (tmp_path / "learner2.log").read_text()
     finally:
         if client is not None:
             client.close()
