@@ -17,6 +17,7 @@ import dataclasses
 import json
 import signal
 import socket
+import sys
 import threading
 import time
 import types
@@ -250,10 +251,10 @@ class ActorLoop:
                         break
                     missing = [b for b in kept if expected <= b.sequence < batch.sequence]
                     if [b.sequence for b in missing] != list(range(expected, batch.sequence)):
-                        raise ActorError(f"learner expects sequence {expected} of run {batch.run_id}, which this actor no longer holds "
+                        raise ActorError(f"learner expects sequence {expected} of run {codec.run_label(batch.run_id)}, which this actor no longer holds "
                                          f"(it keeps acknowledged batches from {start}; raise retain_transitions or use a spool)") from None
                     if missing:
-                        print(f"[wsrl actor] {self.actor_id}: the learner lost batches {expected}..{batch.sequence - 1} of run {batch.run_id[:8]} "
+                        print(f"[wsrl actor] {self.actor_id}: the learner lost batches {expected}..{batch.sequence - 1} of run {codec.run_label(batch.run_id)} "
                               f"(it restarted from a checkpoint); resending them", flush=True)
                     for b in missing:
                         if self._send(b, give_up_s=give_up_s, resend=True) is None:
@@ -262,6 +263,15 @@ class ActorLoop:
                     continue
                 if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED):
                     return None  # gave up (stopping); kept in the spool if there is one
+                if code == grpc.StatusCode.ALREADY_EXISTS:
+                    # Someone else stored a batch under this run's sequence number: the run id
+                    # (its secret) leaked, or this actor resent a changed batch. Never silent.
+                    message = (f"[wsrl actor] {self.actor_id}: CONFLICT: the learner holds OTHER data under batch {batch.sequence} of run "
+                               f"{codec.run_label(batch.run_id)}; this batch was refused and the run cannot go on ({e.details()}). "
+                               f"Check who else can reach the learner with this actor's id and token; the batch stays in the spool, if any.")
+                    print(message, file=sys.stderr, flush=True)
+                    print(message, flush=True)
+                    raise ActorError(f"conflicting batch {batch.sequence}: {e.details()}") from None
                 raise ActorError(f"learner refused batch {batch.sequence}: {code.name}: {e.details()}") from None
         if not resend:
             self._confirm(batch, ack)
@@ -365,8 +375,10 @@ class ActorLoop:
         )
 
     def report(self, give_up_s: float = 5.0) -> None:
-        """Sends episode stats (best effort: statistics, not training data)."""
-        if not self.episodes:
+        """Sends episode stats (best effort: statistics, not training data). Waits while the
+        last step of an episode is still in the unsent batch: the learner checks a reported
+        return against the rewards it has received."""
+        if not self.episodes or any(p[5] for p in self._pending):
             return
         request = pb.ReportEpisodesRequest(actor_id=self.actor_id, run_id=self.run_id, episodes=self.episodes)
         try:
@@ -485,7 +497,7 @@ def run_actor(settings: ActorSettings, install_signal_handlers: bool = True) -> 
             signal.signal(signal.SIGQUIT, lambda *_: loop.emergency_stop())
     try:
         hello = loop.connect()
-        print(f"[wsrl actor] {loop.actor_id} (run {loop.run_id[:8]}) connected to learner {hello.learner_id} at {settings.learner}: "
+        print(f"[wsrl actor] {loop.actor_id} (run {codec.run_label(loop.run_id)}) connected to learner {hello.learner_id} at {settings.learner}: "
               f"{hello.mode} mode, warmup {hello.warmup_steps} steps, policy version {loop.version}", flush=True)
         result = loop.run()
         extra = ""

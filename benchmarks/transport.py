@@ -49,7 +49,7 @@ def inserts_per_second(batch_size: int, seconds: float) -> float:
     config = Config(finetune=FinetuneConfig(warmup_steps=10**9, num_steps=2_000_000), logging=LoggingConfig(tensorboard=False, progress=False))
     server = LearnerServer(Trainer(config, spec, DistributedSettings(mode="async", max_batch_size=256, max_pending=1 << 22))).start()
     client = LearnerClient(server.address)
-    client.handshake(pb.HandshakeRequest(protocol_version=codec.PROTOCOL_VERSION, spec=codec.spec_to_proto(spec), actor_id="bench", run_id="r"))
+    client.handshake(pb.HandshakeRequest(protocol_version=codec.PROTOCOL_VERSION, spec=codec.spec_to_proto(spec), actor_id="bench", run_id="bench-run-0000000001"))
     rng = np.random.default_rng(0)
     n = batch_size
     tensors = {
@@ -62,7 +62,7 @@ def inserts_per_second(batch_size: int, seconds: float) -> float:
     }
     seq, sent, started = 0, 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        client.push(pb.TransitionBatch(actor_id="bench", run_id="r", sequence=seq, **tensors))
+        client.push(pb.TransitionBatch(actor_id="bench", run_id="bench-run-0000000001", sequence=seq, **tensors))
         seq, sent = seq + 1, sent + n
     elapsed = time.perf_counter() - started
     client.close()

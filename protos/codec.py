@@ -16,7 +16,7 @@ import numpy as np
 
 from protos.wsrl.v1 import learner_pb2 as pb
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 # The payload of one PolicyChunk: under gRPC's 4 MiB default message limit with room for the
 # other fields, so policies up to 3 MiB (the locomotion ones: 0.3-1.2 MB) travel as one message.
 CHUNK_BYTES = 3 << 20
@@ -67,6 +67,12 @@ def decode_tensor(tensor: pb.Tensor, field: str) -> np.ndarray:
             f"got {len(tensor.data)} bytes, expected {count * dtype.itemsize} ({tensor.dtype} x shape {list(shape)})",
         )
     return np.frombuffer(tensor.data, dtype=dtype, count=count).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def run_label(run_id: str) -> str:
+    """A short, non-secret label of a run, shown (by GetStatus, in logs) instead of the run id,
+    which is the run's secret: 8 hex characters of a hash, which do not give the id back."""
+    return hashlib.blake2b(run_id.encode(), digest_size=4, person=b"wsrl-run-label").hexdigest()
 
 
 def spec_to_proto(spec: Mapping[str, Any]) -> pb.Spec:

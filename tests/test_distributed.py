@@ -52,11 +52,16 @@ def server():
     s.stop(grace=0)
 
 
-def hello(client, actor_id="a", run_id="r1", spec=SPEC, protocol=codec.PROTOCOL_VERSION, next_sequence=0):
+def rid(name: str) -> str:
+    """A valid run id (16+ characters) made from a short name."""
+    return f"{name:-<16}"
+
+
+def hello(client, actor_id="a", run_id=rid("r1"), spec=SPEC, protocol=codec.PROTOCOL_VERSION, next_sequence=0):
     return client.handshake(pb.HandshakeRequest(protocol_version=protocol, spec=codec.spec_to_proto(spec), actor_id=actor_id, run_id=run_id, next_sequence=next_sequence))
 
 
-def make_batch(n=3, seq=0, actor_id="a", run_id="r1", rng=None, **overrides):
+def make_batch(n=3, seq=0, actor_id="a", run_id=rid("r1"), rng=None, **overrides):
     rng = rng or np.random.default_rng(seq)
     fields = {
         "observations": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
@@ -256,7 +261,7 @@ def test_actors_follow_the_learners_random_warmup_and_jsrl_rollins(checkpoint):
 def test_duplicates_are_acknowledged_not_stored_and_restarts_resume(server):
     client, trainer = LearnerClient(server.address), server.trainer
     try:
-        assert hello(client, run_id="r1").next_sequence == 0
+        assert hello(client, run_id=rid("r1")).next_sequence == 0
         ack = client.push(make_batch(3, seq=0))
         assert ack.stored and not ack.duplicate and ack.next_sequence == 1 and ack.env_steps == 3
         assert ack.durable_sequence == 1  # no state directory: nothing to wait for, forget at once
@@ -266,12 +271,12 @@ def test_duplicates_are_acknowledged_not_stored_and_restarts_resume(server):
             client.push(make_batch(2, seq=2))
         assert gap.value.code() == grpc.StatusCode.OUT_OF_RANGE and "expected 1" in gap.value.details()
         # The same run shaking hands again (actor reconnecting) is told where to resume.
-        assert hello(client, run_id="r1", next_sequence=0).next_sequence == 1
+        assert hello(client, run_id=rid("r1"), next_sequence=0).next_sequence == 1
         # A restarted actor (fresh run id) starts its own sequence.
-        assert hello(client, run_id="r2").next_sequence == 0
-        assert client.push(make_batch(2, seq=0, run_id="r2")).stored
+        assert hello(client, run_id=rid("r2")).next_sequence == 0
+        assert client.push(make_batch(2, seq=0, run_id=rid("r2"))).stored
         with pytest.raises(grpc.RpcError) as unknown:
-            client.push(make_batch(1, seq=0, run_id="never-shook-hands"))
+            client.push(make_batch(1, seq=0, run_id=rid("never-shook-hands")))
         assert unknown.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "Handshake" in unknown.value.details()
         assert trainer.wait_processed(5, 10) and len(trainer.replay) == 5
         assert trainer.status()["duplicate_batches"] == 1
@@ -285,13 +290,13 @@ def test_spooled_batches_of_a_killed_actor_are_delivered_exactly_once(server, tm
     client, trainer = LearnerClient(server.address), server.trainer
     spool = Spool(tmp_path / "spool" / "robot")
     try:
-        hello(client, actor_id="robot", run_id="dead")
-        batches = [make_batch(2, seq=i, actor_id="robot", run_id="dead") for i in range(4)]
+        hello(client, actor_id="robot", run_id=rid("dead"))
+        batches = [make_batch(2, seq=i, actor_id="robot", run_id=rid("dead")) for i in range(4)]
         for b in batches:
             spool.put(b)
         for b in batches[:2]:  # acknowledged before the kill; the deletions were lost too
             client.push(b)
-        spool.remove("dead", 0)
+        spool.remove(rid("dead"), 0)
         settings = ActorSettings(learner=server.address, actor_id="robot", spool_dir=str(tmp_path / "spool"), batch_size=2, pull_every=0)
         loop = ActorLoop(settings)
         try:
@@ -306,7 +311,7 @@ def test_spooled_batches_of_a_killed_actor_are_delivered_exactly_once(server, tm
         np.testing.assert_array_equal(stored, expected)  # dead run: seqs 0..3 once each, in order
         assert len(trainer.replay) == 12 and trainer.status()["duplicate_batches"] == 1
         record = trainer.actors["robot"]
-        assert record.next_sequence["dead"] == 4 and record.next_sequence[loop.run_id] == 2
+        assert record.next_sequence[rid("dead")] == 4 and record.next_sequence[loop.run_id] == 2
     finally:
         client.close()
 
@@ -416,8 +421,8 @@ def test_random_bytes_into_every_rpc_never_crash_the_server(server):
     assert health_status(server.address) == health_pb2.HealthCheckResponse.SERVING
     client = LearnerClient(server.address)
     try:
-        assert hello(client, run_id="after-fuzz").next_sequence == 0
-        assert client.push(make_batch(2, run_id="after-fuzz")).stored
+        assert hello(client, run_id=rid("after-fuzz")).next_sequence == 0
+        assert client.push(make_batch(2, run_id=rid("after-fuzz"))).stored
     finally:
         client.close()
     assert server.trainer.error is None
@@ -436,7 +441,7 @@ def test_spec_or_protocol_mismatch_is_failed_precondition_naming_both_sides(serv
         with pytest.raises(grpc.RpcError) as e:
             hello(client, protocol=99, spec={**SPEC, "task": "other"})
         assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "protocol_version: actor has 99, learner has 2" in e.value.details()
+        assert f"protocol_version: actor has 99, learner has {codec.PROTOCOL_VERSION}" in e.value.details()
         assert "spec.task: actor has 'other', learner has 'pointmass-goal'" in e.value.details()
     finally:
         client.close()
@@ -517,7 +522,7 @@ def test_tls_off_loopback_serves_actors_status_and_health_and_refuses_plaintext(
 
     server = LearnerServer(Trainer(config, SPEC), "0.0.0.0:0", token="s3cret", status_token="st4tus", tls_cert=cert, tls_key=key).start()
     address = f"localhost:{server.port}"
-    request = pb.HandshakeRequest(protocol_version=codec.PROTOCOL_VERSION, spec=codec.spec_to_proto(SPEC), actor_id="x", run_id="x")
+    request = pb.HandshakeRequest(protocol_version=codec.PROTOCOL_VERSION, spec=codec.spec_to_proto(SPEC), actor_id="x", run_id=rid("x"))
     try:
         for label, client in (("plaintext", LearnerClient(address, "s3cret")), ("other CA", LearnerClient(address, "s3cret", other_cert))):
             with pytest.raises(grpc.RpcError) as e:
@@ -889,7 +894,8 @@ def test_learner_killed_with_sigkill_resumes_and_live_actors_finish_exactly_once
         def acknowledged_after_a_save():
             # Status first: a save landing between the two reads then only delays the kill.
             s, saved = status(), saved_counters()
-            return s is not None and saved is not None and s.env_steps >= saved["env_steps"] + 2 * batch and s.env_steps
+            # (A save past warmup: the learner also saves at start, and on a timer.)
+            return s is not None and saved is not None and saved["processed"] > k and s.env_steps >= saved["env_steps"] + 2 * batch and s.env_steps
 
         acknowledged = _wait_for(acknowledged_after_a_save, 120, "a state save followed by more acknowledged batches")
         first.send_signal(signal.SIGKILL)

@@ -33,6 +33,8 @@ def _add_learner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-utd", type=float, default=0.0, help="async: at most this many critic updates per env step (0: no cap)")
     p.add_argument("--max-batch-size", type=int, default=1024, help="largest transition batch accepted per push (default 1024)")
     p.add_argument("--publish-every", type=int, default=1, help="publish a policy version every N fused updates (default 1)")
+    p.add_argument("--save-every", type=float, default=60.0, metavar="SECONDS", help="save the learner state (for --resume) at least this often while data arrives, "
+                   "besides every finetune.checkpoint_every env steps, at start and at stop (default 60; 0: by env steps only)")
 
 
 def _add_auth_args(p: argparse.ArgumentParser, server: bool) -> None:
@@ -42,6 +44,7 @@ def _add_auth_args(p: argparse.ArgumentParser, server: bool) -> None:
         p.add_argument("--status-token", default=None, help="token for GetStatus (default: $WSRL_STATUS_TOKEN); off loopback status is refused without one")
         p.add_argument("--tls-cert", default=None, help="PEM server certificate (with --tls-key) to serve TLS")
         p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+        p.add_argument("--actor-tokens", default=None, metavar="FILE", help="per-actor tokens: lines 'ACTOR_ID TOKEN'; a call with one of them is served for that actor id only")
     else:
         p.add_argument("--tls-ca", default=None, help="PEM root certificate to connect over TLS")
 
@@ -126,6 +129,7 @@ def settings_from_args(args: argparse.Namespace):
         max_utd=args.max_utd,
         max_batch_size=args.max_batch_size,
         publish_every=args.publish_every,
+        state_every_s=args.save_every,
     )
 
 
@@ -149,6 +153,7 @@ def run_command(args: argparse.Namespace, config: Any = None) -> int:
             status_token=args.status_token or os.environ.get("WSRL_STATUS_TOKEN") or None,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            actor_tokens=args.actor_tokens,
             stop_at_num_steps=not args.forever,
             resume=args.resume,
         )
@@ -197,7 +202,7 @@ def format_status(s: Any) -> str:
         f"connected actors: {len(s.actors)}",
     ]
     for a in s.actors:
-        lines.append(f"  {a.actor_id} (run {a.run_id[:8]}): {a.env_steps} env steps, {a.pending} pending, seen {a.seconds_since_seen:.1f} s ago")
+        lines.append(f"  {a.actor_id} (run {a.run_label}): {a.env_steps} env steps, {a.pending} pending, seen {a.seconds_since_seen:.1f} s ago")
     return "\n".join(lines)
 
 
@@ -262,10 +267,12 @@ def serve_learner(
     stop: Any = None,
     quiet: bool = False,
     resume: Optional[str] = None,
+    actor_tokens: Optional[str] = None,
 ) -> Path:
     """Runs the learner server until SIGINT/SIGTERM, `stop` (an Event) is set, or (with
     `stop_at_num_steps`) `finetune.num_steps` env steps have been trained on. Writes the
-    run's logs and final checkpoint into the run directory; returns it."""
+    run's logs and final checkpoint into the run directory; returns it. `actor_tokens`: a
+    per-actor tokens file (`server.read_actor_tokens`)."""
     import signal
     import threading
 
@@ -276,11 +283,15 @@ def serve_learner(
     from learner.run_logger import RunLogger
     from learner.runs import prepare_run_dir
 
+    from learner.distributed.server import read_actor_tokens
+
     f = config.finetune
+    tokens = read_actor_tokens(actor_tokens) if actor_tokens else None  # (a bad file: nothing written)
     path = Path(resume) if resume else prepare_run_dir(config, "learner", run_dir)
     spec = learner_spec(config)
-    # The full learner state (agent, replay, counters, actor sequence numbers) is saved every
-    # finetune.checkpoint_every env steps and at stop, so `--resume` continues exactly.
+    # The full learner state (agent, replay, counters, actor sequence numbers) is saved at start,
+    # every finetune.checkpoint_every env steps, every settings.state_every_s seconds (while
+    # data arrives) and at stop, so `--resume` continues exactly after any kill.
     settings = dataclasses.replace(settings, state_dir=str(path / STATE_DIR), state_every=f.checkpoint_every)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -297,7 +308,7 @@ def serve_learner(
         trainer = Trainer(config, spec, settings, agent=agent, logger=logger)
         if resume:
             trainer.resume(settings.state_dir)
-        server = LearnerServer(trainer, address, token, status_token, tls_cert, tls_key).start()
+        server = LearnerServer(trainer, address, token, status_token, tls_cert, tls_key, actor_tokens=tokens).start()
         if not quiet:
             from learner.networks import describe_matmul_dtype
 

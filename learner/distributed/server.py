@@ -2,15 +2,23 @@
 
 Handlers validate, hand batches to the `Trainer` and answer; they never run JAX updates.
 Binds 127.0.0.1 by default; any other address needs an auth token (call metadata
-`authorization: Bearer <token>`, compared in constant time) and may use TLS. GetStatus needs
-its own status token when one is configured (and always off loopback).
+`authorization: Bearer <token>`, compared in constant time) and may use TLS: the shared token
+(any actor id) and/or per-actor tokens (each good for one actor id only). GetStatus needs its
+own status token when one is configured (and always off loopback).
+
+Every request is bounded before it reaches the trainer: the receive limit follows from the
+spec and `max_batch_size` (`validation.max_request_bytes`), ids and sequence numbers are
+checked, at most `max_inflight_pushes` pushes are handled at once, and no error message quotes
+more than a few dozen characters of what it refuses.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import json
+import os
 import threading
 import uuid
 from concurrent import futures
@@ -21,17 +29,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from learner.config import to_dict
-from learner.distributed.trainer import QueueFull, SequenceGap, Trainer, UnknownRun
-from learner.distributed.validation import BatchRejected, validate_batch
+import numpy as np
+
+from learner.distributed.trainer import Conflict, QueueFull, SequenceGap, TooManyActors, Trainer, UnknownRun
+from learner.distributed.validation import (MAX_EPISODES_PER_REPORT, MAX_SEQUENCE, BatchRejected, batch_digest, check_ids,
+                                            max_request_bytes, short, validate_batch)
 from protos import codec
 from protos.wsrl.v1 import learner_pb2 as pb
 from protos.wsrl.v1 import learner_pb2_grpc as pb_grpc
 
 SERVICE = "wsrl.v1.Learner"
 STATUS_METHODS = {f"/{SERVICE}/GetStatus"}
-# Per-message ceiling on what the server accepts; a batch over it is refused by gRPC itself
-# with RESOURCE_EXHAUSTED before any handler runs.
-MAX_RECEIVE_BYTES = 64 << 20
+# Calls whose request names the actor: an actor token is only good for its own actor id.
+ACTOR_METHODS = {f"/{SERVICE}/{m}" for m in ("Handshake", "PushTransitions", "PullPolicy", "ReportEpisodes")}
 
 
 def is_loopback(host: str) -> bool:
@@ -53,14 +63,53 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def token_matches(metadata: Any, expected: str) -> bool:
-    """Whether call metadata carries `authorization: Bearer <expected>` (constant-time compare)."""
+def _supplied_token(metadata: Any) -> str:
     supplied = ""
     for key, value in metadata or ():
         if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
             supplied = value[len("Bearer ") :]
+    return supplied
+
+
+def token_matches(metadata: Any, expected: str) -> bool:
+    """Whether call metadata carries `authorization: Bearer <expected>` (constant-time compare)."""
     # compare_digest on equal-type bytes; its time does not depend on where they differ.
-    return hmac.compare_digest(supplied.encode(), expected.encode())
+    return hmac.compare_digest(_supplied_token(metadata).encode(), expected.encode())
+
+
+def read_actor_tokens(path: str) -> dict[str, str]:
+    """A per-actor tokens file: one `ACTOR_ID TOKEN` pair per line (blank lines and lines
+    starting with '#' skipped). Returns {token: actor id}; ValueError naming the line when a
+    line is malformed, an actor id is invalid, a token is shorter than 16 characters or used
+    twice."""
+    from learner.distributed.validation import ACTOR_ID_CHARS, ACTOR_ID_LENGTH, BatchRejected, check_ids
+
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise ValueError(f"--actor-tokens: cannot read {path!r}: {e.strerror}") from None
+    tokens: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        where = f"--actor-tokens {path!r} line {number}"
+        if len(parts) != 2:
+            raise ValueError(f"{where}: got {len(parts)} fields, expected 'ACTOR_ID TOKEN'")
+        actor_id, token = parts
+        try:
+            check_ids(actor_id, "x" * 16)
+        except BatchRejected:
+            raise ValueError(f"{where}: actor id {short(actor_id)} is not {ACTOR_ID_LENGTH[0]}-{ACTOR_ID_LENGTH[1]} characters of [{ACTOR_ID_CHARS}]") from None
+        if len(token) < 16:
+            raise ValueError(f"{where}: token of {len(token)} characters, expected at least 16")
+        if token in tokens:
+            raise ValueError(f"{where}: this token is already given to actor {tokens[token]!r}; every actor needs its own")
+        tokens[token] = actor_id
+    if not tokens:
+        raise ValueError(f"--actor-tokens {path!r}: no 'ACTOR_ID TOKEN' line")
+    return tokens
 
 
 def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
@@ -78,15 +127,41 @@ def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
+def _bound_to_actor(handler: grpc.RpcMethodHandler, actor_id: str) -> grpc.RpcMethodHandler:
+    """`handler` (unary-unary) refusing requests whose `actor_id` is not `actor_id`."""
+    inner = handler.unary_unary
+
+    def checked(request, context):
+        if request.actor_id != actor_id:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"field 'actor_id': this token is for actor {actor_id!r}, got {short(request.actor_id)}")
+        return inner(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(checked, request_deserializer=handler.request_deserializer,
+                                               response_serializer=handler.response_serializer)
+
+
 class AuthInterceptor(grpc.ServerInterceptor):
     """Requires the actor token on Learner calls and the status token on GetStatus.
 
     A token of None means that kind of call is open (only allowed on loopback; the server
-    refuses to bind elsewhere without an actor token). Health checks stay open, as load
+    refuses to bind elsewhere without an actor token). With `actor_tokens` ({token: actor id})
+    a call may instead carry one of those: it is then only served for that actor id
+    (PERMISSION_DENIED for another), and never for GetStatus. Health checks stay open, as load
     balancers expect."""
 
-    def __init__(self, token: Optional[str], status_token: Optional[str], status_open: bool):
+    def __init__(self, token: Optional[str], status_token: Optional[str], status_open: bool, actor_tokens: Optional[dict] = None):
         self.token, self.status_token, self.status_open = token, status_token, status_open
+        # Compared as sha256 digests, so every comparison has the same length and time.
+        self.actor_tokens = {hashlib.sha256(t.encode()).digest(): a for t, a in (actor_tokens or {}).items()}
+
+    def actor_for(self, metadata: Any) -> Optional[str]:
+        """The actor id whose per-actor token the call carries, if any (constant time per token)."""
+        supplied = hashlib.sha256(_supplied_token(metadata).encode()).digest()
+        found = None
+        for digest, actor_id in self.actor_tokens.items():
+            if hmac.compare_digest(supplied, digest):
+                found = actor_id
+        return found
 
     def required_token(self, method: str) -> Optional[str]:
         """The token `method` needs ('' when it needs one but none is configured: deny)."""
@@ -96,19 +171,87 @@ class AuthInterceptor(grpc.ServerInterceptor):
             if self.status_token:
                 return self.status_token
             return None if self.status_open else ""
+        if self.token is None and self.actor_tokens:
+            return ""  # only per-actor tokens are accepted
         return self.token
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         required = self.required_token(handler_call_details.method)
+        method, metadata = handler_call_details.method, handler_call_details.invocation_metadata
         if handler is None or required is None:
             return handler
+        if method in ACTOR_METHODS and self.actor_tokens:
+            if required and token_matches(metadata, required):
+                return handler
+            actor_id = self.actor_for(metadata)
+            if actor_id is not None:
+                return _bound_to_actor(handler, actor_id)
+            return _deny(handler, "missing or wrong auth token (send metadata 'authorization: Bearer <token>': the shared or this actor's token)")
         if required == "":
-            return _deny(handler, f"{handler_call_details.method} is disabled off loopback without --status-token")
-        if not token_matches(handler_call_details.invocation_metadata, required):
+            return _deny(handler, f"{method} is disabled off loopback without --status-token")
+        if not token_matches(metadata, required):
             kind = "status token" if handler_call_details.method in STATUS_METHODS else "auth token"
             return _deny(handler, f"missing or wrong {kind} (send metadata 'authorization: Bearer <token>')")
         return handler
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def release_freed_memory() -> bool:
+    """glibc's `malloc_trim(0)`: hands memory freed inside the malloc heaps back to the OS.
+    The training commands tell glibc to keep freed memory (`learner.runs.keep_freed_memory`,
+    so XLA's scratch is reused); after a burst of large requests that would keep the burst's
+    peak resident for good. Returns whether it ran (glibc only)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim(0)
+    return True
+
+
+class MemoryKeeper:
+    """Every `interval_s`, if the process's resident memory grew by more than `slack_bytes`
+    since the last look, releases freed heap memory (`release_freed_memory`): after a flood of
+    requests the learner returns near its working size; the cost is one trim (and XLA's
+    scratch faulted in again once) per `slack_bytes` of growth, never on a steady state."""
+
+    def __init__(self, interval_s: float = 5.0, slack_bytes: int = 64 << 20):
+        self.interval_s, self.slack_bytes = interval_s, slack_bytes
+        self.trims = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wsrl-memory", daemon=True)
+
+    def start(self) -> "MemoryKeeper":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def check(self, low: int) -> int:
+        """One look: trims if resident memory exceeds `low` + slack; returns the new low mark."""
+        now = resident_bytes()
+        if now > low + self.slack_bytes and release_freed_memory():
+            self.trims += 1
+            return resident_bytes()
+        return min(low, now) if low else now
+
+    def _run(self) -> None:
+        low = resident_bytes()
+        while not self._stop.wait(self.interval_s):
+            low = self.check(low)
 
 
 class PolicyStore:
@@ -152,6 +295,7 @@ class LearnerService(pb_grpc.LearnerServicer):
     def __init__(self, trainer: Trainer, learner_id: str):
         self.trainer = trainer
         self.learner_id = learner_id
+        self._inflight = threading.BoundedSemaphore(trainer.settings.max_inflight_pushes)
         self.policies = PolicyStore(trainer, learner_id)
         c = trainer.config
         self.spec = trainer.spec
@@ -175,14 +319,25 @@ class LearnerService(pb_grpc.LearnerServicer):
         theirs = codec.spec_from_proto(request.spec)
         for key in ("task", "observation_dim", "action_dim"):
             if theirs[key] != self.spec.get(key):
-                problems.append(f"spec.{key}: actor has {theirs[key]!r}, learner has {self.spec.get(key)!r}")
+                problems.append(f"spec.{key}: actor has {short(theirs[key])}, learner has {self.spec.get(key)!r}")
+        for key in ("action_low", "action_high"):  # the env's own bounds (actions travel rescaled to [-1, 1])
+            mine = self.spec.get(key)
+            if mine and not (len(theirs[key]) == len(mine) and np.allclose(theirs[key], mine, rtol=1e-6, atol=1e-9)):
+                problems.append(f"spec.{key}: actor has {short(theirs[key], 80)}, learner has {short(list(mine), 80)}")
         if request.config_fingerprint and request.config_fingerprint != self.fingerprint:
-            problems.append(f"config_fingerprint: actor has {request.config_fingerprint[:12]}, learner has {self.fingerprint[:12]}")
+            problems.append(f"config_fingerprint: actor has {short(request.config_fingerprint[:12])}, learner has {self.fingerprint[:12]}")
         if problems:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "handshake mismatch: " + "; ".join(problems))
-        if not request.actor_id or not request.run_id:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "field 'actor_id'/'run_id': expected non-empty strings")
-        next_sequence = self.trainer.register(request.actor_id, request.run_id, request.next_sequence)
+        try:
+            check_ids(request.actor_id, request.run_id)
+        except BatchRejected as e:
+            context.abort(e.code, str(e))
+        if request.next_sequence > MAX_SEQUENCE:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"field 'next_sequence': got {request.next_sequence}, expected at most 2^63 - 1")
+        try:
+            next_sequence = self.trainer.register(request.actor_id, request.run_id, request.next_sequence)
+        except TooManyActors as e:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         s = self.trainer.settings
         return pb.HandshakeResponse(
             protocol_version=codec.PROTOCOL_VERSION,
@@ -200,12 +355,22 @@ class LearnerService(pb_grpc.LearnerServicer):
 
     def PushTransitions(self, request: pb.TransitionBatch, context) -> pb.PushResponse:
         self._check(context)
+        if not self._inflight.acquire(blocking=False):
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.trainer.settings.max_inflight_pushes} pushes are being handled (max_inflight_pushes); retry")
+        try:
+            return self._push(request, context)
+        finally:
+            self._inflight.release()
+
+    def _push(self, request: pb.TransitionBatch, context) -> pb.PushResponse:
         t = self.trainer
         try:
-            stored, next_sequence = t.submit(request.actor_id, request.run_id, request.sequence, None)
+            check_ids(request.actor_id, request.run_id)
+            digest = batch_digest(request)
+            stored, next_sequence = t.submit(request.actor_id, request.run_id, request.sequence, None, digest)
             if stored:
                 arrays = validate_batch(request, self.spec, t.settings.max_batch_size, t.latest_policy()[0], self.learner_id)
-                stored, next_sequence = t.submit(request.actor_id, request.run_id, request.sequence, arrays)
+                stored, next_sequence = t.submit(request.actor_id, request.run_id, request.sequence, arrays, digest)
         except BatchRejected as e:
             t.note_rejected()
             context.abort(e.code, str(e))
@@ -215,6 +380,8 @@ class LearnerService(pb_grpc.LearnerServicer):
             context.abort(grpc.StatusCode.OUT_OF_RANGE, str(e))
         except QueueFull as e:
             context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+        except Conflict as e:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, str(e))
         # sync mode: hold the actor (stored or retried duplicate alike) while it is more
         # than max_lead steps ahead; the actor's call deadline bounds the hold, and a retry
         # after a deadline lands here again as a duplicate. Waits in short slices so a
@@ -252,16 +419,32 @@ class LearnerService(pb_grpc.LearnerServicer):
 
     def ReportEpisodes(self, request: pb.ReportEpisodesRequest, context) -> pb.ReportEpisodesResponse:
         self._check(context)
+        try:
+            check_ids(request.actor_id, request.run_id)
+        except BatchRejected as e:
+            context.abort(e.code, str(e))
+        try:
+            self.trainer.check_run(request.actor_id, request.run_id)
+        except UnknownRun as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        if len(request.episodes) > MAX_EPISODES_PER_REPORT:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"field 'episodes': got {len(request.episodes)}, expected at most {MAX_EPISODES_PER_REPORT} per call")
         episodes = []
         for i, e in enumerate(request.episodes):
-            if not (e.episode_return == e.episode_return and abs(e.episode_return) < float("inf")):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"field 'episodes[{i}].episode_return': got {e.episode_return}, expected a finite number")
-            episodes.append({"return": e.episode_return, "length": int(e.length), "success": float(e.success), "policy_version": int(e.policy_version)})
-        return pb.ReportEpisodesResponse(episodes=self.trainer.report_episodes(request.actor_id, episodes))
+            episode = {"return": e.episode_return, "length": int(e.length), "success": float(e.success), "policy_version": int(e.policy_version)}
+            problem = self.trainer.check_episode(episode)
+            if problem is not None:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"field 'episodes[{i}].{problem[1:]}")
+            episodes.append(episode)
+        try:
+            total = self.trainer.report_episodes(request.actor_id, episodes, run_id=request.run_id)
+        except UnknownRun as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        return pb.ReportEpisodesResponse(episodes=total)
 
     def GetStatus(self, request: pb.GetStatusRequest, context) -> pb.StatusResponse:
         s = self.trainer.status()
-        actors = [pb.ActorStatus(**a) for a in s.pop("actors")]
+        actors = [pb.ActorStatus(**a) for a in s.pop("actors")]  # labels, never run ids
         s.pop("error")
         return pb.StatusResponse(actors=actors, **s)
 
@@ -297,22 +480,30 @@ class LearnerServer:
         tls_cert: Optional[str] = None,
         tls_key: Optional[str] = None,
         max_workers: int = 32,
+        actor_tokens: Optional[dict] = None,
     ):
         host, _ = split_address(address)
         loopback = is_loopback(host)
-        if not loopback and not token:
-            raise ValueError(f"bind address {address!r} is not loopback: an auth token is required (--token or WSRL_TOKEN)")
+        if not loopback and not token and not actor_tokens:
+            raise ValueError(f"bind address {address!r} is not loopback: an auth token is required (--token or WSRL_TOKEN, or --actor-tokens)")
         if bool(tls_cert) != bool(tls_key):
             raise ValueError("TLS: give both --tls-cert and --tls-key, or neither")
         self.trainer = trainer
         self.learner_id = uuid.uuid4().hex[:12]
         self.service = LearnerService(trainer, self.learner_id)
         self.health = health.HealthServicer()
-        interceptors = [AuthInterceptor(token, status_token, status_open=loopback)]
+        interceptors = [AuthInterceptor(token, status_token, status_open=loopback, actor_tokens=actor_tokens)]
+        # What one request may weigh: a full batch of this spec (or a full episode report),
+        # plus headroom; gRPC refuses anything larger with RESOURCE_EXHAUSTED before decoding.
+        self.max_receive_bytes = max_request_bytes(trainer.spec, trainer.settings.max_batch_size)
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="wsrl-grpc"),
             interceptors=interceptors,
-            options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)],
+            # HTTP/2 flow control sized by the same limit instead of BDP probing (which grows a
+            # stream's window to many MB): an oversized push is refused after at most one
+            # window of bytes (64 concurrent 60 MB pushes: +1 MB resident instead of +300 MB).
+            options=[("grpc.max_receive_message_length", self.max_receive_bytes), ("grpc.http2.bdp_probe", 0),
+                     ("grpc.http2.lookahead_bytes", max(65535, min(self.max_receive_bytes, 16 << 20)))],
             # Workers held by sync-mode backpressure must not starve new calls.
             maximum_concurrent_rpcs=max_workers * 4,
         )
@@ -337,6 +528,7 @@ class LearnerServer:
 
     def start(self) -> "LearnerServer":
         self.trainer.start()
+        self.memory = MemoryKeeper().start()
         self.server.start()
         for service in ("", SERVICE):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -347,3 +539,5 @@ class LearnerServer:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.trainer.stop()
+        if getattr(self, "memory", None) is not None:
+            self.memory.stop()

@@ -22,7 +22,15 @@ thread between steps, so each is a consistent snapshot (in sync mode the step's 
 
 Durability: the per-run sequence numbers stored in the last saved state are the "durable"
 watermark answered with every push; an actor keeps acknowledged batches above it, so a learner
-killed between two state saves gets them again after `--resume` (see `actor.loop`).
+killed between two state saves gets them again after `--resume` (see `actor.loop`). The state
+is saved at start, every `state_every` inserted env steps, every `state_every_s` seconds
+(while something new arrived) and at stop.
+
+Identity: a batch is stored under (actor id, run id, sequence) once; a later batch under the
+same key is a duplicate only when its content digest equals the stored one (kept for the last
+`digest_window` sequences of each run), otherwise it is refused (`Conflict`) and counted.
+Records are bounded: at most `max_actors` actor ids and `max_runs_per_actor` runs each; ones
+idle for `actor_ttl_s` (with nothing pending) are forgotten.
 """
 
 from __future__ import annotations
@@ -63,6 +71,19 @@ class DistributedSettings:
     # into `state_dir` every this many inserted env steps (0: only at stop); "" disables.
     state_dir: str = ""
     state_every: int = 0
+    # ... and every this many seconds when something new was accepted since the last save
+    # (0: by env steps only). `wsrl learner` saves every 60 s by default (--save-every).
+    state_every_s: float = 0.0
+    # Bounds on what the learner remembers of its actors: actor ids, runs per actor id, and the
+    # idle time after which an actor's run (or the whole actor, with nothing pending) is forgotten.
+    max_actors: int = 1024
+    max_runs_per_actor: int = 64
+    actor_ttl_s: float = 7 * 24 * 3600.0
+    # Content digests kept per run (the last this many sequence numbers): a resent batch is
+    # compared with what was stored; an older one is acknowledged unchecked.
+    digest_window: int = 4096
+    # PushTransitions calls being handled at once (more: UNAVAILABLE, retried by actors).
+    max_inflight_pushes: int = 64
 
     def __post_init__(self):
         checks = [
@@ -75,6 +96,12 @@ class DistributedSettings:
             (self.max_pending >= self.max_batch_size, "max_pending", self.max_pending, f">= max_batch_size={self.max_batch_size}"),
             (self.publish_every >= 1, "publish_every", self.publish_every, "an integer >= 1"),
             (self.state_every >= 0, "state_every", self.state_every, "an integer >= 0"),
+            (self.state_every_s >= 0, "state_every_s", self.state_every_s, "a number of seconds >= 0"),
+            (self.max_actors >= 1, "max_actors", self.max_actors, "an integer >= 1"),
+            (self.max_runs_per_actor >= 1, "max_runs_per_actor", self.max_runs_per_actor, "an integer >= 1"),
+            (self.actor_ttl_s > 0, "actor_ttl_s", self.actor_ttl_s, "a number of seconds > 0"),
+            (self.digest_window >= 1, "digest_window", self.digest_window, "an integer >= 1"),
+            (self.max_inflight_pushes >= 1, "max_inflight_pushes", self.max_inflight_pushes, "an integer >= 1"),
         ]
         for ok, name, value, expected in checks:
             if not ok:
@@ -97,6 +124,14 @@ class QueueFull(Exception):
     """Too many accepted transitions wait for the learner; the actor should retry later."""
 
 
+class Conflict(Exception):
+    """A batch under a (actor, run, sequence) already stored with other content."""
+
+
+class TooManyActors(Exception):
+    """`max_actors` actor ids are known and none is idle long enough to be forgotten."""
+
+
 @dataclasses.dataclass
 class ActorRecord:
     """What the learner knows of one actor id across its runs (restarts)."""
@@ -106,6 +141,13 @@ class ActorRecord:
     accepted: int = 0  # transitions accepted from this actor (all runs)
     pending: int = 0  # of which not yet inserted into the replay buffer
     last_seen: float = 0.0
+    run_seen: dict = dataclasses.field(default_factory=dict)  # run id -> last seen (monotonic)
+    # run id -> {sequence: content digest} of its last `digest_window` stored batches
+    digests: dict = dataclasses.field(default_factory=dict)
+
+    def forget_run(self, run_id: str) -> None:
+        for table in (self.next_sequence, self.run_seen, self.digests):
+            table.pop(run_id, None)
 
 
 class Trainer:
@@ -124,6 +166,10 @@ class Trainer:
         self.replay, self.sampler, self.warmup_env_steps = online_replay(config, task, spec)
         # CalQL's MC returns of a failed sparse-reward episode (as Finetuner); None off the task table.
         self.sparse_failure_reward = task.sparse_failure_reward if task is not None else None
+        # Reported episodes are checked against the task's time limit (ReportEpisodes).
+        from learner.distributed.validation import DEFAULT_EPISODE_LIMIT
+
+        self.episode_limit = task.max_episode_steps if task is not None else DEFAULT_EPISODE_LIMIT
         self.diagnostics = None
         if logger is not None and f.diagnostics_every:
             from learner.runs import make_diagnostics
@@ -146,6 +192,9 @@ class Trainer:
         self.recent_returns: collections.deque = collections.deque(maxlen=20)
         self.rejected = 0
         self.duplicates = 0
+        self.conflicts = 0
+        # Largest |reward| of any accepted transition: bounds a plausible episode return.
+        self.max_abs_reward = float(np.max(np.abs(self.replay.data["rewards"][: len(self.replay)]))) if len(self.replay) else 0.0
         self.policy_version = 0
         # Version 0 is the pre-trained policy, served from start-up.
         self.policy_params = self.agent.actor.params
@@ -157,6 +206,8 @@ class Trainer:
         self._thread: Optional[threading.Thread] = None
         self._started = time.perf_counter()
         self._saved_at = 0  # `processed` at the last state save
+        self._saved_time = time.monotonic()
+        self._saved_env_steps = 0  # `env_steps` (accepted) at the last state save
         self._logged_at = -1  # `processed` at the last `learner` counters row
         # (actor id, run id) -> sequence numbers below this are in the last saved state.
         self.durable: dict[tuple[str, str], int] = {}
@@ -164,24 +215,59 @@ class Trainer:
     # ---- handler side (cheap, under the lock) ---------------------------------------
 
     def register(self, actor_id: str, run_id: str, next_sequence: int) -> int:
-        """Handshake bookkeeping; returns the sequence number the run must send next."""
+        """Handshake bookkeeping; returns the sequence number the run must send next. Forgets
+        runs and actors idle for `actor_ttl_s`, and the least recently seen run of an actor
+        beyond `max_runs_per_actor`; raises TooManyActors when `max_actors` are all in use."""
+        s = self.settings
+        now = time.monotonic()
         with self.cond:
-            record = self.actors.setdefault(actor_id, ActorRecord())
+            record = self.actors.get(actor_id)
+            if record is None:
+                if len(self.actors) >= s.max_actors:
+                    self._expire(now)
+                if len(self.actors) >= s.max_actors:
+                    raise TooManyActors(f"{len(self.actors)} actors are known (max_actors={s.max_actors}); an actor is forgotten after "
+                                        f"{s.actor_ttl_s:.0f} s idle with nothing pending")
+                record = self.actors[actor_id] = ActorRecord()
+            if run_id not in record.next_sequence:
+                for old in [r for r, seen in record.run_seen.items() if now - seen > s.actor_ttl_s]:
+                    self._forget_run(actor_id, record, old)
+                while len(record.next_sequence) >= s.max_runs_per_actor:
+                    self._forget_run(actor_id, record, min(record.run_seen, key=record.run_seen.get))
             expected = record.next_sequence.setdefault(run_id, int(next_sequence))
-            record.run_id, record.last_seen = run_id, time.monotonic()
+            record.run_id, record.last_seen = run_id, now
+            record.run_seen[run_id] = now
             return expected
 
-    def submit(self, actor_id: str, run_id: str, sequence: int, arrays: Optional[dict]) -> tuple[bool, int]:
+    def _forget_run(self, actor_id: str, record: ActorRecord, run_id: str) -> None:
+        record.forget_run(run_id)
+        self.durable.pop((actor_id, run_id), None)
+
+    def _expire(self, now: float) -> None:
+        """Forgets actors idle for longer than `actor_ttl_s` with nothing pending (under cond)."""
+        for actor_id in [a for a, r in self.actors.items() if now - r.last_seen > self.settings.actor_ttl_s and r.pending == 0]:
+            record = self.actors.pop(actor_id)
+            for run_id in list(record.next_sequence):
+                self.durable.pop((actor_id, run_id), None)
+
+    def submit(self, actor_id: str, run_id: str, sequence: int, arrays: Optional[dict], digest: bytes = b"") -> tuple[bool, int]:
         """Accepts a validated batch exactly once. Returns (stored, next expected sequence):
-        stored False means a duplicate (acknowledged, not stored again). `arrays` may be None
-        to only classify (the caller then validates and calls again)."""
+        stored False means a duplicate (acknowledged, not stored again): the batch's content
+        `digest` equals the one stored under `sequence` (or that one is older than the last
+        `digest_window` and no longer kept); a different one raises Conflict. `arrays` may be
+        None to only classify (the caller then validates and calls again)."""
         with self.cond:
             record = self.actors.get(actor_id)
             if record is None or run_id not in record.next_sequence:
-                raise UnknownRun(f"actor {actor_id!r} run {run_id!r} is unknown to this learner: call Handshake first")
-            record.last_seen = time.monotonic()
+                raise UnknownRun(f"actor {actor_id!r} with this run id is unknown to this learner: call Handshake first")
+            record.last_seen = record.run_seen[run_id] = time.monotonic()
             expected = record.next_sequence[run_id]
             if sequence < expected:
+                stored = record.digests.get(run_id, {}).get(sequence)
+                if stored is not None and stored != digest:
+                    self.conflicts += 1
+                    raise Conflict(f"field 'sequence': batch {sequence} of this run was stored with other content; this one is refused "
+                                   f"(another client pushed under this actor's run id, or the actor resent a changed batch)")
                 self.duplicates += 1
                 return False, expected
             if sequence > expected:
@@ -194,9 +280,14 @@ class Trainer:
             self.queue.append((actor_id, run_id, arrays))
             self.queued += n
             record.next_sequence[run_id] = expected + 1
+            digests = record.digests.setdefault(run_id, {})
+            digests[sequence] = digest
+            if len(digests) > self.settings.digest_window:
+                del digests[next(iter(digests))]  # insertion order = sequence order: the oldest
             record.accepted += n
             record.pending += n
             self.env_steps += n
+            self.max_abs_reward = max(self.max_abs_reward, float(np.max(np.abs(arrays["rewards"]))))
             self.cond.notify_all()
             return True, expected + 1
 
@@ -207,7 +298,9 @@ class Trainer:
             return True
         deadline = time.monotonic() + timeout
         with self.cond:
-            record = self.actors[actor_id]
+            record = self.actors.get(actor_id)
+            if record is None:
+                return True
             while record.pending > self.settings.max_lead and not self.stopping and self.error is None:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -232,8 +325,33 @@ class Trainer:
         with self.cond:
             return self.policy_version, self.policy_params
 
-    def report_episodes(self, actor_id: str, episodes: list[dict]) -> int:
-        """Records episode stats reported by an actor; returns the total episode count."""
+    def check_episode(self, episode: dict) -> Optional[str]:
+        """Why a reported episode is implausible (None if it is not): its length must be within
+        [1, the task's time limit] and its return finite, within length x the largest |reward|
+        of any accepted transition (the episode's own transitions are pushed before it is
+        reported)."""
+        length, value = episode["length"], episode["return"]
+        if not 1 <= length <= self.episode_limit:
+            return f"'length': got {length}, expected 1..{self.episode_limit} (the task's time limit)"
+        with self.cond:
+            bound = length * self.max_abs_reward
+        if not abs(value) <= bound * (1 + 1e-5) + 1e-6:
+            return f"'episode_return': got {value:.6g}, expected a finite number within +-{bound:.6g} (length x the largest |reward| received)"
+        return None
+
+    def check_run(self, actor_id: str, run_id: str) -> None:
+        """Raises UnknownRun unless (actor, run) has shaken hands with this learner."""
+        with self.cond:
+            record = self.actors.get(actor_id)
+            if record is None or run_id not in record.next_sequence:
+                raise UnknownRun(f"actor {actor_id!r} with this run id is unknown to this learner: call Handshake first")
+            record.last_seen = record.run_seen[run_id] = time.monotonic()
+
+    def report_episodes(self, actor_id: str, episodes: list[dict], run_id: Optional[str] = None) -> int:
+        """Records episode stats reported by an actor; returns the total episode count. With
+        `run_id`, the (actor, run) must have shaken hands (else UnknownRun)."""
+        if run_id is not None:
+            self.check_run(actor_id, run_id)
         with self.cond:
             self.episodes += len(episodes)
             self.recent_returns.extend(e["return"] for e in episodes)
@@ -246,6 +364,8 @@ class Trainer:
 
     def status(self) -> dict:
         """Counters for GetStatus and the progress display."""
+        from learner.distributed.validation import run_label
+
         m, k = self.config.finetune.utd_ratio, self.warmup_env_steps
         now = time.monotonic()
         with self.cond:
@@ -265,9 +385,11 @@ class Trainer:
                 "training": self.processed > k,
                 "rejected_batches": self.rejected,
                 "duplicate_batches": self.duplicates,
+                "conflicting_batches": self.conflicts,
                 "error": self.error,
+                # The run id is the run's secret: only a label of it is shown.
                 "actors": [
-                    {"actor_id": a, "run_id": r.run_id, "env_steps": r.accepted, "pending": r.pending, "seconds_since_seen": now - r.last_seen}
+                    {"actor_id": a, "run_label": run_label(r.run_id), "env_steps": r.accepted, "pending": r.pending, "seconds_since_seen": now - r.last_seen}
                     for a, r in sorted(self.actors.items())
                     if now - r.last_seen < 60.0
                 ],
@@ -277,6 +399,10 @@ class Trainer:
 
     def start(self) -> None:
         self._started = time.perf_counter()
+        # A state from the start on, so a learner killed before its first periodic save can
+        # still be resumed (`--resume`), and the actors' durable watermark is defined.
+        if self.settings.state_dir and not (Path(self.settings.state_dir) / STATE_FILE).exists():
+            self._save_state()
         self._log_counters()  # where this learner starts (0, or the resumed counters)
         self._thread = threading.Thread(target=self._run, name="wsrl-trainer", daemon=True)
         self._thread.start()
@@ -315,12 +441,16 @@ class Trainer:
     def _run_sync(self) -> None:
         while True:
             with self.cond:
-                while not self.queue and not self.stopping:
-                    self.cond.wait()
-                if not self.queue:
+                while not self.queue and not self.stopping and not self._save_due():
+                    self.cond.wait(self._save_wait())
+                if not self.queue and self.stopping:
                     self._save_state(final=True)
                     return
-                actor_id, run_id, arrays = self.queue.popleft()
+                item = self.queue.popleft() if self.queue else None
+            if item is None:  # idle, with accepted batches not yet saved: save them now
+                self._maybe_save_state()
+                continue
+            actor_id, run_id, arrays = item
             for i in range(len(arrays["rewards"])):
                 self._insert(actor_id, run_id, arrays, i)
                 # Algorithm 1: one fused update per env step once K steps have arrived.
@@ -328,7 +458,7 @@ class Trainer:
                     self._update()
                 with self.cond:
                     self.queued -= 1
-                    self.actors[actor_id].pending -= 1
+                    self._record_inserted(actor_id, 1)
                     self.cond.notify_all()
                 self._maybe_log_counters()
             self._maybe_save_state()
@@ -336,6 +466,7 @@ class Trainer:
     def _run_async(self) -> None:
         f, s = self.config.finetune, self.settings
         while True:
+            self._maybe_save_state()  # (also while idle: timed saves of what was accepted)
             with self.cond:
                 items = list(self.queue)
                 self.queue.clear()
@@ -351,7 +482,7 @@ class Trainer:
                     self._insert(actor_id, run_id, arrays, i)
                 with self.cond:
                     self.queued -= n
-                    self.actors[actor_id].pending -= n
+                    self._record_inserted(actor_id, n)
                     self.cond.notify_all()
             self._maybe_save_state()
             if self._may_update():
@@ -362,6 +493,11 @@ class Trainer:
                     self._utd_warned = True
                     print(f"[wsrl learner] warning: achieved UTD {utd:.2f} is below min_utd={s.min_utd} (the learner cannot keep up with the actors)", flush=True)
             self._maybe_log_counters()
+
+    def _record_inserted(self, actor_id: str, n: int) -> None:
+        record = self.actors.get(actor_id)  # (never forgotten while it has pending transitions)
+        if record is not None:
+            record.pending -= n
 
     def _may_update(self) -> bool:
         f, s = self.config.finetune, self.settings
@@ -435,25 +571,45 @@ class Trainer:
 
     # ---- checkpoint / resume ------------------------------------------------------------
 
-    def _maybe_save_state(self) -> None:
+    def _save_due(self) -> bool:
+        """Whether a periodic state save is due: `state_every` inserted env steps, or
+        `state_every_s` seconds with something accepted since the last save."""
         s = self.settings
-        if s.state_dir and s.state_every and self.processed - self._saved_at >= s.state_every:
+        if not s.state_dir:
+            return False
+        if s.state_every and self.processed - self._saved_at >= s.state_every:
+            return True
+        return bool(s.state_every_s) and self.env_steps != self._saved_env_steps and time.monotonic() - self._saved_time >= s.state_every_s
+
+    def _save_wait(self) -> Optional[float]:
+        """How long an idle training thread may sleep before a timed save may be due."""
+        s = self.settings
+        if not (s.state_dir and s.state_every_s):
+            return None
+        return max(0.01, min(1.0, self._saved_time + s.state_every_s - time.monotonic()))
+
+    def _maybe_save_state(self) -> None:
+        if self._save_due():
             self._save_state()
 
     def _save_state(self, final: bool = False) -> None:
         """Runs on the trainer thread between batches, so agent and replay are consistent
         with the ledger and the queue copied under the lock."""
         if self.settings.state_dir:
+            with self.cond:
+                env_steps = self.env_steps
             save_learner_state(self, self.settings.state_dir)
-            self._saved_at = self.processed
+            self._saved_at, self._saved_time, self._saved_env_steps = self.processed, time.monotonic(), env_steps
 
     def resume(self, directory: str) -> None:
         """Loads a `save_learner_state` directory into this (not yet started) trainer."""
         load_learner_state(self, directory)
-        self._saved_at = self.processed
+        self._saved_at, self._saved_env_steps, self._saved_time = self.processed, self.env_steps, time.monotonic()
 
 
-STATE_FORMAT = "wsrl-learner-state-v1"
+STATE_FORMAT = "wsrl-learner-state-v2"
+# v1 (before the per-run digests) still loads; its batches get no duplicate check.
+READABLE_STATE_FORMATS = ("wsrl-learner-state-v1", STATE_FORMAT)
 STATE_FILE = "learner_state.msgpack"
 
 
@@ -461,7 +617,8 @@ def save_learner_state(trainer: Trainer, directory: str) -> Path:
     """Writes the agent (the checkpoint format, its own file per update count) and then, by
     atomic rename, `learner_state.msgpack` naming it: replay, counters, sample RNG, per-actor
     sequence numbers, accepted-but-not-inserted batches and open episodes. A kill at any
-    point leaves the previous pair loadable; older agent files are removed afterwards."""
+    point leaves the previous pair loadable; older agent files are removed afterwards. Only the
+    filled rows of the replay buffer are written (a save early in a run is small)."""
     import json
 
     from flax import serialization
@@ -471,8 +628,12 @@ def save_learner_state(trainer: Trainer, directory: str) -> Path:
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     with trainer.cond:
-        counters = {k: getattr(trainer, k) for k in ("env_steps", "processed", "updates", "episodes", "policy_version", "rejected", "duplicates")}
-        actors = {a: {"next_sequence": dict(r.next_sequence), "run_id": r.run_id, "accepted": r.accepted} for a, r in trainer.actors.items()}
+        counters = {k: getattr(trainer, k) for k in ("env_steps", "processed", "updates", "episodes", "policy_version", "rejected", "duplicates", "conflicts")}
+        actors = {
+            a: {"next_sequence": dict(r.next_sequence), "run_id": r.run_id, "accepted": r.accepted,
+                "digests": {run: [[int(q), d.hex()] for q, d in table.items()] for run, table in r.digests.items()}}
+            for a, r in trainer.actors.items()
+        }
         queue = [{"actor_id": a, "run_id": r, "arrays": arrays} for a, r, arrays in trainer.queue]
     agent_file = f"agent-{counters['updates']:010d}.ckpt"
     save_checkpoint(path / agent_file, trainer.agent, trainer.config, trainer.spec, counters)
@@ -483,7 +644,7 @@ def save_learner_state(trainer: Trainer, directory: str) -> Path:
         "counters": json.dumps(counters),
         "actors": json.dumps(actors),
         "sample_rng": json.dumps(trainer.sample_rng.bit_generator.state),
-        "replay": {"data": replay.data, "next": replay._next, "size": replay._size},
+        "replay": {"data": {k: v[: replay._size] for k, v in replay.data.items()}, "next": replay._next, "size": replay._size, "capacity": replay.capacity},
         "queue": {str(i): q for i, q in enumerate(queue)},
         "open_episodes": json.dumps([[a, r, [int(x) for x in slots], rewards] for (a, r), (slots, rewards) in trainer._episodes.items()]),
     }
@@ -509,7 +670,7 @@ def load_learner_state(trainer: Trainer, directory: str) -> None:
     if not path.is_file():
         raise CheckpointError(f"learner state {str(path)!r} does not exist")
     state = serialization.msgpack_restore(path.read_bytes())
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in READABLE_STATE_FORMATS:
         raise CheckpointError(f"learner state {str(path)!r}: format {state.get('format') if isinstance(state, dict) else None!r}, expected {STATE_FORMAT!r}")
     ckpt = read_checkpoint(Path(directory) / state["agent_file"])
     check_compatible(ckpt, trainer.config.agent, trainer.spec)
@@ -518,21 +679,29 @@ def load_learner_state(trainer: Trainer, directory: str) -> None:
     trainer.agent = serialization.from_state_dict(trainer.agent, ckpt.state)
     counters = json.loads(state["counters"])
     replay = state["replay"]
-    if replay["data"]["observations"].shape != trainer.replay.data["observations"].shape:
-        raise CheckpointError(f"learner state {str(path)!r}: replay shaped {replay['data']['observations'].shape}, this run has {trainer.replay.data['observations'].shape} (finetune.replay_capacity / num_steps differ)")
+    capacity = int(replay.get("capacity", len(replay["data"]["observations"])))
+    saved_rows = replay["data"]["observations"].shape
+    if capacity != trainer.replay.capacity or saved_rows[1:] != trainer.replay.data["observations"].shape[1:]:
+        raise CheckpointError(f"learner state {str(path)!r}: replay of capacity {capacity} x {saved_rows[1:]}, this run has "
+                              f"{trainer.replay.data['observations'].shape} (finetune.replay_capacity / num_steps differ)")
     for name, array in replay["data"].items():
-        trainer.replay.data[name][...] = array
+        trainer.replay.data[name][: len(array)] = array
     trainer.replay._next, trainer.replay._size = int(replay["next"]), int(replay["size"])
     trainer.sample_rng.bit_generator.state = json.loads(state["sample_rng"])
     with trainer.cond:
-        for key in ("env_steps", "processed", "updates", "episodes", "rejected", "duplicates"):
-            setattr(trainer, key, int(counters[key]))
+        for key in ("env_steps", "processed", "updates", "episodes", "rejected", "duplicates", "conflicts"):
+            setattr(trainer, key, int(counters.get(key, 0)))
         # The restored agent is served at once; versions keep counting fused updates.
         trainer.policy_version, trainer.policy_params = trainer.updates, trainer.agent.actor.params
+        now = time.monotonic()  # idle times restart with the resumed learner
         trainer.actors = {
-            a: ActorRecord(next_sequence={k: int(v) for k, v in r["next_sequence"].items()}, run_id=r["run_id"], accepted=int(r["accepted"]))
+            a: ActorRecord(next_sequence={k: int(v) for k, v in r["next_sequence"].items()}, run_id=r["run_id"], accepted=int(r["accepted"]),
+                           last_seen=now, run_seen={k: now for k in r["next_sequence"]},
+                           digests={run: {int(q): bytes.fromhex(d) for q, d in table} for run, table in r.get("digests", {}).items()})
             for a, r in json.loads(state["actors"]).items()
         }
+        size = trainer.replay._size
+        trainer.max_abs_reward = float(np.max(np.abs(trainer.replay.data["rewards"][:size]))) if size else 0.0
         trainer.queue.clear()
         trainer.queued = 0
         for i in range(len(state["queue"])):

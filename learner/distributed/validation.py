@@ -6,12 +6,15 @@ status to answer and a message naming the offending field and what was expected.
 
 from __future__ import annotations
 
+import hashlib
+import re
+import struct
 from typing import Mapping
 
 import grpc
 import numpy as np
 
-from protos.codec import WireError, decode_tensor
+from protos.codec import WireError, decode_tensor, run_label  # noqa: F401 (run_label: re-exported)
 from protos.wsrl.v1 import learner_pb2 as pb
 
 # (field, dtype, trailing shape key): "obs" -> (N, observation_dim), "act" -> (N, action_dim).
@@ -25,6 +28,23 @@ BATCH_FIELDS = (
 )
 # Actions live in the policy's tanh range; the actor's env wrapper rescales to the env's own.
 ACTION_LOW, ACTION_HIGH = -1.0, 1.0
+# Ids: an actor id names a machine (a hostname fits); a run id is the run's secret (the actor
+# draws 128 random bits, 32 hex characters), so it must be long enough not to be guessed.
+ACTOR_ID_CHARS, ACTOR_ID_LENGTH = "A-Za-z0-9._:@-", (1, 128)
+RUN_ID_CHARS, RUN_ID_LENGTH = "A-Za-z0-9_-", (16, 128)
+_ACTOR_ID = re.compile(rf"[{ACTOR_ID_CHARS}]{{{ACTOR_ID_LENGTH[0]},{ACTOR_ID_LENGTH[1]}}}")
+_RUN_ID = re.compile(rf"[{RUN_ID_CHARS}]{{{RUN_ID_LENGTH[0]},{RUN_ID_LENGTH[1]}}}")
+# Sequence numbers stay within int64 (the learner answers next = sequence + 1 in a uint64).
+MAX_SEQUENCE = 2**63 - 1
+# ReportEpisodes: at most this many episodes per call; an episode of a task outside the task
+# table (no known time limit) may be at most this long.
+MAX_EPISODES_PER_REPORT = 1024
+DEFAULT_EPISODE_LIMIT = 1_000_000
+# The handshake's task name and config fingerprint (a sha256 hex) are short strings.
+MAX_TASK_CHARS = 256
+# Receive limit: the largest legitimate request (a full batch, a full episode report or a
+# handshake) times this, plus a fixed allowance for ids and message framing.
+RECEIVE_HEADROOM, RECEIVE_EXTRA_BYTES = 1.25, 64 << 10
 
 
 class BatchRejected(Exception):
@@ -37,6 +57,57 @@ class BatchRejected(Exception):
 
 def _invalid(field: str, message: str) -> BatchRejected:
     return BatchRejected(grpc.StatusCode.INVALID_ARGUMENT, f"field '{field}': {message}")
+
+
+def short(value, limit: int = 40) -> str:
+    """repr(value) cut to `limit` characters (with the full length named), so that no error
+    message echoes unbounded input back to the caller."""
+    text = repr(list(value) if isinstance(value, (list, tuple)) or type(value).__name__.startswith("Repeated") else value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} items" if not isinstance(value, str) else f"{len(value)} characters"
+    return f"{text[:limit]}... ({size})"
+
+
+def check_ids(actor_id: str, run_id: str, prefix: str = "") -> None:
+    """Raises BatchRejected (INVALID_ARGUMENT) unless both ids have the documented length and
+    characters (ACTOR_ID_*, RUN_ID_*); the message quotes at most 40 characters of the input."""
+    if not _ACTOR_ID.fullmatch(actor_id):
+        lo, hi = ACTOR_ID_LENGTH
+        raise _invalid(f"{prefix}actor_id", f"got {short(actor_id)} ({len(actor_id)} characters), expected {lo}-{hi} characters of [{ACTOR_ID_CHARS}]")
+    if not _RUN_ID.fullmatch(run_id):
+        lo, hi = RUN_ID_LENGTH
+        raise _invalid(f"{prefix}run_id", f"got {len(run_id)} characters, expected {lo}-{hi} characters of [{RUN_ID_CHARS}] (a random per-run secret)")
+
+
+def batch_digest(batch: pb.TransitionBatch) -> bytes:
+    """A 128-bit hash of a batch's content (policy version and learner id, every tensor's dtype,
+    shape and bytes): a resent batch is a duplicate only when its digest equals the stored one."""
+    h = hashlib.blake2b(digest_size=16, person=b"wsrl-batch")
+    h.update(struct.pack("<Q", batch.policy_version))
+    h.update(batch.policy_learner_id.encode() + b"\0")
+    for field, _, _ in BATCH_FIELDS:
+        if not batch.HasField(field):
+            h.update(b"\xff")
+            continue
+        t = getattr(batch, field)
+        h.update(t.dtype.encode() + b"\0" + struct.pack(f"<Q{len(t.shape)}q", len(t.shape), *t.shape) + struct.pack("<Q", len(t.data)))
+        h.update(t.data)
+    return h.digest()
+
+
+def max_request_bytes(spec: Mapping, max_batch_size: int) -> int:
+    """The learner's per-message receive limit, derived from the handshake spec and
+    `max_batch_size`: the largest of a full batch (float32 observations, next observations,
+    actions and rewards, bool terminals and episode ends), a full episode report and a
+    handshake, times RECEIVE_HEADROOM, plus RECEIVE_EXTRA_BYTES (ids, tensor headers, framing).
+    Grows with the spec (e.g. camera observations), so nothing is hard-coded."""
+    obs, act = int(spec["observation_dim"]), int(spec["action_dim"])
+    row = 4 * (2 * obs + act + 1) + 2
+    batch = max_batch_size * row
+    report = MAX_EPISODES_PER_REPORT * 40  # an Episode: a double, two varints, a bool, tags
+    handshake = 2 * 11 * act + MAX_TASK_CHARS + 4 * 64
+    return int(max(batch, report, handshake) * RECEIVE_HEADROOM) + RECEIVE_EXTRA_BYTES
 
 
 def validate_batch(batch: pb.TransitionBatch, spec: Mapping, max_batch_size: int, latest_version: int, learner_id: str = "") -> dict[str, np.ndarray]:
@@ -66,11 +137,11 @@ def validate_batch(batch: pb.TransitionBatch, spec: Mapping, max_batch_size: int
             raise _invalid(field, "missing")
         tensor = getattr(batch, field)
         if tensor.dtype != dtype:
-            raise _invalid(f"{field}.dtype", f"got {tensor.dtype!r}, expected {dtype!r}")
+            raise _invalid(f"{field}.dtype", f"got {short(tensor.dtype)}, expected {dtype!r}")
         expected_rank = 2 if dim_key else 1
         if len(tensor.shape) != expected_rank:
             want = f"(N, {dims[dim_key]})" if dim_key else "(N,)"
-            raise _invalid(f"{field}.shape", f"got {list(tensor.shape)}, expected {want}")
+            raise _invalid(f"{field}.shape", f"got {short(tensor.shape)}, expected {want}")
         if n is None:
             n = int(tensor.shape[0])
             if n < 1:

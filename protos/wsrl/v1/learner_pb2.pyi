@@ -183,21 +183,23 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ActorStatus(_message.Message):
-    __slots__ = ("actor_id", "run_id", "env_steps", "pending", "seconds_since_seen")
+    __slots__ = ("actor_id", "run_id", "env_steps", "pending", "seconds_since_seen", "run_label")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     ENV_STEPS_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
     SECONDS_SINCE_SEEN_FIELD_NUMBER: _ClassVar[int]
+    RUN_LABEL_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     run_id: str
     env_steps: int
     pending: int
     seconds_since_seen: float
-    def __init__(self, actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., env_steps: _Optional[int] = ..., pending: _Optional[int] = ..., seconds_since_seen: _Optional[float] = ...) -> None: ...
+    run_label: str
+    def __init__(self, actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., env_steps: _Optional[int] = ..., pending: _Optional[int] = ..., seconds_since_seen: _Optional[float] = ..., run_label: _Optional[str] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("mode", "env_steps", "processed_steps", "updates", "critic_updates", "achieved_utd", "policy_version", "buffer_size", "warmup_steps", "episodes", "recent_return", "actors", "training", "rejected_batches", "duplicate_batches")
+    __slots__ = ("mode", "env_steps", "processed_steps", "updates", "critic_updates", "achieved_utd", "policy_version", "buffer_size", "warmup_steps", "episodes", "recent_return", "actors", "training", "rejected_batches", "duplicate_batches", "conflicting_batches")
     MODE_FIELD_NUMBER: _ClassVar[int]
     ENV_STEPS_FIELD_NUMBER: _ClassVar[int]
     PROCESSED_STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +215,7 @@ class StatusResponse(_message.Message):
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     REJECTED_BATCHES_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    CONFLICTING_BATCHES_FIELD_NUMBER: _ClassVar[int]
     mode: str
     env_steps: int
     processed_steps: int
@@ -228,4 +231,5 @@ class StatusResponse(_message.Message):
     training: bool
     rejected_batches: int
     duplicate_batches: int
-    def __init__(self, mode: _Optional[str] = ..., env_steps: _Optional[int] = ..., processed_steps: _Optional[int] = ..., updates: _Optional[int] = ..., critic_updates: _Optional[int] = ..., achieved_utd: _Optional[float] = ..., policy_version: _Optional[int] = ..., buffer_size: _Optional[int] = ..., warmup_steps: _Optional[int] = ..., episodes: _Optional[int] = ..., recent_return: _Optional[float] = ..., actors: _Optional[_Iterable[_Union[ActorStatus, _Mapping]]] = ..., training: _Optional[bool] = ..., rejected_batches: _Optional[int] = ..., duplicate_batches: _Optional[int] = ...) -> None: ...
+    conflicting_batches: int
+    def __init__(self, mode: _Optional[str] = ..., env_steps: _Optional[int] = ..., processed_steps: _Optional[int] = ..., updates: _Optional[int] = ..., critic_updates: _Optional[int] = ..., achieved_utd: _Optional[float] = ..., policy_version: _Optional[int] = ..., buffer_size: _Optional[int] = ..., warmup_steps: _Optional[int] = ..., episodes: _Optional[int] = ..., recent_return: _Optional[float] = ..., actors: _Optional[_Iterable[_Union[ActorStatus, _Mapping]]] = ..., training: _Optional[bool] = ..., rejected_batches: _Optional[int] = ..., duplicate_batches: _Optional[int] = ..., conflicting_batches: _Optional[int] = ...) -> None: ...
