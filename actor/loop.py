@@ -31,7 +31,7 @@ import numpy as np
 from actor.client import LearnerClient, connection_hint, with_retries
 from actor.envs import make_actor_env
 from actor.spool import Spool
-from learner.acting import Policy, jsrl_rollin_steps
+from actor.policy import Policy, jsrl_rollin_steps
 from protos import codec
 from protos.wsrl.v1 import learner_pb2 as pb
 

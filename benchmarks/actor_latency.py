@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from learner.acting import Policy  # noqa: E402
-from learner.networks import make_policy  # noqa: E402
+from actor.networks import make_policy  # noqa: E402
+from actor.policy import Policy  # noqa: E402
 
 
 def percentile(values, q):

@@ -1,5 +1,6 @@
 """The WSRL learner: agents, replay, checkpoints, training loops and the `wsrl` CLI.
 
-Kept import-light on purpose: `import learner.networks` must not pull in optax or the
-training loops, so that actor machines can build the policy from the same code.
+Kept import-light on purpose: `learner/__init__.py` imports nothing. The policy network and
+action selection the learner trains are the actor's (`actor.networks`, `actor.policy`): the
+learner imports `actor/`, never the other way round.
 """

@@ -64,7 +64,7 @@ import jax
 import numpy as np
 
 from envs.datasets import OfflineDataset
-from learner.acting import Policy
+from actor.policy import Policy
 from learner.agents import make_agent
 from learner.checkpoint import atomic_write_bytes, read_checkpoint, restore_agent, save_checkpoint
 from learner.config import AgentConfig, Config, FinetuneConfig, LoggingConfig, to_dict, validate

@@ -30,7 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from learner import distributions, losses
+from actor import distributions
+from learner import losses
 from learner.agents.common import batch_masks, repeat_states
 
 Batch = Mapping[str, Any]

@@ -29,7 +29,7 @@ import numpy as np
 from envs.atomic_files import atomic_write_bytes
 from envs.datasets import mc_returns
 from envs.tasks import get_task
-from learner.acting import Policy, jsrl_rollin_steps
+from actor.policy import Policy, jsrl_rollin_steps
 from learner.checkpoint import save_checkpoint
 from learner.config import Config, to_dict
 from learner.diagnostics import RenderUnavailable, dip_and_recovery, record_episode_video

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from envs.tasks import get_task
-from learner.acting import Policy
+from actor.policy import Policy
 from learner.agents import make_agent
 from learner.checkpoint import save_checkpoint
 from learner.config import Config, pretraining_agent_config, to_dict

@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 from learner import diagnostics as D  # noqa: E402
 from learner.agents import IQLAgent, SACAgent  # noqa: E402
 from learner.config import AgentConfig  # noqa: E402
-from learner.networks import TanhGaussianPolicy  # noqa: E402
+from actor.networks import TanhGaussianPolicy  # noqa: E402
 from learner.replay_buffer import ReplayBuffer  # noqa: E402
 
 try:

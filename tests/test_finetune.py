@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from learner.acting import Policy
+from actor.policy import Policy
 from learner.checkpoint import read_checkpoint
 from learner.cli import main
 from learner.finetune import Finetuner

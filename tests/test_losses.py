@@ -1,4 +1,4 @@
-"""The pure loss functions of `learner.losses` and `learner.distributions` against values
+"""The pure loss functions of `learner.losses` and `actor.distributions` against values
 worked out by hand (or with plain float64 numpy/math formulas) on small fixed arrays."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from learner import distributions, losses
+from actor import distributions
+from learner import losses
 
 LOG2 = math.log(2.0)
 

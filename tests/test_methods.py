@@ -74,7 +74,7 @@ def test_so2_noise_changes_the_td_target_and_vanishes_with_a_tiny_clip():
 
 # --- JSRL -----------------------------------------------------------------------------------
 def test_jsrl_rollin_probability_decays_linearly_to_zero():
-    from learner.acting import jsrl_rollin_steps
+    from actor.policy import jsrl_rollin_steps
 
     for steps, expected in ((0, 0.5), (25, 0.375), (50, 0.25), (100, 0.0), (150, 0.0)):
         rng = np.random.default_rng(0)
@@ -83,7 +83,7 @@ def test_jsrl_rollin_probability_decays_linearly_to_zero():
 
 
 def test_jsrl_rollin_lengths_are_geometric():
-    from learner.acting import jsrl_rollin_steps
+    from actor.policy import jsrl_rollin_steps
 
     rng = np.random.default_rng(1)
     lengths = np.array([jsrl_rollin_steps(rng, 0, 1.0, 100_000, 0.99) for _ in range(4000)])

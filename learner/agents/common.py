@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from learner import distributions, losses
+from actor import distributions
+from learner import losses
 from learner.networks import CriticEnsemble, map_in_chunks
 
 Batch = dict[str, jnp.ndarray]

@@ -11,7 +11,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from learner import distributions, losses
+from actor.networks import make_policy
+from actor import distributions
+from learner import losses
 from learner.agents.common import (
     Batch,
     TrainState,
@@ -23,7 +25,7 @@ from learner.agents.common import (
     subsample_critics,
 )
 from learner.config import AgentConfig
-from learner.networks import CriticEnsemble, ValueFunction, make_policy
+from learner.networks import CriticEnsemble, ValueFunction
 
 
 class IQLAgent(flax.struct.PyTreeNode):

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from actor.networks import make_policy
 from learner import losses
 from learner.agents.common import (
     Batch,
@@ -29,7 +30,7 @@ from learner.agents.common import (
     subsample_critics,
 )
 from learner.config import AgentConfig
-from learner.networks import CriticEnsemble, Temperature, make_policy
+from learner.networks import CriticEnsemble, Temperature
 
 
 class SACAgent(flax.struct.PyTreeNode):

@@ -342,7 +342,7 @@ def _counters(status: dict) -> dict:
 
 def _evaluate(config, params) -> dict:
     from envs.tasks import TASKS
-    from learner.acting import Policy
+    from actor.policy import Policy
     from learner.evaluation import evaluate
 
     if config.task not in TASKS:

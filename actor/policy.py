@@ -1,4 +1,5 @@
-"""Jitted action selection from policy parameters; shared by the learner's loops and actors.
+"""Jitted action selection from policy parameters: what an actor runs at every step, and what
+the learner's loops (evaluation, single-process fine-tuning) use too.
 
 Needs only jax and flax, never optax or the training code.
 """
@@ -10,8 +11,8 @@ from functools import partial
 import jax
 import numpy as np
 
-from learner import distributions
-from learner.networks import make_policy
+from actor import distributions
+from actor.networks import make_policy
 
 
 @partial(jax.jit, static_argnames=("policy", "deterministic"))

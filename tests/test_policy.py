@@ -1,9 +1,9 @@
-"""learner/acting.py: the jitted action selection shared by the learner's loops and actors."""
+"""actor/policy.py: the jitted action selection shared by the actors and the learner's loops."""
 
 import jax
 import numpy as np
 
-from learner.acting import Policy
+from actor.policy import Policy
 from learner.agents import make_agent
 from tests.conftest import tiny_config
 
