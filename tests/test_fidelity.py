@@ -218,3 +218,57 @@ def test_checkpoint_with_a_log_parameterized_lagrange_multiplier_loads():
     restored = restore_agent(checkpoint)
     np.testing.assert_allclose(float(restored.lagrange_value()), 2.5, rtol=1e-5)
     assert int(restored.lagrange.step) == 7
+
+
+# ---- the eight antmazes: antmaze-ultra ---------------------------------------------------------
+
+
+def test_ultra_antmazes_use_jiang_et_al_s_map_and_the_antmaze_conventions():
+    from envs import d4rl_envs, maze_data
+    from envs.tasks import get_task
+
+    layout = d4rl_envs.MAZE_LAYOUTS["ultra"]
+    assert (len(layout), len(layout[0])) == (12, 16)
+    assert sum(row.count(0) for row in layout) == 89  # ULTRA_MAZE_TEST's free cells ('R' and 'G' included)
+    assert all(v == 1 for v in layout[0] + layout[-1] + [row[0] for row in layout] + [row[-1] for row in layout])
+    # every play cell is free and reachable from the start (BFS over the free cells)
+    start, goal = d4rl_envs.ANTMAZE_CELLS["ultra"]
+    assert (start, goal) == ((1, 1), (10, 14))
+    seen, frontier = {start}, [start]
+    while frontier:
+        r, c = frontier.pop()
+        for nr, nc in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
+            if layout[nr][nc] == 0 and (nr, nc) not in seen:
+                seen.add((nr, nc))
+                frontier.append((nr, nc))
+    assert len(seen) == 89 and set(maze_data.PLAY_CELLS["ultra"]) <= seen and goal in seen
+
+    large = get_task("antmaze-large-diverse")
+    for name in ("antmaze-ultra-play", "antmaze-ultra-diverse"):
+        task = get_task(name)
+        assert task.family == "antmaze" and task.max_episode_steps == 2000
+        assert (task.reward_scale, task.reward_bias, task.sparse_failure_reward) == (large.reward_scale, large.reward_bias, -5.0)
+        assert (task.ref_min_score, task.ref_max_score) == (0.0, 1.0) and task.d4rl_dataset == f"{name}-v0"
+        assert maze_data.maze_mode_of(task) == name.split("-")[-1]
+    env = get_task("antmaze-ultra-diverse").make_env(0, training=False)
+    obs, _ = env.reset(seed=0)
+    maze = env.unwrapped.maze
+    assert obs.shape == (29,) and maze.maze_size_scaling == 4
+    np.testing.assert_allclose(maze.cell_rowcol_to_xy(np.array(goal)), [26.0, -18.0])  # (col - 7.5) * 4, (5.5 - row) * 4
+    # the env's own noise: up to a quarter cell (1 m) per axis around the goal and start cells
+    assert np.abs(env.unwrapped.goal - [26.0, -18.0]).max() <= 1.0 and np.abs(obs[:2] - [-26.0, 18.0]).max() <= 1.0 + 1e-6
+    env.close()
+
+
+def test_ultra_generator_makes_play_data_from_the_hand_picked_cells():
+    from envs import maze_data
+    from envs.tasks import get_task
+
+    task = dataclasses.replace(get_task("antmaze-ultra-play"), max_episode_steps=40)  # short episodes: a smoke test
+    dataset, card = maze_data.generate_maze_dataset(task, 3, seed=1)
+    assert card["mode"] == "play" and card["generator"] == "antmaze-waypoint-gait-controller"
+    assert len(dataset.rewards) == 120 and dataset.observations.shape[1] == 29
+    starts = dataset.observations[np.r_[0, np.flatnonzero(dataset.episode_ends)[:-1] + 1], :2]
+    play_xy = np.array([[(c - 7.5) * 4.0, (5.5 - r) * 4.0] for r, c in maze_data.PLAY_CELLS["ultra"]])
+    for xy in starts:  # each episode starts within the env's reset noise of a play cell
+        assert np.min(np.abs(play_xy - xy).max(axis=1)) <= 1.0 + 1e-6
