@@ -52,6 +52,22 @@ MAZE_LAYOUTS: dict[str, list[list[int]]] = {
         [1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1],
         [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
     ],
+    # antmaze-ultra (Jiang et al. 2022): the walls of ULTRA_MAZE_TEST in their d4rl fork
+    # (d4rl/locomotion/maze_env.py, github.com/ZhengyaoJiang/d4rl), 4 m cells like the others.
+    "ultra": [
+        [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+        [1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1],
+        [1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 0, 1, 0, 1],
+        [1, 0, 1, 1, 1, 0, 1, 0, 0, 0, 0, 1, 0, 1, 0, 1],
+        [1, 0, 0, 0, 1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 0, 1],
+        [1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        [1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 1, 1, 0, 1, 1],
+        [1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 0, 0, 1, 0, 1, 1],
+        [1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 1],
+        [1, 1, 0, 1, 1, 0, 1, 0, 0, 0, 1, 1, 1, 1, 0, 1],
+        [1, 1, 0, 1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 1],
+        [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+    ],
 }
 
 # Fixed (reset_cell, goal_cell) per maze, one start and one goal per task like D4RL's eval envs.
@@ -61,8 +77,11 @@ MAZE_LAYOUTS: dict[str, list[list[int]]] = {
 #   resets the ball to a uniformly random free cell; we fix the start (the far end of the maze
 #   from the goal) so every episode is the same long-horizon problem, as in antmaze.
 # How the gymnasium-robotics ids spell each maze (PointMaze_UMaze-v3, AntMaze_Large-v4, ...).
-MAZE_ID_NAMES = {"umaze": "UMaze", "medium": "Medium", "large": "Large"}
-ANTMAZE_CELLS = {"umaze": ((1, 1), (3, 1)), "medium": ((1, 1), (6, 6)), "large": ((1, 1), (7, 9))}
+# gymnasium-robotics has no ultra maze: antmaze-ultra builds AntMaze_Large-v4 (the same ant,
+# maze_size_scaling 4) with the ultra map as its `maze_map`.
+MAZE_ID_NAMES = {"umaze": "UMaze", "medium": "Medium", "large": "Large", "ultra": "Large"}
+# ultra: ULTRA_MAZE_TEST's 'R' (1, 1) and 'G' (10, 14).
+ANTMAZE_CELLS = {"umaze": ((1, 1), (3, 1)), "medium": ((1, 1), (6, 6)), "large": ((1, 1), (7, 9)), "ultra": ((1, 1), (10, 14))}
 POINTMAZE_CELLS = {"umaze": ((3, 1), (1, 1)), "medium": ((1, 1), (6, 6)), "large": ((1, 1), (7, 9))}
 
 

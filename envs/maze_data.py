@@ -49,6 +49,12 @@ PLAY_CELLS: dict[str, tuple[tuple[int, int], ...]] = {
     "umaze": ((1, 1), (1, 3), (3, 1), (3, 3)),
     "medium": ((1, 1), (1, 6), (2, 4), (3, 2), (4, 4), (5, 1), (6, 3), (6, 6)),
     "large": ((1, 1), (1, 4), (1, 10), (3, 4), (3, 8), (5, 4), (5, 10), (7, 1), (7, 5), (7, 9)),
+    # antmaze-ultra: the start and the 'G' cells of the map Jiang et al. generated their data
+    # on (ULTRA_MAZE in their d4rl fork).
+    "ultra": (
+        (1, 1), (1, 4), (1, 11), (1, 14), (2, 5), (2, 9), (3, 7), (4, 3), (4, 12), (5, 1), (5, 7), (5, 10),
+        (5, 14), (6, 5), (7, 3), (7, 11), (8, 1), (8, 7), (8, 13), (9, 5), (10, 9), (10, 14),
+    ),
 }
 # A waypoint counts as passed within this distance of its cell centre (in cell units), so the
 # ball cuts corners smoothly instead of stopping at every centre.

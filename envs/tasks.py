@@ -8,7 +8,8 @@ Families (D4RL names, gymnasium / gymnasium-robotics envs; see envs/d4rl_envs.py
 
 - builtin     `pointmass-goal`: the embedded point-mass room (envs/pointmass.py).
 - maze        `pointmaze-{umaze,medium,large}` -> PointMaze_*-v3, and
-- antmaze     `antmaze-{umaze,umaze-diverse,medium-play,...}` -> AntMaze_*-v4: fixed start and
+- antmaze     `antmaze-{umaze,umaze-diverse,medium-play,...,ultra-diverse}` -> AntMaze_*-v4 (ultra:
+  AntMaze_Large-v4 with Jiang et al.'s ultra map): fixed start and
   goal cells per maze (envs/d4rl_envs.py), sparse reward 1 within 0.45 of the goal,
   `continuing_task=False` (the goal terminates the episode: a clean success signal). Training
   reward 10 r - 5: +5 at the goal, -5 per other step.
@@ -227,15 +228,23 @@ def _pointmaze_tasks():
         )
 
 
+# Episode limits: D4RL's antmaze-*-v2 (umaze 700, medium/large 1000) and Jiang et al.'s
+# antmaze-ultra-*-v0 (2000).
+ANTMAZE_EPISODE_STEPS = {"umaze": 700, "medium": 1000, "large": 1000, "ultra": 2000}
+
+
 def _antmaze_tasks():
-    """antmaze-*-v2 with D4RL's limits (umaze 700, medium/large 1000) and references 0 / 1.
+    """The eight antmazes: D4RL's antmaze-*-v2 and Jiang et al. (2022)'s antmaze-ultra-*-v0
+    (their d4rl fork's ULTRA_MAZE_TEST, maze_size_scaling 4, 2000 steps), references 0 / 1.
 
     Observation = achieved_goal (x, y) then observation (27): D4RL's 29-dim order. The goal is
     fixed per task, so desired_goal is left out, as in D4RL. Builtin data: the waypoint
     generator with the tuned ant gaits (envs/maze_data.py, envs/ant_gait.py).
     """
-    for dataset in ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse"):
+    datasets = ("umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse", "ultra-play", "ultra-diverse")
+    for dataset in datasets:
         maze = dataset.split("-")[0]
+        ultra = maze == "ultra"
         env_id = f"AntMaze_{d4rl_envs.MAZE_ID_NAMES[maze]}-v4"
         keys = ("achieved_goal", "observation")
         yield Task(
@@ -243,7 +252,7 @@ def _antmaze_tasks():
             make_raw_env=functools.partial(
                 d4rl_envs.make_maze_env, env_id, maze, d4rl_envs.ANTMAZE_CELLS[maze], keys
             ),
-            max_episode_steps=700 if maze == "umaze" else 1000,
+            max_episode_steps=ANTMAZE_EPISODE_STEPS[maze],
             **_SPARSE,
             family="antmaze",
             env_id=env_id,
@@ -251,8 +260,8 @@ def _antmaze_tasks():
             builtin_dataset=functools.partial(maze_data.builtin_maze_dataset, f"antmaze-{dataset}"),
             ref_min_score=0.0,
             ref_max_score=1.0,
-            d4rl_dataset=f"antmaze-{dataset}-v2",
-            minari_dataset=f"D4RL/antmaze/{dataset}-v1",
+            d4rl_dataset=f"antmaze-{dataset}-v0" if ultra else f"antmaze-{dataset}-v2",
+            minari_dataset=None if ultra else f"D4RL/antmaze/{dataset}-v1",  # no Minari port of ultra
         )
 
 

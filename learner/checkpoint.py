@@ -137,7 +137,7 @@ def restore_agent(
     loaded = _upgrade_lagrange(template, checkpoint.state)
     shared = [k for k in template if k != "rng" and k in loaded and template[k] is not None and loaded[k] is not None]
     for key in shared:
-        _check_shapes(template[key], checkpoint.state[key], key)
+        _check_shapes(template[key], loaded[key], key)
     state = {**template, **{k: loaded[k] for k in shared}}
     return serialization.from_state_dict(agent, state)
 

@@ -117,7 +117,9 @@ def test_bfloat16_matmuls_round_inputs_but_stay_close_to_float32():
     # so its relative error is larger than Q's (measured ~6% here, against 0.3% for Q).
     qm16, ga16 = ensemble_min_q_and_action_grad(params["critics"], obs, act, 2, True, dtype="bfloat16")
     qm32, ga32 = ensemble_min_q_and_action_grad(params["critics"], obs, act, 2, True)
-    np.testing.assert_allclose(qm16, q16.min(0), rtol=1e-5, atol=1e-5)
+    # Same bf16 math on two compiled paths (fused differently): agree to bf16-level rounding
+    # of the float32 partial sums (measured 8e-5 relative with the orthogonal init).
+    np.testing.assert_allclose(qm16, q16.min(0), rtol=3e-4, atol=1e-5)
     assert 1e-4 < float(jnp.linalg.norm(ga16 - ga32) / jnp.linalg.norm(ga32)) < 0.15
 
 

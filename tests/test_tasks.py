@@ -70,8 +70,8 @@ def test_registry_names_families_envs_and_datasets():
         assert (task.family, task.env_id, task.d4rl_dataset, task.minari_dataset) == (family, env_id, d4rl, minari)
         # The point and ant mazes and kitchen (and the built-in task) make their own data without training.
         assert (task.builtin_dataset is not None) == (family in ("maze", "antmaze", "kitchen"))
-    # 1 builtin + 3 pointmaze + 6 antmaze + 3 kitchen + 3 adroit + 3 robots x 5 datasets
-    assert len(TASKS) == 1 + 3 + 6 + 3 + 3 + 15
+    # 1 builtin + 3 pointmaze + 8 antmaze (ultra included) + 3 kitchen + 3 adroit + 3 robots x 5 datasets
+    assert len(TASKS) == 1 + 3 + 8 + 3 + 3 + 15
     # D4RL's KitchenMicrowaveKettleLightSliderV0 / KitchenMicrowaveKettleBottomBurnerLightV0
     assert KITCHEN_SUBTASKS["complete"] == KITCHEN_SUBTASKS["partial"] == (
         "microwave", "kettle", "light switch", "slide cabinet"
@@ -182,7 +182,9 @@ def test_maze_envs_leave_no_generated_model_file_behind(name):
 def test_maze_layouts_match_gymnasium_robotics_and_cells_are_fixed():
     from gymnasium_robotics.envs.maze import maps
 
-    assert d4rl_envs.MAZE_LAYOUTS == {"umaze": maps.U_MAZE, "medium": maps.MEDIUM_MAZE, "large": maps.LARGE_MAZE}
+    layouts = dict(d4rl_envs.MAZE_LAYOUTS)
+    layouts.pop("ultra")  # Jiang et al.'s maze; gymnasium-robotics has none (tests/test_fidelity.py)
+    assert layouts == {"umaze": maps.U_MAZE, "medium": maps.MEDIUM_MAZE, "large": maps.LARGE_MAZE}
     grid = d4rl_envs.maze_map("umaze", (3, 1), (1, 1))
     assert grid[3][1] == "r" and grid[1][1] == "g" and sum(row.count("g") for row in grid) == 1
     with pytest.raises(ValueError, match="wall"):
