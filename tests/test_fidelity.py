@@ -16,7 +16,8 @@ from flax import serialization
 from learner.agents import CQLAgent, SACAgent
 from learner.checkpoint import Checkpoint, restore_agent
 from learner.config import AgentConfig, load_config
-from learner.networks import CriticEnsemble, LagrangeMultiplier, TanhGaussianPolicy, inverse_softplus
+from actor.networks import TanhGaussianPolicy
+from learner.networks import CriticEnsemble, LagrangeMultiplier, inverse_softplus
 
 FAMILIES = ("pointmass", "pointmaze", "locomotion", "antmaze", "kitchen", "adroit")
 
