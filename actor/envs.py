@@ -1,6 +1,9 @@
-"""The actor's environment: a built-in task name or any gymnasium env (id or entry point)."""
+"""The actor's environment: a built-in task name or any gymnasium env (id or entry point);
+entry points of user code; actions between the env's units and the policy's [-1, 1]."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -41,3 +44,23 @@ def make_actor_env(name: str, seed: int, max_episode_steps: int = 0) -> tuple[gy
         "action_high": np.asarray(space.high, float).ravel().tolist(),
     }
     return env, spec
+
+
+def load_callable(entry_point: str) -> Callable:
+    """'package.module:function' -> the function."""
+    import importlib
+
+    if ":" not in entry_point:
+        raise ValueError(f"entry point {entry_point!r}: expected 'package.module:function'")
+    module_name, attribute = entry_point.split(":", 1)
+    target = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise ValueError(f"entry point {entry_point!r} is not callable")
+    return target
+
+
+def to_policy_units(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """An action in the env's units as the policy's [-1, 1] (the inverse of RescaleAction)."""
+    return np.clip(2.0 * (np.asarray(action, np.float64) - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float32)

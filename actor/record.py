@@ -26,31 +26,11 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
-from actor.envs import make_actor_env
+from actor.envs import load_callable, make_actor_env, to_policy_units
 from envs.dataset_io import write_d4rl_hdf5, write_minari
 from envs.datasets import OfflineDataset
 from actor.teleop import close_teleop, make_teleop
 from envs.robot import INTERVENTION_KEY, find_attribute, intervention_action
-
-
-def load_callable(entry_point: str) -> Callable:
-    """'package.module:function' -> the function."""
-    import importlib
-
-    if ":" not in entry_point:
-        raise ValueError(f"entry point {entry_point!r}: expected 'package.module:function'")
-    module_name, attribute = entry_point.split(":", 1)
-    target = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        target = getattr(target, part)
-    if not callable(target):
-        raise ValueError(f"entry point {entry_point!r} is not callable")
-    return target
-
-
-def to_policy_units(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """An action in the env's units as the policy's [-1, 1] (the inverse of RescaleAction)."""
-    return np.clip(2.0 * (np.asarray(action, np.float64) - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float32)
 
 
 class Recorder:

@@ -44,8 +44,8 @@ import grpc
 import jax
 import numpy as np
 
+from actor.envs import to_policy_units
 from actor.loop import ActorLoop, ActorSettings
-from actor.record import to_policy_units
 from actor.teleop import close_teleop, make_teleop
 from envs.robot import (
     INTERVENTION_KEY, SAFETY_STOP_KEY, SUCCESS_KEY, check_robot_env, find_attribute, intervention_action, workspace_position,

@@ -36,7 +36,7 @@ def make_teleop(name: str, action_dim: int) -> Callable:
     if name == "spacemouse":
         return SpaceMouseTeleop(action_dim)
     if ":" in name:
-        from actor.record import load_callable  # lazy: actor.record imports this module
+        from actor.envs import load_callable
 
         return load_callable(name)
     raise ValueError(f"--teleop: got {name!r}, expected one of {', '.join(DEVICES)} or a 'package.module:function' entry point")

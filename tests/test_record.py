@@ -6,7 +6,8 @@ import threading
 import numpy as np
 import pytest
 
-from actor.record import Recorder, load_callable, to_policy_units
+from actor.envs import load_callable, to_policy_units
+from actor.record import Recorder
 from envs.dataset_io import card_path, read_dataset
 from envs.sim_robot import pointmass_teleop
 from learner.cli import main
