@@ -6,9 +6,10 @@ scripts them instead, with MuJoCo's own kinematics and the env's own action spac
 - `CartesianController` turns a commanded tool pose (position of a point between the finger
   pads, orientation of the hand) into the env's action: joint velocities for the 7 arm joints
   and an open/close velocity for the 2 fingers, all in [-1, 1]. The pose error becomes a
-  twist (proportional gain, speed limits), the twist joint velocities by damped least squares
-  on the tool point's Jacobian (`mujoco.mj_jac`), with a null-space pull towards the start
-  posture. The env turns an action `a` into the servo target `q + 2 a dt` (dt = 0.08 s) of
+  twist (proportional gain, a small integral term, speed limits), the twist joint velocities
+  by damped least squares on the tool point's Jacobian (`mujoco.mj_jac`), with a null-space
+  pull towards the start posture; joints at a limit are locked and the rest solved again. The
+  env turns an action `a` into the servo target `q + 2 a dt` (dt = 0.08 s) of
   position actuators with gain kp and joint damping kd; the steady state of such a servo
   moving at velocity v against the bias forces (gravity) is `kp (target - q) = kd v + bias`,
   so the controller sends `a = (kd v + bias) / (kp 2 dt)`, with kp, kd and the bias forces
@@ -20,8 +21,11 @@ scripts them instead, with MuJoCo's own kinematics and the env's own action spac
   a step budget). Handle and object poses come from the model's sites, bodies and joints
   (`KitchenGeometry`), read at the step they are needed; doors are pulled along the path the
   handle takes as the hinge turns, computed from the hinge's anchor and axis.
-- `SubtaskRunner` runs a queue of subtask scripts one after another, every script starting
-  and ending at a safe pose in front of the kitchen (`HOME`), so scripts chain in any order.
+- `SubtaskRunner` runs a queue of subtask scripts one after another. Every script ends by
+  backing off along its approach axis; where measured to be needed (`needs_home`) the next
+  one starts with a rise and a joint-space move back towards the start posture, from which
+  the scripts were built. Over all 42 ordered pairs of scripts, 41 second subtasks succeed
+  (the slide cabinet after the hinge cabinet does not: the open door covers its handle).
 
 Orientation convention: the hand's frame is the `end_effector` site's; its z axis is the
 approach direction (from the palm through the fingertips), its y axis the direction along
@@ -508,7 +512,7 @@ def kettle_script(geometry, controller) -> list[Phase]:
     """Grasp the kettle's handle bar from the front with the fingers opening vertically, lift it,
     carry it to its goal (the top left burner, from the env's goal), put it down, let go."""
     handle, _ = geometry.site("kettle_site")
-    body, frame = geometry.body("kettleroot")
+    _, frame = geometry.body("kettleroot")
     goal = kitchen_goals()["kettle"][:3]
     offset = handle - geometry.qpos("kettle")[:3]  # handle relative to the kettle's free joint
     grasp = hand_frame(frame[:, 1], frame[:, 2])  # approach along the kettle's y, fingers along z
