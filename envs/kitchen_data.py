@@ -110,17 +110,26 @@ def subtasks_completed_per_episode(dataset: OfflineDataset, subtasks: Optional[t
         raise ValueError(
             f"dataset: observations have dim {dataset.observations.shape[1]}, expected 59 (FrankaKitchen-v1's 'observation')"
         )
+    from gymnasium_robotics.envs.franka_kitchen.kitchen_env import OBS_ELEMENT_GOALS, OBS_ELEMENT_INDICES
+
+    from envs.d4rl_envs import KITCHEN_SUBTASK_THRESHOLD
+
     ends = np.flatnonzero(dataset.episode_ends)
     starts = np.concatenate([[0], ends[:-1] + 1])
+    names = [name for name in OBS_ELEMENT_GOALS if subtasks is None or name in subtasks]
+    # Per subtask and row: in its goal configuration after the row's step (next observation)
+    # or before it (observation: the episode's first state counts too). Object qpos index i of
+    # the env's qpos is observation column i + ROBOT_DOFS (the robot's qvel sits between).
+    done = {}
+    for name in names:
+        columns = OBS_ELEMENT_INDICES[name] + ROBOT_DOFS
+        goal = OBS_ELEMENT_GOALS[name]
+        near = lambda rows: np.linalg.norm(rows[:, columns] - goal, axis=1) < KITCHEN_SUBTASK_THRESHOLD  # noqa: E731
+        done[name] = near(dataset.observations) | near(dataset.next_observations)
     result = []
     for start, end in zip(starts, ends):
-        seen: list[str] = []
-        for row in np.concatenate([dataset.observations[start : end + 1], dataset.next_observations[end : end + 1]]):
-            qpos = np.concatenate([row[:ROBOT_DOFS], row[2 * ROBOT_DOFS : 2 * ROBOT_DOFS + 21]])
-            for name in subtasks_done(qpos):
-                if name not in seen and (subtasks is None or name in subtasks):
-                    seen.append(name)
-        result.append(seen)
+        first = {name: np.flatnonzero(done[name][start : end + 1]) for name in names}
+        result.append(sorted((name for name in names if len(first[name])), key=lambda name: first[name][0]))
     return result
 
 
