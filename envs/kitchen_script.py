@@ -94,7 +94,7 @@ class CartesianController:
         env,
         site: str = "end_effector",
         tool_offset: float = TOOL_OFFSET,
-        gain: float = 5.0,
+        gain: float = 7.0,
         max_speed: float = 0.7,
         max_turn: float = 2.5,
         damping: float = 0.05,
