@@ -12,15 +12,19 @@ subtask scripts, with Gaussian action noise whose scale each episode draws from 
 - `mixed`: subtasks of the target set but never the whole target task in one episode: three of
   the four targets and one other subtask, in random order.
 
+(In every kind the slide cabinet comes before the hinge cabinet: the open hinge door covers
+the slide's handle.)
+
 Rewards, terminals and time limits are the task's: reward = number of the task's four
 subtasks in their goal configuration at the step (0..4, `envs.d4rl_envs.KitchenSubtaskReward`);
 completing all four ends the episode as a terminal; an episode also ends (not a terminal) when
 its queue is done or at the task's time limit (280 steps), whichever comes first.
 
 The card records the generator, the kind, the seed, the noise range and, per episode, the
-queue, the subtasks completed (any of the seven, in the order they were first completed) and
-the number of target subtasks completed; plus each subtask's success over the episodes that
-attempted it.
+queue, the subtasks whose scripts started (the time limit can cut a queue short), the subtasks
+completed (any of the seven, in the order they were first completed) and the number of target
+subtasks completed; plus per subtask how many episodes queued it, started its script, ran the
+script to its end, and completed it after starting it (`subtask_success`).
 """
 
 from __future__ import annotations
@@ -53,7 +57,18 @@ def kitchen_kind_of(task) -> str:
 
 
 def episode_queue(kind: str, targets: tuple, rng: np.random.Generator) -> list[str]:
-    """The subtasks one episode of `kind` demonstrates, in order (see the module docstring)."""
+    """The subtasks one episode of `kind` demonstrates, in order (see the module docstring).
+    The slide cabinet never comes after the hinge cabinet: the open hinge door covers the
+    slide's handle (`envs.kitchen_script.needs_home`), so the two swap places."""
+    queue = _draw_queue(kind, targets, rng)
+    if "hinge cabinet" in queue and "slide cabinet" in queue:
+        hinge, slide = queue.index("hinge cabinet"), queue.index("slide cabinet")
+        if hinge < slide:
+            queue[hinge], queue[slide] = queue[slide], queue[hinge]
+    return queue
+
+
+def _draw_queue(kind: str, targets: tuple, rng: np.random.Generator) -> list[str]:
     from envs.kitchen_script import SUBTASKS
 
     others = [name for name in SUBTASKS if name not in targets]
@@ -95,17 +110,26 @@ def subtasks_completed_per_episode(dataset: OfflineDataset, subtasks: Optional[t
         raise ValueError(
             f"dataset: observations have dim {dataset.observations.shape[1]}, expected 59 (FrankaKitchen-v1's 'observation')"
         )
+    from gymnasium_robotics.envs.franka_kitchen.kitchen_env import OBS_ELEMENT_GOALS, OBS_ELEMENT_INDICES
+
+    from envs.d4rl_envs import KITCHEN_SUBTASK_THRESHOLD
+
     ends = np.flatnonzero(dataset.episode_ends)
     starts = np.concatenate([[0], ends[:-1] + 1])
+    names = [name for name in OBS_ELEMENT_GOALS if subtasks is None or name in subtasks]
+    # Per subtask and row: in its goal configuration after the row's step (next observation)
+    # or before it (observation: the episode's first state counts too). Object qpos index i of
+    # the env's qpos is observation column i + ROBOT_DOFS (the robot's qvel sits between).
+    done = {}
+    for name in names:
+        columns = OBS_ELEMENT_INDICES[name] + ROBOT_DOFS
+        goal = OBS_ELEMENT_GOALS[name]
+        near = lambda rows: np.linalg.norm(rows[:, columns] - goal, axis=1) < KITCHEN_SUBTASK_THRESHOLD  # noqa: E731
+        done[name] = near(dataset.observations) | near(dataset.next_observations)
     result = []
     for start, end in zip(starts, ends):
-        seen: list[str] = []
-        for row in np.concatenate([dataset.observations[start : end + 1], dataset.next_observations[end : end + 1]]):
-            qpos = np.concatenate([row[:ROBOT_DOFS], row[2 * ROBOT_DOFS : 2 * ROBOT_DOFS + 21]])
-            for name in subtasks_done(qpos):
-                if name not in seen and (subtasks is None or name in subtasks):
-                    seen.append(name)
-        result.append(seen)
+        first = {name: np.flatnonzero(done[name][start : end + 1]) for name in names}
+        result.append(sorted((name for name in names if len(first[name])), key=lambda name: first[name][0]))
     return result
 
 
@@ -139,8 +163,7 @@ def generate_kitchen_dataset(
     data = env.unwrapped.data
     columns = {name: [] for name in ("observations", "actions", "rewards", "next_observations", "terminals", "episode_ends")}
     episodes = []
-    attempts = {name: 0 for name in SUBTASKS}
-    successes = {name: 0 for name in SUBTASKS}
+    counts = {name: {"queued": 0, "started": 0, "script_finished": 0, "successes": 0} for name in SUBTASKS}
     start_time = time.perf_counter()
     for _ in tqdm(range(num_episodes), desc=f"{task.name} data", unit="ep", disable=not progress):
         queue = episode_queue(kind, targets, rng)
@@ -172,10 +195,13 @@ def generate_kitchen_dataset(
             continue  # cannot happen with a non-empty queue; kept for safety of the flags below
         columns["episode_ends"][-1] = True
         for name in queue:
-            attempts[name] += 1
-            successes[name] += name in completed
+            counts[name]["queued"] += 1
+            counts[name]["started"] += name in runner.started
+            counts[name]["script_finished"] += name in runner.finished
+            counts[name]["successes"] += name in runner.started and name in completed
         episodes.append({
             "subtasks": queue,
+            "started": list(runner.started),
             "completed": completed,
             "target_subtasks_completed": sum(name in completed for name in targets),
             "length": length,
@@ -202,9 +228,7 @@ def generate_kitchen_dataset(
         "max_episode_steps": task.max_episode_steps,
         "target_subtasks_completed_mean": float(per_episode.mean()),
         "target_subtasks_completed_histogram": [int(np.sum(per_episode == k)) for k in range(len(targets) + 1)],
-        "subtask_success": {
-            name: {"attempts": attempts[name], "successes": successes[name]} for name in SUBTASKS if attempts[name]
-        },
+        "subtask_success": {name: count for name, count in counts.items() if count["queued"]},
         "episodes": episodes,
         "generation_seconds": round(seconds, 2),
         "env_steps_per_second": round(len(dataset) / seconds, 1),
