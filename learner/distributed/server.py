@@ -259,6 +259,49 @@ class LearnerService(pb_grpc.LearnerServicer):
             episodes.append({"return": e.episode_return, "length": int(e.length), "success": float(e.success), "policy_version": int(e.policy_version)})
         return pb.ReportEpisodesResponse(episodes=self.trainer.report_episodes(request.actor_id, episodes))
 
+    # ---- evaluation (learner/distributed/evaluations.py) ------------------------------
+
+    def NextEvaluation(self, request: pb.NextEvaluationRequest, context) -> pb.EvaluationTask:
+        self._check(context)
+        t, e = self.trainer, self.trainer.evaluations
+        task = e.next_task(request.after_step)
+        if task is None:
+            return pb.EvaluationTask(available=False, finished=e.finished(t.status()["processed_steps"]), learner_id=self.learner_id)
+        step, version = task
+        chunks = e.chunks(step, self._encode_snapshot)
+        return pb.EvaluationTask(available=chunks is not None, env_step=step, policy_version=version, learner_id=self.learner_id,
+                                 num_chunks=len(chunks or ()), episodes=e.episodes, seed=e.seed + 10_000)
+
+    def _encode_snapshot(self, version: int, params: Any) -> list[bytes]:
+        return codec.encode_policy(version, params, self.policies.chunk_bytes, self.learner_id)
+
+    def PullEvaluationPolicy(self, request: pb.EvaluationPolicyRequest, context) -> bytes:
+        self._check(context)
+        chunks = self.trainer.evaluations.chunks(request.env_step, self._encode_snapshot)
+        if chunks is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"field 'env_step': no evaluation is pending at {request.env_step}; ask NextEvaluation again")
+        if request.index >= len(chunks):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"field 'index': got {request.index}, expected < {len(chunks)} (num_chunks)")
+        return chunks[request.index]
+
+    def ReportEvaluation(self, request: pb.EvaluationResult, context) -> pb.EvaluationAck:
+        self._check(context)
+        from learner.distributed.evaluations import EvaluationRejected
+
+        e = self.trainer.evaluations
+        if request.learner_id != self.learner_id:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"field 'learner_id': got {request.learner_id!r}, expected {self.learner_id!r} "
+                          "(the evaluation was handed out by another learner process; ask NextEvaluation again)")
+        stats = {"episodes": request.episodes, "return": request.mean_return, "return_std": request.return_std,
+                 "success_rate": request.success_rate, "episode_length": request.episode_length}
+        if request.HasField("normalized_score"):
+            stats["normalized_score"] = request.normalized_score
+        try:
+            recorded = e.report(int(request.env_step), int(request.policy_version), stats)
+        except EvaluationRejected as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        return pb.EvaluationAck(recorded=recorded, pending=len(e.pending))
+
     def GetStatus(self, request: pb.GetStatusRequest, context) -> pb.StatusResponse:
         s = self.trainer.status()
         actors = [pb.ActorStatus(**a) for a in s.pop("actors")]

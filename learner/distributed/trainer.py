@@ -160,6 +160,11 @@ class Trainer:
         self._logged_at = -1  # `processed` at the last `learner` counters row
         # (actor id, run id) -> sequence numbers below this are in the last saved state.
         self.durable: dict[tuple[str, str], int] = {}
+        # Policy snapshots for the evaluators at step 0, every eval_every steps and at num_steps.
+        from learner.distributed.evaluations import Evaluations
+
+        self.evaluations = Evaluations(f.eval_every, f.num_steps, f.eval_episodes, config.seed, logger, self.log_lock)
+        self._resumed = False
 
     # ---- handler side (cheap, under the lock) ---------------------------------------
 
@@ -277,7 +282,9 @@ class Trainer:
 
     def start(self) -> None:
         self._started = time.perf_counter()
-        self._log_counters()  # where this learner starts (0, or the resumed counters)
+        if not self._resumed:  # a resumed learner's row at this step is in learner.csv already
+            self._log_counters()  # where this learner starts
+        self._observe()  # step 0: the pre-trained policy is evaluated
         self._thread = threading.Thread(target=self._run, name="wsrl-trainer", daemon=True)
         self._thread.start()
 
@@ -330,6 +337,7 @@ class Trainer:
                     self.queued -= 1
                     self.actors[actor_id].pending -= 1
                     self.cond.notify_all()
+                self._observe()
                 self._maybe_log_counters()
             self._maybe_save_state()
 
@@ -361,6 +369,7 @@ class Trainer:
                 if s.min_utd and utd < s.min_utd and post >= 1000 and not self._utd_warned:
                     self._utd_warned = True
                     print(f"[wsrl learner] warning: achieved UTD {utd:.2f} is below min_utd={s.min_utd} (the learner cannot keep up with the actors)", flush=True)
+            self._observe()
             self._maybe_log_counters()
 
     def _may_update(self) -> bool:
@@ -409,6 +418,10 @@ class Trainer:
             with self.log_lock:
                 self.logger.log("train", self.processed, {**info, "env_steps": self.processed, "updates": self.updates, "env_steps_per_s": self.processed / elapsed})
 
+    def _observe(self) -> None:
+        """Hands the policy current at this env step to the evaluation schedule (a reference)."""
+        self.evaluations.observe(self.processed, self.policy_version, self.updates, self.policy_params)
+
     def _maybe_log_counters(self) -> None:
         every = self.config.finetune.log_every
         if self.logger is not None and every and self.processed // every > self._logged_at // every:
@@ -451,6 +464,8 @@ class Trainer:
         """Loads a `save_learner_state` directory into this (not yet started) trainer."""
         load_learner_state(self, directory)
         self._saved_at = self.processed
+        self._resumed = True
+        self.evaluations.resume_at(self.processed)
 
 
 STATE_FORMAT = "wsrl-learner-state-v1"
