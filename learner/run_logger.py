@@ -85,11 +85,13 @@ class RunLogger:
                 config=run_config or {},
             )
 
-    def resume_at(self, step: int) -> None:
+    def resume_at(self, step: int, restart_groups: tuple[str, ...] = ()) -> None:
         """A resumed run continues from `step`: in every CSV log of the run directory the rows
         up to `step` are kept and later ones (logged before a kill, after the state the run
-        resumes from was saved) are dropped, so they are replaced, never duplicated;
-        TensorBoard discards its events after `step` the same way."""
+        resumes from was saved) are dropped, so they are replaced, never duplicated; in
+        `restart_groups` (groups the resumed run logs again at `step` itself, such as the
+        learner's counters) the rows at `step` go too. TensorBoard discards its events after
+        `step` the same way."""
         for writer in self._csv.values():
             writer.close()
         self._csv = {}
@@ -97,7 +99,8 @@ class RunLogger:
             with open(path, newline="") as f:
                 reader = csv.DictReader(f)
                 columns, rows = reader.fieldnames or [], list(reader)
-            kept = [r for r in rows if _row_step(r) <= step]
+            last = step - 0.5 if path.stem in restart_groups else step
+            kept = [r for r in rows if _row_step(r) <= last]
             if len(kept) == len(rows):
                 continue
             tmp = path.with_suffix(".csv.tmp")

@@ -328,7 +328,9 @@ def serve_learner(
             trainer = Trainer(config, spec, settings, agent=agent, logger=logger)
             if resume:
                 trainer.resume(settings.state_dir)
-                logger.resume_at(trainer.processed)  # rows after the saved step are replaced, not duplicated
+                # Rows after the saved step are replaced, not duplicated; the counters row at the
+                # saved step is written again as the resumed learner starts.
+                logger.resume_at(trainer.processed, restart_groups=("learner",))
             server = LearnerServer(trainer, address, token, status_token, tls_cert, tls_key).start()
         except BaseException:
             logger.close()

@@ -164,7 +164,6 @@ class Trainer:
         from learner.distributed.evaluations import Evaluations
 
         self.evaluations = Evaluations(f.eval_every, f.num_steps, f.eval_episodes, config.seed, logger, self.log_lock)
-        self._resumed = False
 
     # ---- handler side (cheap, under the lock) ---------------------------------------
 
@@ -282,8 +281,7 @@ class Trainer:
 
     def start(self) -> None:
         self._started = time.perf_counter()
-        if not self._resumed:  # a resumed learner's row at this step is in learner.csv already
-            self._log_counters()  # where this learner starts
+        self._log_counters()  # where this learner starts (0, or the resumed counters)
         self._observe()  # step 0: the pre-trained policy is evaluated
         self._thread = threading.Thread(target=self._run, name="wsrl-trainer", daemon=True)
         self._thread.start()
@@ -464,7 +462,6 @@ class Trainer:
         """Loads a `save_learner_state` directory into this (not yet started) trainer."""
         load_learner_state(self, directory)
         self._saved_at = self.processed
-        self._resumed = True
         self.evaluations.resume_at(self.processed)
 
 
