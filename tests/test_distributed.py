@@ -4,6 +4,7 @@ auth, warmup and sync-mode Algorithm 1 (against the single-process Finetuner).""
 from __future__ import annotations
 
 import filecmp
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import grpc
 import jax
 import numpy as np
 import pytest
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from actor.client import LearnerClient
@@ -401,7 +403,7 @@ def test_multi_chunk_policy_is_pulled_chunk_by_chunk_while_versions_are_publishe
 def test_random_bytes_into_every_rpc_never_crash_the_server(server):
     rng, codes = np.random.default_rng(0), set()
     with grpc.insecure_channel(server.address) as channel:
-        for method in ("Handshake", "PushTransitions", "PullPolicy", "ReportEpisodes", "GetStatus"):
+        for method in ("Handshake", "PushTransitions", "PullPolicy", "ReportEpisodes", "GetStatus", "NextEvaluation", "PullEvaluationPolicy", "ReportEvaluation"):
             path = f"/wsrl.v1.Learner/{method}"
             call = channel.unary_unary(path)
             for size in (0, 1, 7, 64, 1000, 5000):
@@ -603,7 +605,7 @@ def test_wsrl_run_spawns_a_learner_and_two_actors_in_sync_mode(checkpoint, tmp_p
         "run", "--num-actors", "2", "--checkpoint", str(checkpoint), "--run-dir", str(run_dir), "--batch-size", "4", "--pull-every", "3",
         "agent.critic_hidden_dims=[16]", "agent.actor_hidden_dims=[16]", "agent.critic_ensemble_size=4", "agent.batch_size=8",
         "finetune.warmup_steps=10", "finetune.num_steps=31", "finetune.utd_ratio=2", "finetune.eval_episodes=1", "finetune.log_every=5",
-        "logging.tensorboard=false", "logging.progress=false",
+        "finetune.eval_every=10", "logging.tensorboard=false", "logging.progress=false",
     ]
     assert main(args) == 0
     final = read_checkpoint(run_dir / "checkpoint.ckpt")
@@ -612,6 +614,15 @@ def test_wsrl_run_spawns_a_learner_and_two_actors_in_sync_mode(checkpoint, tmp_p
     pre = read_checkpoint(checkpoint)
     assert int(final.state["critic"]["step"]) - int(pre.state["critic"]["step"]) == 2 * (31 - 10)
     assert (run_dir / "config.yaml").exists() and (run_dir / "train.csv").exists() and (run_dir / "eval.csv").exists()
+    # The evaluator: step 0 and every 10 env steps, plus the end, each of the version current
+    # there (sync mode: version = updates = step - K after warmup); summary.json of them.
+    evals = _read_csv(run_dir / "eval.csv")
+    assert [int(r["step"]) for r in evals] == [0, 10, 20, 30, 31]
+    assert [int(r["policy_version"]) for r in evals] == [0, 0, 10, 20, 21]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["schema"] == "wsrl-summary-v1" and summary["command"] == "run" and summary["evaluations"] == 5
+    assert summary["final_normalized_score"] == evals[-1]["normalized_score"] and summary["interrupted"] is False
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["logging"]["run_dir"] == str(run_dir)
 
 
 def test_kill_9_of_an_actor_then_restart_loses_and_duplicates_nothing(tmp_path):
