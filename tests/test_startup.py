@@ -77,11 +77,12 @@ def test_locomotion_without_data_names_the_generate_command_and_then_finds_its_o
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--config", "locomotion", "--run-dir", "runs/loco"]) == 2
     err = capsys.readouterr().err
-    assert "`wsrl dataset generate --task hopper-medium-replay --out datasets/hopper-medium-replay.hdf5`" in err
+    command = "wsrl dataset generate --task hopper-medium-replay --out datasets/hopper-medium-replay.hdf5 --behaviour-dir datasets/hopper-behaviour"
+    assert f"`{command}`" in err
     assert err.count("\n") == 1 and not (tmp_path / "runs").exists()
     # The command it names parses, and its output is where the next start looks.
-    args = build_parser().parse_args(["dataset", "generate", "--task", "hopper-medium-replay", "--out", "datasets/hopper-medium-replay.hdf5"])
-    assert args.task == "hopper-medium-replay"
+    args = build_parser().parse_args(command.split()[1:])
+    assert args.task == "hopper-medium-replay" and args.behaviour_dir == "datasets/hopper-behaviour"
     from learner.startup import resolve_dataset
 
     (tmp_path / "datasets").mkdir()
