@@ -164,3 +164,28 @@ def test_run_summary_by_hand():
     assert (s["env_steps_per_s"], s["updates_per_s"]) == (5.0, 3.75)
     no_normalized = run_summary("run", config, [(0, {"success_rate": 0.5})], 5, 0, 0, 1.0)
     assert no_normalized["score_metric"] == "success_rate" and no_normalized["final_normalized_score"] is None
+
+
+def test_episode_rows_carry_the_exact_step_and_warmup_flag(tmp_path):
+    """Two episodes of one actor run end at inserted steps 3 and 7 (K = 5); one is reported
+    before its transitions arrive, one after: rows at 3 (warmup) and 7 (not)."""
+    config = tiny_config(finetune={"warmup_steps": 5, "num_steps": 20})
+
+    def arrays(ends):
+        n = len(ends)
+        return {"observations": np.zeros((n, 2), np.float32), "actions": np.zeros((n, 2), np.float32), "rewards": np.ones(n, np.float32),
+                "next_observations": np.zeros((n, 2), np.float32), "terminals": np.zeros(n, bool), "episode_ends": np.asarray(ends, bool)}
+
+    with RunLogger(tmp_path, config.logging) as logger:
+        trainer = Trainer(config, SPEC, DistributedSettings(), logger=logger)
+        trainer.register("a", "r", 0)
+        trainer.start()
+        trainer.report_episodes("a", [{"return": 3.0, "length": 3, "success": 0.0, "policy_version": 0}], "r")  # before
+        trainer.submit("a", "r", 0, arrays([0, 0, 1, 0]))
+        trainer.submit("a", "r", 1, arrays([0, 0, 1]))
+        assert trainer.wait_processed(7, 30)
+        trainer.report_episodes("a", [{"return": 4.0, "length": 4, "success": 1.0, "policy_version": 2}], "r")  # after
+        trainer.stop()
+    with open(tmp_path / "episode.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["step"]), float(r["warmup"]), float(r["return"])) for r in rows] == [(3, 1.0, 3.0), (7, 0.0, 4.0)]

@@ -257,7 +257,7 @@ class LearnerService(pb_grpc.LearnerServicer):
             if not (e.episode_return == e.episode_return and abs(e.episode_return) < float("inf")):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"field 'episodes[{i}].episode_return': got {e.episode_return}, expected a finite number")
             episodes.append({"return": e.episode_return, "length": int(e.length), "success": float(e.success), "policy_version": int(e.policy_version)})
-        return pb.ReportEpisodesResponse(episodes=self.trainer.report_episodes(request.actor_id, episodes))
+        return pb.ReportEpisodesResponse(episodes=self.trainer.report_episodes(request.actor_id, episodes, request.run_id))
 
     # ---- evaluation (learner/distributed/evaluations.py) ------------------------------
 

@@ -153,6 +153,10 @@ class Trainer:
         self.error: Optional[str] = None
         self.last_info: dict = {}
         self._episodes: dict[tuple, tuple[list, list]] = {}  # (actor, run) -> (slots, rewards)
+        # (actor, run) -> env steps at which its episodes ended / its reported episode stats,
+        # matched in order so that each episode.csv row carries its exact step.
+        self._episode_ends: dict[tuple, collections.deque] = {}
+        self._episode_reports: dict[tuple, collections.deque] = {}
         self._utd_warned = False
         self._thread: Optional[threading.Thread] = None
         self._started = time.perf_counter()
@@ -236,17 +240,49 @@ class Trainer:
         with self.cond:
             return self.policy_version, self.policy_params
 
-    def report_episodes(self, actor_id: str, episodes: list[dict]) -> int:
-        """Records episode stats reported by an actor; returns the total episode count."""
+    def report_episodes(self, actor_id: str, episodes: list[dict], run_id: Optional[str] = None) -> int:
+        """Records episode stats reported by an actor; returns the total episode count.
+
+        With `run_id`, each episode's `episode.csv` row is logged at the exact env step its
+        last transition was inserted at (the k-th report of a run is its k-th episode end),
+        with `warmup` 1 when that step is within the first K; a report that arrives before its
+        transitions waits for them."""
         with self.cond:
             self.episodes += len(episodes)
             self.recent_returns.extend(e["return"] for e in episodes)
             total, step = self.episodes, self.env_steps
-        if self.logger is not None:
+            if run_id is not None:
+                self._episode_reports.setdefault((actor_id, run_id), collections.deque()).extend(episodes)
+        if run_id is not None:
+            self._log_episodes((actor_id, run_id))
+        elif self.logger is not None:
             with self.log_lock:
                 for e in episodes:
                     self.logger.log("episode", step, {**e, "warmup": float(step <= self.warmup_env_steps)})
         return total
+
+    def _log_episodes(self, key: tuple) -> None:
+        """Logs the reported episodes of `key` whose last step has been inserted."""
+        rows = []
+        with self.cond:
+            reports, ends = self._episode_reports.get(key), self._episode_ends.get(key)
+            while reports and ends:
+                rows.append((ends.popleft(), reports.popleft()))
+        if self.logger is not None and rows:
+            with self.log_lock:
+                for step, e in rows:
+                    self.logger.log("episode", step, {**e, "warmup": float(step <= self.warmup_env_steps)})
+
+    def _log_unmatched_episodes(self) -> None:
+        """At stop: reported episodes whose last transition never arrived, at the accepted count."""
+        with self.cond:
+            left = [e for reports in self._episode_reports.values() for e in reports]
+            self._episode_reports.clear()
+            step = self.env_steps
+        if self.logger is not None and left:
+            with self.log_lock:
+                for e in left:
+                    self.logger.log("episode", step, {**e, "warmup": float(step <= self.warmup_env_steps)})
 
     def status(self) -> dict:
         """Counters for GetStatus and the progress display."""
@@ -324,6 +360,7 @@ class Trainer:
                     self.cond.wait()
                 if not self.queue:
                     self._save_state(final=True)
+                    self._log_unmatched_episodes()
                     return
                 actor_id, run_id, arrays = self.queue.popleft()
             for i in range(len(arrays["rewards"])):
@@ -347,6 +384,7 @@ class Trainer:
                 self.queue.clear()
                 if not items and self.stopping:
                     self._save_state(final=True)
+                    self._log_unmatched_episodes()
                     return
                 if not items and not self._may_update():
                     self.cond.wait(0.05)
@@ -396,6 +434,10 @@ class Trainer:
                 self.replay.set_mc_returns(np.asarray(slots), returns)
         with self.cond:
             self.processed += 1
+            if end:
+                self._episode_ends.setdefault((actor_id, run_id), collections.deque()).append(self.processed)
+        if end and self._episode_reports.get((actor_id, run_id)):
+            self._log_episodes((actor_id, run_id))
 
     def _update(self) -> None:
         f = self.config.finetune
