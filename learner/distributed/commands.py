@@ -382,9 +382,11 @@ def serve_learner(
 def _final_evaluation(config, trainer, status: dict) -> None:
     """The evaluation at the last trained env step, made here when no evaluator reported it
     (`wsrl learner` alone): of the snapshot taken there, else of the current policy."""
+    from envs.tasks import TASKS
+
     e = trainer.evaluations
     step = status["processed_steps"]
-    if step in dict(e.history()):
+    if step in dict(e.history()) or config.task not in TASKS:  # a robot env: only an evaluator can drive it
         return
     version, updates, params = e.pending.get(step, (status["policy_version"], status["updates"], trainer.agent.actor.params))
     e.record_local(step, _evaluate(config, params), version, updates)
