@@ -476,6 +476,14 @@ def _evaluator_process(settings_dict: dict, log_file: str, stop_event) -> None:
     run_evaluator(EvaluatorSettings(**settings_dict), _child_stop(stop_event))
 
 
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
 class _EvalFollower:
     """Reads new rows of eval.csv, for the progress display."""
 
@@ -580,12 +588,13 @@ def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, 
                 if interrupts.requested.is_set():
                     raise KeyboardInterrupt from None
                 if not learner.is_alive():
-                    kind, address, banner = "error", f"exited with code {learner.exitcode} (see {logs / 'learner.log'})", ""
+                    kind, address, banner = "error", f"exited with code {learner.exitcode}", ""
                     break
         if kind == "error":
             learner.join(timeout=30)
-            guard.undo()
-            raise RuntimeError(f"the learner failed to start: {address}")
+            last = _last_line(logs / "learner.log")
+            guard.undo()  # a failed start leaves the run directory as it was
+            raise RuntimeError(f"the learner failed to start: {address}" + (f" ({last})" if last and last not in address else ""))
         shares = [f.num_steps // num_actors + (i < f.num_steps % num_actors) for i in range(num_actors)]
         for i, steps in enumerate(shares):
             actor_settings = {
