@@ -1,10 +1,10 @@
 """Ctrl-C and SIGTERM for the long-running commands (`wsrl run`, `wsrl learner`, `wsrl actor`).
 
 The first SIGINT/SIGTERM asks for a clean stop: the handler only records it and sets a
-`threading.Event` (whose condition lock is reentrant, so setting it from a handler that
-interrupted a wait on the same event cannot deadlock, unlike a multiprocessing Event); the
-command's own loop notices, saves what it has and exits with 128 + the signal number (130
-for Ctrl-C). A second signal exits at once (no traceback), after `on_force` (e.g. killing
+`SignalSafeEvent` (a flag: setting it takes no lock, so a handler that interrupted a wait on
+the same event cannot deadlock, as it can with a threading.Event, whose lock is not reentrant,
+or a multiprocessing Event, whose set() waits for its sleepers to wake); the command's own
+loop notices, saves what it has and exits with 128 + the signal number (130 for Ctrl-C). A second signal exits at once (no traceback), after `on_force` (e.g. killing
 child processes). Handlers write with os.write: print() inside a handler can collide with a
 print the main thread was doing.
 """
@@ -14,20 +14,47 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from typing import Callable, Optional
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class GracefulStop:
-    """Installs SIGINT/SIGTERM handlers (main thread only); `requested` is a threading.Event."""
+class SignalSafeEvent:
+    """What threading.Event offers (set, is_set, clear, wait), with a set() that takes no lock
+    and so may be called from a signal handler; wait() polls every `poll_s` seconds."""
 
-    def __init__(self, name: str, message: str = "stopping after saving what this process has", on_force: Optional[Callable[[], None]] = None,
-                 event: Optional[threading.Event] = None):
+    def __init__(self, poll_s: float = 0.05):
+        self._flag = False
+        self.poll_s = poll_s
+
+    def set(self) -> None:
+        self._flag = True
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._flag:
+            left = self.poll_s if deadline is None else min(self.poll_s, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            time.sleep(left)
+        return True
+
+
+class GracefulStop:
+    """Installs SIGINT/SIGTERM handlers (main thread only); `requested` is a SignalSafeEvent."""
+
+    def __init__(self, name: str, message: str = "stopping after saving what this process has", on_force: Optional[Callable[[], None]] = None):
         self.name = name
         self.message = message
         self.on_force = on_force
-        self.requested = event if event is not None else threading.Event()
+        self.requested = SignalSafeEvent()
         self.signum: Optional[int] = None
         self._previous: dict = {}
 

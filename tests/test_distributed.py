@@ -782,12 +782,12 @@ def test_sync_two_actors_of_different_speeds_keep_utd_in_every_rolling_window(ch
     ctx = mp.get_context("spawn")
     ready, stop, barrier = ctx.Queue(), ctx.Event(), ctx.Barrier(2)
     run_dir = tmp_path / "run"
-    learner = ctx.Process(target=_learner_process, args=(to_dict(config), dataclasses.asdict(settings), str(run_dir), ready, stop))
+    learner = ctx.Process(target=_learner_process, args=(to_dict(config), dataclasses.asdict(settings), str(run_dir), str(tmp_path / "learner.log"), ready, stop))
     learner.start()
     actors, client = [], None
     try:
-        address = ready.get(timeout=180)
-        assert not address.startswith("error"), address
+        kind, address, _ = ready.get(timeout=180)
+        assert kind == "ready", address
         common = {"learner": address, "env": config.task, "pull_every": 5, "max_latency_s": 1000.0}
         for actor_id, steps, batch, period in (("fast", fast_steps, 4, 0.0), ("slow", slow_steps, 1, 0.05)):
             s = {**common, "actor_id": actor_id, "seed": len(actors), "num_steps": steps, "batch_size": batch, "step_period_s": period}
