@@ -39,8 +39,10 @@ from learner.startup import RunDirGuard
 from learner.summary import evaluation_score, print_result, run_summary, write_summary
 
 
-# Env steps with updates over which the time left is measured (then printed once).
+# Env steps with updates over which the time left is measured (then printed once), after the
+# first ETA_SKIP ones (which include compiling the update).
 ETA_STEPS = 100
+ETA_SKIP = 20
 
 
 class Finetuner:
@@ -194,7 +196,7 @@ def finetune(config: Config, run_dir: Optional[str] = None) -> Path:
         last_return, started = float("nan"), time.perf_counter()
         bar.write(f"[wsrl finetune] {f.num_steps} env steps ({runner.warmup_env_steps} warmup); the time left is printed after "
                   f"{ETA_STEPS} steps with updates")
-        online_started = started if runner.warmup_env_steps == 0 else None
+        online_started = None
         while runner.env_steps < f.num_steps:
             episode, info = runner.step()
             step = runner.env_steps
@@ -207,9 +209,9 @@ def finetune(config: Config, run_dir: Optional[str] = None) -> Path:
                 logger.log("train", step, {**info, "env_steps": step, "updates": runner.updates, "env_steps_per_s": step / elapsed})
             if f.eval_every and step % f.eval_every == 0:
                 last_eval = run_eval(step)
-            if step == runner.warmup_env_steps:
+            if step == runner.warmup_env_steps + ETA_SKIP:  # past the first (compiling) updates
                 online_started = time.perf_counter()
-            if online_started is not None and step == runner.warmup_env_steps + ETA_STEPS and step < f.num_steps:
+            if online_started is not None and step == runner.warmup_env_steps + ETA_SKIP + ETA_STEPS and step < f.num_steps:
                 rate = ETA_STEPS / (time.perf_counter() - online_started)
                 bar.write(f"[wsrl finetune] {rate:.1f} env steps/s with updates: about {(f.num_steps - step) / rate / 60:.1f} min left")
             if diagnostics is not None and step % f.diagnostics_every == 0:

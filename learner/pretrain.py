@@ -66,7 +66,8 @@ def pretrain(config: Config, run_dir: Optional[str] = None) -> Path:
             elif step == 1 + ETA_STEPS and step < p.num_steps:
                 jax.block_until_ready(agent)
                 rate = ETA_STEPS / (time.perf_counter() - started)
-                write_line(bar, f"[wsrl pretrain] {rate:.1f} steps/s: about {(p.num_steps - step) / rate / 60:.1f} min left")
+                write_line(bar, f"[wsrl pretrain] {rate:.1f} updates/s: about {(p.num_steps - step) / rate / 60:.1f} min left"
+                                + (" plus the evaluations" if p.eval_every else ""))
             if p.log_every and step % p.log_every == 0:
                 logger.log("train", step, info)
                 postfix["critic_loss"] = f"{float(info['critic_loss']):.3g}"

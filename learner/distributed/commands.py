@@ -510,6 +510,11 @@ def _eval_line(row: dict) -> str:
     return f"[wsrl run] evaluation at env step {row['step']} (policy version {float(row.get('policy_version') or 0):.0f}): {metric} {value:.3g}"
 
 
+# The time left is measured over 100 env steps with updates, after the first ETA_SKIP updates
+# (which include compiling the update).
+ETA_SKIP = 20
+
+
 def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, pretrain_first: bool = True,
               batch_size: int = 32, pull_every: int = 10, evaluator: bool = True, interrupts: Any = None) -> Path:
     """`wsrl run`: pre-trains if needed, then one learner, `num_actors` actor processes and an
@@ -625,7 +630,7 @@ def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, 
                 bar.update(s.processed_steps - done)
                 done = s.processed_steps
                 postfix = dict(updates=s.updates, utd=f"{s.achieved_utd:.2f}", version=s.policy_version, ret=f"{s.recent_return:.1f}")
-                if s.training and eta_from is None:
+                if s.updates >= ETA_SKIP and eta_from is None:  # past the first (compiling) updates
                     eta_from = (time.perf_counter(), s.processed_steps)
                 elif eta_from is not None and s.processed_steps - eta_from[1] >= 100 and len(eta_from) == 2:
                     rate = (s.processed_steps - eta_from[1]) / (time.perf_counter() - eta_from[0])
