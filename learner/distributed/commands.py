@@ -584,6 +584,7 @@ def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, 
     evaluator_process = None
     client = None
     bar = None
+    completed = False
     try:
         while True:
             try:
@@ -656,6 +657,7 @@ def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, 
         if follower.last is not None:
             postfix["eval"] = f"{float(follower.last.get('normalized_score') or follower.last['success_rate']):.3g}"
         bar.set_postfix(**postfix, refresh=False)
+        completed = not interrupts.requested.is_set()
     finally:
         if bar is not None:
             bar.close()
@@ -671,7 +673,7 @@ def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, 
                 a.kill()
                 a.join(timeout=5)
         if evaluator_process is not None:
-            if interrupts.requested.is_set():
+            if not completed:  # interrupted or failed: the evaluation in progress is dropped
                 evaluator_process.kill()
             evaluator_process.join(timeout=30)
             if evaluator_process.is_alive():
