@@ -36,7 +36,7 @@ from learner.networks import describe_matmul_dtype
 from learner.run_logger import RunLogger, progress_bar
 from learner.runs import describe_device, initial_agent, make_diagnostics, online_replay, prepare_run_dir, resolve_run_dir
 from learner.startup import RunDirGuard
-from learner.summary import evaluation_score, print_result, run_summary, write_summary
+from learner.summary import print_result, run_summary, write_summary
 
 
 # Env steps with updates over which the time left is measured (then printed once), after the

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import math
-import threading
 
 import grpc
 import numpy as np

@@ -5,7 +5,6 @@ command that makes its data, an actor says it waits, help texts list what exists
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path

@@ -40,6 +40,7 @@ class Evaluations:
         self.next_step: Optional[int] = 0  # the next scheduled step not yet snapshotted
         self.dropped = 0
         self.last_seen = -math.inf  # monotonic time of the last evaluator call
+        self.handed_out: dict[int, float] = {}  # env step -> when an evaluator pulled its params
         self._chunks: dict[int, list[bytes]] = {}
 
     def schedule_after(self, step: int) -> Optional[int]:
@@ -73,8 +74,13 @@ class Evaluations:
                     print(f"[wsrl learner] more than {self.max_pending} evaluations wait for an evaluator; dropping the oldest "
                           "(attach one with `wsrl actor --evaluate --learner HOST:PORT`)", flush=True)
 
-    def evaluator_active(self, within_s: float = 15.0) -> bool:
-        return time.monotonic() - self.last_seen < within_s
+    def evaluator_active(self, within_s: float = 15.0, working_s: float = 1800.0) -> bool:
+        """Whether an evaluator called in the last `within_s` seconds, or pulled a pending
+        evaluation's params in the last `working_s` (long episodes make no calls)."""
+        now = time.monotonic()
+        with self.lock:
+            working = any(now - t < working_s for s, t in self.handed_out.items() if s in self.pending)
+        return working or now - self.last_seen < within_s
 
     def next_task(self, after_step: int) -> Optional[tuple[int, int]]:
         """(env step, version) of the earliest pending evaluation after `after_step`."""
@@ -91,6 +97,7 @@ class Evaluations:
                 return None
             chunks = self._chunks.get(step)
             version, _, params = self.pending[step]
+            self.handed_out[step] = time.monotonic()
         if chunks is None:
             chunks = encode(version, params)
             with self.lock:
