@@ -84,6 +84,23 @@ class LearnerClient:
     def status(self) -> pb.StatusResponse:
         return self.stub.GetStatus(pb.GetStatusRequest(), timeout=10.0, metadata=self.metadata)
 
+    # ---- evaluation (actor/evaluator.py) ----
+
+    def next_evaluation(self, evaluator_id: str, after_step: int) -> pb.EvaluationTask:
+        return self.stub.NextEvaluation(pb.NextEvaluationRequest(evaluator_id=evaluator_id, after_step=after_step), timeout=30.0, metadata=self.metadata)
+
+    def pull_evaluation_policy(self, evaluator_id: str, task: pb.EvaluationTask) -> dict:
+        """The params of `task`'s policy version (its chunks, one unary call each)."""
+        chunks = [self.stub.PullEvaluationPolicy(pb.EvaluationPolicyRequest(evaluator_id=evaluator_id, env_step=task.env_step, index=i),
+                                                 timeout=60.0, metadata=self.metadata) for i in range(task.num_chunks)]
+        version, _, payload, _ = codec.join_chunks(iter(chunks))
+        if version != task.policy_version:
+            raise codec.WireError("PolicyChunk.version", f"got {version}, expected {task.policy_version} (the evaluation's version)")
+        return codec.deserialize_params(payload)
+
+    def report_evaluation(self, result: pb.EvaluationResult) -> pb.EvaluationAck:
+        return self.stub.ReportEvaluation(result, timeout=30.0, metadata=self.metadata)
+
     def close(self) -> None:
         self.channel.close()
 
@@ -126,6 +143,32 @@ def connection_hint(address: str, tls_ca: Optional[str]) -> str:
         return (f"the learner at {address} serves TLS but the handshake failed: is --tls-ca {tls_ca!r} the learner's certificate, "
                 f"and does it name the host {address.rpartition(':')[0]!r} (subjectAltName)?")
     return ""
+
+
+def wait_for_learner(client: LearnerClient, address: str, stop: threading.Event, timeout_s: float, every_s: float = 5.0, name: str = "wsrl actor") -> bool:
+    """Blocks until the channel to the learner at `address` is connected, saying "waiting for
+    learner at HOST:PORT, retrying in N s" at least every `every_s` seconds while it is not.
+    Returns False when `stop` is set or `timeout_s` (> 0) passes first; 0 waits forever."""
+    started = time.monotonic()
+    try:
+        client.wait_ready(0.5)
+        return True
+    except grpc.FutureTimeoutError:
+        pass
+    while not stop.is_set():
+        waited = time.monotonic() - started
+        left = timeout_s - waited if timeout_s > 0 else every_s
+        if left <= 0:
+            return False
+        slice_s = max(0.1, min(every_s, left))
+        limit = f"; giving up after {timeout_s:g} s" if timeout_s > 0 else ""
+        print(f"[{name}] waiting for learner at {address}, retrying in {slice_s:.0f} s ({waited:.0f} s so far{limit})", flush=True)
+        try:
+            client.wait_ready(slice_s)
+            return True
+        except grpc.FutureTimeoutError:
+            continue
+    return False
 
 
 def with_retries(call: Callable[[], T], stop: threading.Event, give_up_s: Optional[float] = None, what: str = "call", base_s: float = 0.05, cap_s: float = 5.0) -> T:

@@ -28,10 +28,10 @@ import grpc
 import jax
 import numpy as np
 
-from actor.client import LearnerClient, connection_hint, with_retries
+from actor.client import LearnerClient, connection_hint, wait_for_learner, with_retries
 from actor.envs import make_actor_env
-from actor.spool import Spool
 from actor.policy import Policy, jsrl_rollin_steps
+from actor.spool import Spool
 from protos import codec
 from protos.wsrl.v1 import learner_pb2 as pb
 
@@ -53,7 +53,7 @@ class ActorSettings:
     token: str = ""
     tls_ca: str = ""
     spool_dir: str = ""
-    connect_timeout_s: float = 120.0
+    connect_timeout_s: float = 120.0  # give up waiting for the learner after this long; 0: never
     flush_timeout_s: float = 30.0
     report_every_s: float = 2.0
     # At least this many seconds per env step (a robot's control period; 0: as fast as possible).
@@ -90,7 +90,7 @@ class ActorSettings:
         for name in ("num_steps", "pull_every", "max_episode_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"actor setting '{name}': got {getattr(self, name)}, expected an integer >= 0")
-        for name in ("step_period_s", "max_latency_s", "control_hz", "max_action_change", "status_every_s"):
+        for name in ("step_period_s", "max_latency_s", "control_hz", "max_action_change", "status_every_s", "connect_timeout_s"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"actor setting '{name}': got {getattr(self, name)}, expected a number >= 0")
         if not self.max_backoff_s > 0:
@@ -173,20 +173,17 @@ class ActorLoop:
     def connect(self) -> pb.HandshakeResponse:
         """Waits for the learner, resends spooled batches of earlier runs, shakes hands."""
         s = self.settings
-        deadline = time.monotonic() + s.connect_timeout_s
-        diagnosed = False
-        while True:
-            try:
-                self.client.wait_ready(min(5.0 if diagnosed else 2.0, max(0.1, deadline - time.monotonic())))
-                break
-            except grpc.FutureTimeoutError:
-                if not diagnosed:  # up but unreachable: TLS on one side only, or an untrusted certificate
-                    diagnosed = True
-                    hint = connection_hint(s.learner, s.tls_ca or None)
-                    if hint:
-                        raise ActorError(hint) from None
-                if self.stop.is_set() or time.monotonic() > deadline:
-                    raise ActorError(f"learner at {s.learner} not reachable within {s.connect_timeout_s:.0f} s") from None
+        try:
+            self.client.wait_ready(2.0)
+        except grpc.FutureTimeoutError:
+            # Up but unreachable: TLS on one side only, or an untrusted certificate.
+            hint = connection_hint(s.learner, s.tls_ca or None)
+            if hint:
+                raise ActorError(hint) from None
+            if not wait_for_learner(self.client, s.learner, self.stop, s.connect_timeout_s):
+                if self.stop.is_set():
+                    raise ActorError(f"stopped while waiting for the learner at {s.learner}")
+                raise ActorError(f"learner at {s.learner} not reachable within {s.connect_timeout_s:g} s (--connect-timeout)")
         if self.spool is not None:
             self._resend_spooled()
         hello = self._handshake(self.run_id, self.sequence)
@@ -476,20 +473,25 @@ class ActorLoop:
         self.env.close()
 
 
-def run_actor(settings: ActorSettings, install_signal_handlers: bool = True) -> dict:
+def run_actor(settings: ActorSettings, install_signal_handlers: bool = True, stop: Optional[threading.Event] = None) -> dict:
     """`wsrl actor`: runs one actor; SIGINT/SIGTERM stop it after flushing what it has. In
     robot mode also SIGUSR1 pauses, SIGUSR2 resumes and SIGQUIT is an emergency stop (the
-    process then exits with EXIT_EMERGENCY_STOP: `exit_status`)."""
-    stop = threading.Event()
+    process then exits with EXIT_EMERGENCY_STOP: `exit_status`). A given `stop` event is the
+    caller's (its SIGINT/SIGTERM handling too: `actor.interrupts`)."""
+    own_stop = stop is None
+    stop = stop if stop is not None else threading.Event()
     if settings.robot:
-        from actor.robot import RobotActor  # imported only here: a sim actor never needs it
+        from actor.robot import (
+            RobotActor,  # imported only here: a sim actor never needs it
+        )
 
         loop: ActorLoop = RobotActor(settings, stop)
     else:
         loop = ActorLoop(settings, stop)
     if install_signal_handlers and threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+        if own_stop:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
         if settings.robot:
             # Handlers only set events; the control loop acts on them between steps.
             signal.signal(signal.SIGUSR1, lambda *_: loop.pause())

@@ -63,14 +63,29 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
-from envs.datasets import OfflineDataset
+from actor.evaluation import evaluate
 from actor.policy import Policy
+from envs.datasets import OfflineDataset
 from learner.agents import make_agent
-from learner.checkpoint import atomic_write_bytes, read_checkpoint, restore_agent, save_checkpoint
-from learner.config import AgentConfig, Config, FinetuneConfig, LoggingConfig, to_dict, validate
-from learner.evaluation import evaluate
+from learner.checkpoint import (
+    atomic_write_bytes,
+    read_checkpoint,
+    restore_agent,
+    save_checkpoint,
+)
+from learner.config import (
+    AgentConfig,
+    Config,
+    FinetuneConfig,
+    LoggingConfig,
+    to_dict,
+    validate,
+)
 from learner.replay_buffer import ReplayBuffer
-from learner.run_logger import progress_bar
+from learner.run_logger import progress_bar, write_line
+
+# SAC steps over which the behaviour training's time left is measured (then printed once).
+ETA_STEPS = 200
 
 GENERATOR = "locomotion-behaviour-sac"
 CACHE_FORMAT = "wsrl-locomotion-behaviour-v1"
@@ -471,6 +486,10 @@ def train_behaviour(task, *, seed: int, config: BehaviourConfig, progress: bool 
         return entry
 
     bar = progress_bar(cfg.train_steps, f"behaviour SAC {robot} seed {seed}", progress)
+    if progress:
+        write_line(bar, f"[wsrl dataset] behaviour SAC: {cfg.train_steps} steps (the first {cfg.random_steps} random); "
+                        f"the time left is printed after {ETA_STEPS} steps with updates")
+    sac_started = None
     last_eval = run_eval(0)
     for step in range(1, cfg.train_steps + 1):
         if step <= cfg.random_steps:
@@ -491,6 +510,12 @@ def train_behaviour(task, *, seed: int, config: BehaviourConfig, progress: bool 
             batch = replay.sample(sample_rng, 1, cfg.agent.batch_size)
             agent, _ = agent.update(batch)
             updates += 1
+            if updates == 1:
+                sac_started = time.perf_counter()
+            elif updates == 1 + ETA_STEPS and progress and step < cfg.train_steps:
+                rate = ETA_STEPS / (time.perf_counter() - sac_started)
+                write_line(bar, f"[wsrl dataset] behaviour SAC at {rate:.0f} steps/s: about {(cfg.train_steps - step) / rate / 3600:.1f} h left "
+                                "(evaluations add to it)")
         if step % cfg.eval_every == 0 or step == cfg.train_steps:
             last_eval = run_eval(step)
         bar.update(1)

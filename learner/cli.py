@@ -14,14 +14,30 @@ from typing import Optional, Sequence
 from actor import record as record_command
 from learner import dataset_commands
 from learner import experiment as experiment_commands
-from learner.config import ConfigError, dump_yaml, load_config
+from learner.config import CONFIGS_DIR, ConfigError, dump_yaml, load_config
 from learner.distributed import commands as distributed
+
+# An example for every help text; tests check that it parses.
+OVERRIDE_EXAMPLE = ("finetune.utd_ratio=2", "finetune.num_steps=10000")
+
+
+def families() -> list[str]:
+    """The config families: the YAML files of configs/ (pointmass first, the default)."""
+    names = sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+    return sorted(names, key=lambda n: n != "pointmass")
+
+
+def variants() -> list[str]:
+    """The methods every family offers (configs/common/methods.yaml)."""
+    import yaml
+
+    return list(yaml.safe_load((CONFIGS_DIR / "common" / "methods.yaml").read_text()))
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="pointmass", help="config family in configs/ (pointmass, locomotion, antmaze, kitchen, adroit) or a YAML path (default: pointmass)")
-    parser.add_argument("--variant", default="wsrl", help="variant in that file: wsrl, calql, cql, iql, sac (default: wsrl)")
-    parser.add_argument("overrides", nargs="*", metavar="section.field=value", help="override any config field, e.g. agent.utd_ratio=2 finetune.num_steps=10000")
+    parser.add_argument("--config", default="pointmass", help=f"config family in configs/ ({', '.join(families())}) or a YAML path (default: pointmass)")
+    parser.add_argument("--variant", default="wsrl", help=f"method: {', '.join(variants())} (default: wsrl)")
+    parser.add_argument("overrides", nargs="*", metavar="section.field=value", help=f"override any config field, e.g. {' '.join(OVERRIDE_EXAMPLE)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +85,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         # `actor` and `status` take no config; `learner` and `run` do.
         config = load_config(args.config, args.variant, overrides) if hasattr(args, "config") else None
+        if args.command in ("pretrain", "finetune"):
+            # Start-up checks: nothing is written when one fails.
+            from learner.runs import check_run_dir, resolve_run_dir
+            from learner.startup import check_start, resolve_dataset
+
+            if args.command == "finetune":
+                config, _ = check_start(config, "finetune", args.run_dir, pretrain_first=False)
+            else:
+                check_run_dir(resolve_run_dir(config, "pretrain", args.run_dir))
+                config = resolve_dataset(config)
         if args.command == "dataset":
             return dataset_commands.run_command(args)
         if args.command == "record":
@@ -86,9 +112,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             keep_freed_memory()
             (pretrain if args.command == "pretrain" else finetune)(config, args.run_dir)
-    except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileExistsError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as e:
         print(f"wsrl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # a child process or the training thread failed; it says where to look
+        print(f"wsrl {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"wsrl {args.command}: interrupted", file=sys.stderr)
         return 130

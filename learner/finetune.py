@@ -17,7 +17,6 @@ of the frozen pre-trained policy), `finetune.init` (what the checkpoint provides
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -26,17 +25,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.atomic_files import atomic_write_bytes
+from actor.evaluation import evaluate
+from actor.policy import Policy, jsrl_rollin_steps
 from envs.datasets import mc_returns
 from envs.tasks import get_task
-from actor.policy import Policy, jsrl_rollin_steps
 from learner.checkpoint import save_checkpoint
 from learner.config import Config, to_dict
-from learner.diagnostics import RenderUnavailable, dip_and_recovery, record_episode_video
-from learner.evaluation import evaluate
+from learner.diagnostics import RenderUnavailable, record_episode_video
 from learner.networks import describe_matmul_dtype
 from learner.run_logger import RunLogger, progress_bar
-from learner.runs import initial_agent, make_diagnostics, online_replay, prepare_run_dir
+from learner.runs import (
+    describe_device,
+    initial_agent,
+    make_diagnostics,
+    online_replay,
+    prepare_run_dir,
+    resolve_run_dir,
+)
+from learner.startup import RunDirGuard
+from learner.summary import print_result, run_summary, write_summary
+
+# Env steps with updates over which the time left is measured (then printed once), after the
+# first ETA_SKIP ones (which include compiling the update).
+ETA_STEPS = 100
+ETA_SKIP = 20
 
 
 class Finetuner:
@@ -153,8 +165,10 @@ class Finetuner:
 def finetune(config: Config, run_dir: Optional[str] = None) -> Path:
     """Runs Algorithm 1 for `finetune.num_steps` env steps; returns the run directory."""
     f = config.finetune
-    path = prepare_run_dir(config, "finetune", run_dir)
-    runner = Finetuner(config)
+    with RunDirGuard(resolve_run_dir(config, "finetune", run_dir)) as guard:  # a failed start leaves no trace
+        path = prepare_run_dir(config, "finetune", run_dir)
+        runner = Finetuner(config)
+        guard.keep()
     checkpoint = path / "checkpoint.ckpt"
     source = (f"from {f.checkpoint}" + (" (policy only)" if f.init == "actor" else "")) if f.checkpoint else "from scratch"
     extras = "".join(
@@ -166,16 +180,16 @@ def finetune(config: Config, run_dir: Optional[str] = None) -> Path:
     )
     print(
         f"[wsrl finetune] {f.algorithm} on {runner.task.name} {source}; warmup {f.warmup_steps} steps "
-        f"({f.warmup}), UTD {f.utd_ratio}{extras}, {describe_matmul_dtype(config.agent.critic_matmul_dtype)}, "
-        f"{f.num_steps} env steps -> {path}"
+        f"({f.warmup}), UTD {f.utd_ratio}{extras}; {describe_device()}, {describe_matmul_dtype(config.agent.critic_matmul_dtype)}; "
+        f"{f.num_steps} env steps -> {path}", flush=True
     )
     diagnostics = make_diagnostics(config, runner.task, runner.agent) if f.diagnostics_every else None
-    history: list[tuple[int, float]] = []  # (env step, score) of every evaluation
+    history: list[tuple[int, dict]] = []  # (env step, eval row) of every evaluation
 
     def run_eval(step: int) -> dict:
         stats = runner.evaluate()
         logger.log("eval", step, {**stats, "updates": runner.updates})
-        history.append((step, evaluation_score(stats)))
+        history.append((step, stats))
         if config.logging.eval_videos:
             record_eval_video(runner, path / "videos" / f"step{step:08d}", config.seed + 20_000 + step)
         return stats
@@ -186,6 +200,9 @@ def finetune(config: Config, run_dir: Optional[str] = None) -> Path:
             logger.log("diagnostics", 0, diagnostics.compute(runner.agent, runner.replay))
         bar = progress_bar(f.num_steps, f"finetune {f.algorithm}", config.logging.progress)
         last_return, started = float("nan"), time.perf_counter()
+        bar.write(f"[wsrl finetune] {f.num_steps} env steps ({runner.warmup_env_steps} warmup); the time left is printed after "
+                  f"{ETA_STEPS} steps with updates")
+        online_started = None
         while runner.env_steps < f.num_steps:
             episode, info = runner.step()
             step = runner.env_steps
@@ -198,6 +215,11 @@ def finetune(config: Config, run_dir: Optional[str] = None) -> Path:
                 logger.log("train", step, {**info, "env_steps": step, "updates": runner.updates, "env_steps_per_s": step / elapsed})
             if f.eval_every and step % f.eval_every == 0:
                 last_eval = run_eval(step)
+            if step == runner.warmup_env_steps + ETA_SKIP:  # past the first (compiling) updates
+                online_started = time.perf_counter()
+            if online_started is not None and step == runner.warmup_env_steps + ETA_SKIP + ETA_STEPS and step < f.num_steps:
+                rate = ETA_STEPS / (time.perf_counter() - online_started)
+                bar.write(f"[wsrl finetune] {rate:.1f} env steps/s with updates: about {(f.num_steps - step) / rate / 60:.1f} min left")
             if diagnostics is not None and step % f.diagnostics_every == 0:
                 logger.log("diagnostics", step, diagnostics.compute(runner.agent, runner.replay))
             if f.checkpoint_every and step % f.checkpoint_every == 0:
@@ -209,27 +231,19 @@ def finetune(config: Config, run_dir: Optional[str] = None) -> Path:
                     eval_success=f"{last_eval['success_rate']:.2f}",
                     refresh=False,
                 )
-        bar.close()
         if not (f.eval_every and f.num_steps % f.eval_every == 0):
             last_eval = run_eval(f.num_steps)
+        bar.set_postfix(phase="online", ret=f"{last_return:.1f}", eval_success=f"{last_eval['success_rate']:.2f}", refresh=False)
+        bar.close()  # its last line shows the final values
         save_checkpoint(checkpoint, runner.agent, config, runner.spec, runner.counters())
-    steps, scores = zip(*history)
-    dip = dip_and_recovery(steps, scores, scores[0], runner.warmup_env_steps)
-    summary = {"final_eval": last_eval, "env_steps": runner.env_steps, "updates": runner.updates, **dip}
-    atomic_write_bytes(path / "summary.json", (json.dumps(summary, indent=2, default=float) + "\n").encode())
-    recovery = "never recovered" if dip["recovery_step"] is None else f"back by step {dip['recovery_step']}"
-    print(
-        f"[wsrl finetune] done: {runner.env_steps} env steps, {runner.updates} updates; eval return "
-        f"{last_eval['return']:.3f}, success {last_eval['success_rate']:.2f}; dip {dip['dip']:+.3g} "
-        f"({recovery}); checkpoint {checkpoint}"
-    )
+    wall = time.perf_counter() - started
+    summary = run_summary("finetune", config, history, runner.warmup_env_steps, runner.env_steps, runner.updates, wall)
+    write_summary(path, summary)
+    print(f"[wsrl finetune] done: checkpoint {checkpoint}", flush=True)
+    print_result(summary, path, "[wsrl finetune]")
     return path
 
 
-def evaluation_score(stats: dict) -> float:
-    """The score curves and the dip are measured in: the D4RL normalized score where the task
-    has one, else the success rate."""
-    return float(stats.get("normalized_score", stats["success_rate"]))
 
 
 def record_eval_video(runner: Finetuner, path: Path, seed: int) -> None:
@@ -238,4 +252,6 @@ def record_eval_video(runner: Finetuner, path: Path, seed: int) -> None:
     try:
         record_episode_video(lambda o: runner.policy(params, o, None, deterministic=True), runner.task, path, seed)
     except RenderUnavailable as e:
-        print(f"[wsrl finetune] no evaluation video: {e}")
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"[wsrl finetune] no evaluation video: {e}")

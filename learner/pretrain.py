@@ -17,16 +17,25 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from envs.tasks import get_task
+from actor.evaluation import evaluate
 from actor.policy import Policy
+from envs.tasks import get_task
 from learner.agents import make_agent
 from learner.checkpoint import save_checkpoint
 from learner.config import Config, pretraining_agent_config, to_dict
-from learner.evaluation import evaluate
 from learner.networks import describe_matmul_dtype
 from learner.replay_buffer import ReplayBuffer
-from learner.run_logger import RunLogger, progress_bar
-from learner.runs import offline_replay, prepare_run_dir
+from learner.run_logger import RunLogger, progress_bar, write_line
+from learner.runs import (
+    describe_device,
+    offline_replay,
+    prepare_run_dir,
+    resolve_run_dir,
+)
+from learner.startup import RunDirGuard
+
+# Updates over which the time left is measured (then printed once).
+ETA_STEPS = 100
 
 # The longest chunk of updates one dispatch runs. Longer chunks save nothing measurable (the
 # per-dispatch cost is paid once per chunk) and make the progress bar coarse.
@@ -83,8 +92,10 @@ def pretrain(config: Config, run_dir: Optional[str] = None) -> Path:
     p = config.pretrain
     task = get_task(config.task)
     spec = task.spec()
-    path = prepare_run_dir(config, "pretrain", run_dir)
-    data = offline_replay(config, task)
+    with RunDirGuard(resolve_run_dir(config, "pretrain", run_dir)) as guard:  # a failed start leaves no trace
+        path = prepare_run_dir(config, "pretrain", run_dir)
+        data = offline_replay(config, task)
+        guard.keep()
     agent = make_agent(p.algorithm, pretraining_agent_config(config.agent), spec["observation_dim"], spec["action_dim"], config.seed)
     policy = Policy(config.agent, spec["action_dim"])
     # pretrain.eval_every = 0 turns evaluation off altogether: no env is even built (a task
@@ -106,33 +117,44 @@ def pretrain(config: Config, run_dir: Optional[str] = None) -> Path:
 
     with RunLogger(path, config.logging, to_dict(config), path.name) as logger:
         print(
-            f"[wsrl pretrain] {p.algorithm} on {task.name}: {len(data)} transitions, {p.num_steps} steps "
-            f"({chunk} per dispatch), {describe_matmul_dtype(config.agent.critic_matmul_dtype)} -> {path}"
+            f"[wsrl pretrain] {p.algorithm} on {task.name}: {len(data)} transitions, {p.num_steps} steps ({chunk} per dispatch); "
+            f"{describe_device()}, {describe_matmul_dtype(config.agent.critic_matmul_dtype)} -> {path}", flush=True
         )
         bar = progress_bar(p.num_steps, f"pretrain {p.algorithm}", config.logging.progress)
         last_eval: dict = {}
-        started = time.perf_counter()
+        postfix: dict = {}
+        started, timed_from = None, 0
         for step in range(chunk, p.num_steps + 1, chunk):
             agent, key, info = train_chunk(agent, dataset, key)
             bar.update(chunk)
+            if started is None:  # the rate is measured after the first (compiling) dispatch
+                jax.block_until_ready(agent)
+                started, timed_from = time.perf_counter(), step
+            elif timed_from and step - timed_from >= ETA_STEPS and step < p.num_steps:
+                jax.block_until_ready(agent)
+                rate = (step - timed_from) / (time.perf_counter() - started)
+                write_line(bar, f"[wsrl pretrain] {rate:.1f} updates/s: about {(p.num_steps - step) / rate / 60:.1f} min left"
+                                + (" plus the evaluations" if p.eval_every else ""))
+                timed_from = 0  # said once
             if p.log_every and step % p.log_every == 0:
                 logger.log("train", step, info)
+                postfix["critic_loss"] = f"{float(info['critic_loss']):.3g}"
             if p.eval_every and step % p.eval_every == 0:
                 last_eval = run_eval(step)
+                postfix["eval_success"] = f"{last_eval['success_rate']:.2f}"
+            if postfix:
+                bar.set_postfix(**postfix, refresh=False)
             if p.checkpoint_every and step % p.checkpoint_every == 0:
                 save_checkpoint(checkpoint, agent, config, spec, {"pretrain_steps": step})
-            if p.log_every and step % p.log_every == 0:
-                postfix = {"critic_loss": f"{float(info['critic_loss']):.3g}"}
-                if last_eval:
-                    postfix["eval_success"] = f"{last_eval['success_rate']:.2f}"
-                bar.set_postfix(postfix, refresh=False)
         jax.block_until_ready(agent)
         final = run_eval(p.num_steps) if p.eval_every and p.num_steps % p.eval_every else last_eval
         if final:
-            bar.set_postfix(eval_success=f"{final['success_rate']:.2f}", refresh=False)
-        bar.close()
-        elapsed = time.perf_counter() - started
+            postfix["eval_success"] = f"{final['success_rate']:.2f}"
+        bar.set_postfix(**postfix, refresh=False)
+        bar.close()  # its last line shows the final values
+        elapsed = time.perf_counter() - started if started is not None else 0.0
         save_checkpoint(checkpoint, agent, config, spec, {"pretrain_steps": p.num_steps})
     result = f"eval return {final['return']:.3f}, success {final['success_rate']:.2f}" if final else "not evaluated (pretrain.eval_every=0)"
-    print(f"[wsrl pretrain] done: {p.num_steps} steps in {elapsed:.1f} s ({p.num_steps / max(elapsed, 1e-9):.1f} steps/s); {result}; checkpoint {checkpoint}")
+    rate = f" ({(p.num_steps - chunk) / elapsed:.1f} steps/s after compiling)" if elapsed > 0 and p.num_steps > chunk else ""
+    print(f"[wsrl pretrain] done: {p.num_steps} steps{rate}; {result}; checkpoint {checkpoint}", flush=True)
     return checkpoint

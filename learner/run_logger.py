@@ -8,8 +8,8 @@ when `logging.wandb` is on (mode "offline" writes locally and needs no network).
 from __future__ import annotations
 
 import csv
-import sys
 import math
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -21,12 +21,17 @@ def _scalar(value: Any) -> float:
 
 
 class _CSVWriter:
-    """Appends rows; when a row brings new columns, the file is rewritten with the wider header."""
+    """Appends rows; when a row brings new columns, the file is rewritten with the wider header.
+    An existing file (a resumed run) is appended to, its rows kept."""
 
     def __init__(self, path: Path):
         self.path = path
         self.columns: list[str] = []
         self._file = None
+        if path.is_file() and path.stat().st_size > 0:
+            with open(path, newline="") as f:
+                self.columns = next(csv.reader(f), [])
+            self._file = open(path, "a", newline="")
 
     def write(self, row: dict) -> None:
         new = [k for k in row if k not in self.columns]
@@ -80,6 +85,36 @@ class RunLogger:
                 config=run_config or {},
             )
 
+    def resume_at(self, step: int, restart_groups: tuple[str, ...] = ()) -> None:
+        """A resumed run continues from `step`: in every CSV log of the run directory the rows
+        up to `step` are kept and later ones (logged before a kill, after the state the run
+        resumes from was saved) are dropped, so they are replaced, never duplicated; in
+        `restart_groups` (groups the resumed run logs again at `step` itself, such as the
+        learner's counters) the rows at `step` go too. TensorBoard discards its events after
+        `step` the same way."""
+        for writer in self._csv.values():
+            writer.close()
+        self._csv = {}
+        for path in sorted(self.run_dir.glob("*.csv")):
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                columns, rows = reader.fieldnames or [], list(reader)
+            last = step - 0.5 if path.stem in restart_groups else step
+            kept = [r for r in rows if _row_step(r) <= last]
+            if len(kept) == len(rows):
+                continue
+            tmp = path.with_suffix(".csv.tmp")
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, columns)
+                writer.writeheader()
+                writer.writerows(kept)
+            tmp.replace(path)
+        if self._tensorboard is not None:
+            from tensorboardX import SummaryWriter
+
+            self._tensorboard.close()
+            self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=step + 1)
+
     def log(self, group: str, step: int, metrics: Mapping[str, Any]) -> None:
         """Records `metrics` (scalars) under `group` at `step` in every enabled sink."""
         values = {k: _scalar(v) for k, v in metrics.items()}
@@ -106,6 +141,21 @@ class RunLogger:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _row_step(row: dict) -> float:
+    try:
+        return float(row.get("step") or "nan")
+    except ValueError:
+        return math.nan
+
+
+def write_line(bar, text: str) -> None:
+    """Prints a line above a progress bar (never glued onto it), also when the bar is off."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(text, file=sys.stdout)
+    sys.stdout.flush()
 
 
 def progress_bar(total: int, desc: str, enabled: bool = True):

@@ -34,21 +34,52 @@ def keep_freed_memory() -> bool:
     return jax.default_backend() == "cpu" and configure_cpu_malloc()
 
 
-def prepare_run_dir(config: Config, phase: str, run_dir: Optional[str] = None) -> Path:
-    """Creates the run directory and writes the resolved config into it.
+def describe_device() -> str:
+    """The device JAX trains on, for a run's start-up line: "device cpu" or e.g. "device gpu
+    (NVIDIA H200)"."""
+    import jax
 
-    Refuses a directory that already holds a run, so nothing is overwritten.
-    """
+    device = jax.devices()[0]
+    kind = getattr(device, "device_kind", "") or ""
+    return f"device {device.platform}" + (f" ({kind})" if kind and kind.lower() != device.platform else "")
+
+
+def resolve_run_dir(config: Config, phase: str, run_dir: Optional[str] = None) -> Path:
+    """The run directory a command will use: `run_dir`, `logging.run_dir`, or
+    runs/<task>-<variant>-<phase>-<time>."""
     chosen = run_dir or config.logging.run_dir
     if not chosen:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         chosen = f"runs/{config.task}-{config.variant}-{phase}-{stamp}"
-    path = Path(chosen)
+    return Path(chosen)
+
+
+def check_run_dir(path: Path) -> None:
+    """Raises FileExistsError if `path` already holds a run, NotADirectoryError /
+    PermissionError (as ValueError) if it cannot be one. Creates nothing."""
     if (path / "config.yaml").exists():
-        raise FileExistsError(
-            f"run directory {str(path)!r} already holds a run (config.yaml exists); choose another --run-dir"
-        )
+        raise FileExistsError(f"run directory {str(path)!r} already holds a run (config.yaml exists); choose another --run-dir")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--run-dir: {str(path)!r} exists and is not a directory")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--run-dir: cannot create or write {str(path)!r} ({str(parent)!r} is not a writable directory)")
+
+
+def prepare_run_dir(config: Config, phase: str, run_dir: Optional[str] = None) -> Path:
+    """Creates the run directory and writes the resolved config into it (with
+    `logging.run_dir` set to the directory used).
+
+    Refuses a directory that already holds a run, so nothing is overwritten.
+    """
+    import dataclasses
+
+    path = resolve_run_dir(config, phase, run_dir)
+    check_run_dir(path)
     path.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.replace(config, logging=dataclasses.replace(config.logging, run_dir=str(path)))
     atomic_write_bytes(path / "config.yaml", dump_yaml(config).encode())
     return path
 
@@ -147,5 +178,7 @@ def make_diagnostics(config: Config, task: Optional[Task], agent):
         if task is not None:
             offline = held_out_sample(offline_replay(config, task), 2 * config.finetune.diagnostics_states, config.seed)
     except ValueError as e:  # ConfigError / DatasetError: no dataset; the offline keys stay NaN
-        print(f"[wsrl] forgetting diagnostics without offline data ({e})")
+        reason = str(e).split(": ", 1)[-1] if "has no builtin dataset" not in str(e) else f"task {task.name!r} has no built-in dataset and pretrain.dataset names none"
+        print(f"[wsrl] note: the forgetting diagnostics (diagnostics.csv) compare with online data only; their offline columns "
+              f"stay empty because no offline dataset is available ({reason})", flush=True)
     return ForgettingDiagnostics.from_agent(agent, offline, num_states=config.finetune.diagnostics_states, seed=config.seed)

@@ -4,6 +4,7 @@ auth, warmup and sync-mode Algorithm 1 (against the single-process Finetuner).""
 from __future__ import annotations
 
 import filecmp
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,16 +13,22 @@ import grpc
 import jax
 import numpy as np
 import pytest
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from actor.client import LearnerClient
 from actor.loop import ActorLoop, ActorSettings
+from actor.policy import Policy, jsrl_rollin_steps
 from actor.spool import Spool
 from envs.tasks import get_task
-from actor.policy import Policy, jsrl_rollin_steps
 from learner.agents import make_agent
 from learner.checkpoint import read_checkpoint, save_checkpoint
-from learner.distributed.server import AuthInterceptor, LearnerServer, is_loopback, token_matches
+from learner.distributed.server import (
+    AuthInterceptor,
+    LearnerServer,
+    is_loopback,
+    token_matches,
+)
 from learner.distributed.trainer import DistributedSettings, Trainer
 from learner.finetune import Finetuner
 from protos import codec
@@ -409,7 +416,7 @@ def test_multi_chunk_policy_is_pulled_chunk_by_chunk_while_versions_are_publishe
 def test_random_bytes_into_every_rpc_never_crash_the_server(server):
     rng, codes = np.random.default_rng(0), set()
     with grpc.insecure_channel(server.address) as channel:
-        for method in ("Handshake", "PushTransitions", "PullPolicy", "ReportEpisodes", "GetStatus"):
+        for method in ("Handshake", "PushTransitions", "PullPolicy", "ReportEpisodes", "GetStatus", "NextEvaluation", "PullEvaluationPolicy", "ReportEvaluation"):
             path = f"/wsrl.v1.Learner/{method}"
             call = channel.unary_unary(path)
             for size in (0, 1, 7, 64, 1000, 5000):
@@ -611,7 +618,7 @@ def test_wsrl_run_spawns_a_learner_and_two_actors_in_sync_mode(checkpoint, tmp_p
         "run", "--num-actors", "2", "--checkpoint", str(checkpoint), "--run-dir", str(run_dir), "--batch-size", "4", "--pull-every", "3",
         "agent.critic_hidden_dims=[16]", "agent.actor_hidden_dims=[16]", "agent.critic_ensemble_size=4", "agent.batch_size=8",
         "finetune.warmup_steps=10", "finetune.num_steps=31", "finetune.utd_ratio=2", "finetune.eval_episodes=1", "finetune.log_every=5",
-        "logging.tensorboard=false", "logging.progress=false",
+        "finetune.eval_every=10", "logging.tensorboard=false", "logging.progress=false",
     ]
     assert main(args) == 0
     final = read_checkpoint(run_dir / "checkpoint.ckpt")
@@ -620,6 +627,15 @@ def test_wsrl_run_spawns_a_learner_and_two_actors_in_sync_mode(checkpoint, tmp_p
     pre = read_checkpoint(checkpoint)
     assert int(final.state["critic"]["step"]) - int(pre.state["critic"]["step"]) == 2 * (31 - 10)
     assert (run_dir / "config.yaml").exists() and (run_dir / "train.csv").exists() and (run_dir / "eval.csv").exists()
+    # The evaluator: step 0 and every 10 env steps, plus the end, each of the version current
+    # there (sync mode: version = updates = step - K after warmup); summary.json of them.
+    evals = _read_csv(run_dir / "eval.csv")
+    assert [int(r["step"]) for r in evals] == [0, 10, 20, 30, 31]
+    assert [int(r["policy_version"]) for r in evals] == [0, 0, 10, 20, 21]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["schema"] == "wsrl-summary-v1" and summary["command"] == "run" and summary["evaluations"] == 5
+    assert summary["final_normalized_score"] == evals[-1]["normalized_score"] and summary["interrupted"] is False
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["logging"]["run_dir"] == str(run_dir)
 
 
 def test_kill_9_of_an_actor_then_restart_loses_and_duplicates_nothing(tmp_path):
@@ -779,12 +795,12 @@ def test_sync_two_actors_of_different_speeds_keep_utd_in_every_rolling_window(ch
     ctx = mp.get_context("spawn")
     ready, stop, barrier = ctx.Queue(), ctx.Event(), ctx.Barrier(2)
     run_dir = tmp_path / "run"
-    learner = ctx.Process(target=_learner_process, args=(to_dict(config), dataclasses.asdict(settings), str(run_dir), ready, stop))
+    learner = ctx.Process(target=_learner_process, args=(to_dict(config), dataclasses.asdict(settings), str(run_dir), str(tmp_path / "learner.log"), ready, stop))
     learner.start()
     actors, client = [], None
     try:
-        address = ready.get(timeout=180)
-        assert not address.startswith("error"), address
+        kind, address, _ = ready.get(timeout=180)
+        assert kind == "ready", address
         common = {"learner": address, "env": config.task, "pull_every": 5, "max_latency_s": 1000.0}
         for actor_id, steps, batch, period in (("fast", fast_steps, 4, 0.0), ("slow", slow_steps, 1, 0.05)):
             s = {**common, "actor_id": actor_id, "seed": len(actors), "num_steps": steps, "batch_size": batch, "step_period_s": period}
@@ -912,7 +928,7 @@ def test_learner_killed_with_sigkill_resumes_and_live_actors_finish_exactly_once
             assert a.wait(timeout=120) == 0, (tmp_path / "actor0.log").read_text() + (tmp_path / "actor1.log").read_text()
         _wait_for(lambda: (s := status()) is not None and s.processed_steps == n, 60, "the resumed learner to insert every transition")
         second.send_signal(signal.SIGTERM)
-        assert second.wait(timeout=120) == 0, (tmp_path / "learner2.log").read_text()
+        assert second.wait(timeout=120) == 128 + signal.SIGTERM, (tmp_path / "learner2.log").read_text()
     finally:
         if client is not None:
             client.close()
@@ -923,8 +939,15 @@ def test_learner_killed_with_sigkill_resumes_and_live_actors_finish_exactly_once
     actor_logs = "".join((tmp_path / f"actor{i}.log").read_text() for i in range(2))
     assert "the learner lost batches" in actor_logs  # and resent them
 
-    # The resumed learner started exactly at the saved counters and trained on from there.
-    rows = _read_csv(run_dir / "learner.csv")
+    # The resumed learner started exactly at the saved counters and trained on from there; the
+    # rows the first learner wrote up to its last save are kept, later ones replaced.
+    all_rows = _read_csv(run_dir / "learner.csv")
+    at = [i for i, r in enumerate(all_rows) if int(r["processed_steps"]) == saved["processed"]]
+    assert len(at) == 1, at
+    before, rows = all_rows[:at[0]], all_rows[at[0]:]
+    assert before and int(before[0]["processed_steps"]) == 0
+    assert [int(r["processed_steps"]) for r in before] == sorted({int(r["processed_steps"]) for r in before})
+    assert int(before[-1]["processed_steps"]) < saved["processed"]
     start_row = rows[0]
     assert int(start_row["processed_steps"]) == saved["processed"] and int(start_row["env_steps"]) == saved["env_steps"]
     assert int(start_row["updates"]) == saved["updates"] == saved["processed"] - k

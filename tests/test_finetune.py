@@ -1,4 +1,5 @@
 import csv
+import json
 
 import jax
 import jax.numpy as jnp
@@ -82,8 +83,16 @@ def test_cli_pretrain_then_finetune_end_to_end(tmp_path, capsys):
     assert final.algorithm == "sac" and final.counters["env_steps"] == 7 and final.counters["updates"] == 3
     # both start-up lines say what agent.critic_matmul_dtype "auto" chose on this machine
     dtype, reason = auto_matmul_dtype()
-    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("[wsrl pretrain] calql", "[wsrl finetune] sac"))]
+    out = capsys.readouterr().out
+    printed = [line for line in out.splitlines() if line.startswith(("[wsrl pretrain] calql", "[wsrl finetune] sac"))]
     assert len(printed) == 2 and all(f"critic matmuls {dtype} (auto: {reason})" in line for line in printed), printed
+    assert all(f"device {jax.devices()[0].platform}" in line for line in printed), printed
+    # the result at the end: the final score, the dip, the files and the plot command
+    summary = json.loads((ft_dir / "summary.json").read_text())
+    assert summary["schema"] == "wsrl-summary-v1" and summary["command"] == "finetune" and summary["evaluations"] == 3
+    last = out.splitlines()[-5:]
+    assert last[0].startswith(f"[wsrl finetune] final normalized score {summary['final_score']:.3g} at env step 7")
+    assert last[1].startswith("[wsrl finetune] dip after warmup") and last[-1] == f"[wsrl finetune] plot: wsrl plot {ft_dir}"
     assert (ft_dir / "config.yaml").exists() and list((ft_dir / "tensorboard").iterdir())
     with open(ft_dir / "train.csv") as f:
         rows = list(csv.DictReader(f))

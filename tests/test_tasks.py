@@ -14,10 +14,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from actor.evaluation import evaluate
 from envs import d4rl_envs
 from envs.spaces import FlattenDictObservation, flat_dim, flatten_observation
 from envs.tasks import KITCHEN_SUBTASKS, TASKS, get_task
-from learner.evaluation import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -75,6 +75,9 @@ def add_commands(subparsers: Any, add_config_args: Optional[Callable[[argparse.A
     p.add_argument("--spool-dir", default="", help="keep unacknowledged (and not yet checkpointed) batches on disk here (survives a restart)")
     p.add_argument("--step-period", type=float, default=0.0, metavar="SECONDS", help="at least this long per env step (a control period; default 0: as fast as possible)")
     p.add_argument("--max-backoff", type=float, default=5.0, metavar="SECONDS", help="longest wait between reconnection attempts to the learner (default 5)")
+    p.add_argument("--connect-timeout", type=float, default=120.0, metavar="SECONDS", help="give up when the learner is not reachable for this long at start (default 120; 0: wait forever)")
+    p.add_argument("--evaluate", action="store_true", help="be an evaluator instead: run the deterministic evaluation episodes the learner asks for "
+                   "(step 0, every finetune.eval_every env steps, the end) and report them; sends no transitions (wsrl run starts one itself)")
     robot = p.add_argument_group("robot mode (docs/robot.md)")
     robot.add_argument("--robot", action="store_true", help="fixed-rate control loop never blocked by the learner: batches are spooled and sent in the background, "
                        "policies switch at episode ends; SIGUSR1 pauses, SIGUSR2 resumes, SIGQUIT is an emergency stop (needs --spool-dir)")
@@ -98,6 +101,7 @@ def add_commands(subparsers: Any, add_config_args: Optional[Callable[[argparse.A
     p.add_argument("--batch-size", type=int, default=32, help="actor transitions per push (default 32)")
     p.add_argument("--pull-every", type=int, default=10, help="actor env steps between policy pulls (default 10)")
     p.add_argument("--no-pretrain", action="store_true", help="without a checkpoint, fine-tune from scratch instead of pre-training first")
+    p.add_argument("--no-evaluator", action="store_true", help="no evaluator process: only the final evaluation, made by the learner")
 
     p = subparsers.add_parser("status", help="print a learner's state")
     p.add_argument("address", metavar="HOST:PORT")
@@ -134,56 +138,96 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def run_command(args: argparse.Namespace, config: Any = None) -> int:
-    """Runs one of COMMANDS; `config` is the resolved Config for learner/run (else None)."""
+    """Runs one of COMMANDS; `config` is the resolved Config for learner/run (else None).
+    Returns the exit status: 0, or 128 + the signal number after a SIGINT/SIGTERM stop."""
+    from actor.interrupts import GracefulStop
+
     if getattr(args, "checkpoint", None) and config is not None:
         config = _with_finetune(config, checkpoint=args.checkpoint)
-    if args.command in ("learner", "run"):
-        from learner.runs import keep_freed_memory
-
-        keep_freed_memory()  # the learner's process (and, for run, the pre-training before it)
     if args.command == "learner":
+        from learner.startup import check_bind, check_start
+
+        token = _token(args)
+        check_bind(args.bind, token, args.tls_cert, args.tls_key)
         if args.resume:
             config = resumed_config(args.resume)
+        else:
+            config, _ = check_start(config, "learner", args.run_dir, pretrain_first=False)
+        from learner.runs import keep_freed_memory
+
+        keep_freed_memory()
+        stop = GracefulStop("wsrl learner", "stopping: saving the learner state and the final checkpoint").install()
         serve_learner(
             config,
             settings_from_args(args),
             address=args.bind,
             run_dir=args.run_dir,
-            token=_token(args),
+            token=token,
             status_token=args.status_token or os.environ.get("WSRL_STATUS_TOKEN") or None,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             actor_tokens=args.actor_tokens,
             stop_at_num_steps=not args.forever,
             resume=args.resume,
+            stop=stop.requested,
         )
-        return 0
+        return stop.exit_status
     if args.command == "actor":
-        from actor.loop import ActorError, ActorSettings, exit_status, run_actor
-
-        settings = ActorSettings(
-            learner=args.learner, env=args.env, actor_id=args.actor_id, seed=args.seed, num_steps=args.num_steps,
-            batch_size=args.batch_size, max_latency_s=args.max_latency, pull_every=args.pull_every,
-            pull_at_episode_end=not args.no_pull_at_episode_end, max_episode_steps=args.max_episode_steps,
-            token=_token(args) or "", tls_ca=args.tls_ca or "", spool_dir=args.spool_dir,
-            step_period_s=args.step_period, max_backoff_s=args.max_backoff,
-            robot=args.robot, control_hz=args.control_hz, max_action_change=args.max_action_change,
-            switch_mid_episode=args.switch_mid_episode, status_every_s=args.status_every, teleop=args.teleop,
-            workspace_low=args.workspace_low, workspace_high=args.workspace_high, workspace_mode=args.workspace_mode,
-        )
-        try:
-            result = run_actor(settings)
-        except (ActorError, ValueError) as e:
-            print(f"wsrl actor: error: {e}", file=sys.stderr)
-            return 1
-        return exit_status(result)
+        return _run_actor_command(args)
     if args.command == "status":
         return print_status(args.address, args.token or os.environ.get("WSRL_STATUS_TOKEN"), args.tls_ca)
     if args.command == "run":
+        from learner.startup import check_start
+
+        config, _ = check_start(config, "run", args.run_dir, pretrain_first=not args.no_pretrain)
+        from learner.runs import keep_freed_memory
+
+        keep_freed_memory()  # the pre-training before the learner runs in this process
+        stop = GracefulStop("wsrl run", "stopping: actors flush, then the learner saves its state and final checkpoint")
         run_local(config, settings_from_args(args), args.num_actors, args.run_dir, pretrain_first=not args.no_pretrain,
-                  batch_size=args.batch_size, pull_every=args.pull_every)
-        return 0
+                  batch_size=args.batch_size, pull_every=args.pull_every, evaluator=not args.no_evaluator, interrupts=stop)
+        return stop.exit_status
     raise ValueError(f"command: got {args.command!r}, expected one of {', '.join(COMMANDS)}")
+
+
+def _run_actor_command(args: argparse.Namespace) -> int:
+    """`wsrl actor` (and `wsrl actor --evaluate`): one Ctrl-C flushes and stops (130)."""
+    from actor.interrupts import GracefulStop
+
+    if args.evaluate:
+        from actor.evaluator import EvaluatorError, EvaluatorSettings, run_evaluator
+
+        settings = EvaluatorSettings(learner=args.learner, env=args.env, evaluator_id=args.actor_id, max_episode_steps=args.max_episode_steps,
+                                     token=_token(args) or "", tls_ca=args.tls_ca or "", connect_timeout_s=args.connect_timeout,
+                                     max_backoff_s=args.max_backoff)
+        stop = GracefulStop("wsrl evaluator", "stopping (the evaluation in progress is dropped)").install()
+        try:
+            run_evaluator(settings, stop.requested)
+        except (EvaluatorError, ValueError) as e:
+            print(f"wsrl actor: error: {e}", file=sys.stderr)
+            return 1
+        return stop.exit_status
+    from actor.loop import ActorError, ActorSettings, exit_status, run_actor
+
+    settings = ActorSettings(
+        learner=args.learner, env=args.env, actor_id=args.actor_id, seed=args.seed, num_steps=args.num_steps,
+        batch_size=args.batch_size, max_latency_s=args.max_latency, pull_every=args.pull_every,
+        pull_at_episode_end=not args.no_pull_at_episode_end, max_episode_steps=args.max_episode_steps,
+        token=_token(args) or "", tls_ca=args.tls_ca or "", spool_dir=args.spool_dir,
+        step_period_s=args.step_period, max_backoff_s=args.max_backoff, connect_timeout_s=args.connect_timeout,
+        robot=args.robot, control_hz=args.control_hz, max_action_change=args.max_action_change,
+        switch_mid_episode=args.switch_mid_episode, status_every_s=args.status_every, teleop=args.teleop,
+        workspace_low=args.workspace_low, workspace_high=args.workspace_high, workspace_mode=args.workspace_mode,
+    )
+    stop = GracefulStop("wsrl actor", "stopping: sending what this actor holds").install()
+    try:
+        result = run_actor(settings, stop=stop.requested)
+    except (ActorError, ValueError) as e:
+        print(f"wsrl actor: error: {e}", file=sys.stderr)
+        return 1
+    if stop.exit_status:
+        return stop.exit_status
+    return exit_status(result)
 
 
 def _with_finetune(config, **changes):
@@ -263,77 +307,115 @@ def serve_learner(
     tls_cert: Optional[str] = None,
     tls_key: Optional[str] = None,
     stop_at_num_steps: bool = True,
-    ready: Optional[Callable[[str], None]] = None,
+    ready: Optional[Callable[..., None]] = None,
     stop: Any = None,
     quiet: bool = False,
     resume: Optional[str] = None,
+    command: str = "learner",
     actor_tokens: Optional[str] = None,
 ) -> Path:
-    """Runs the learner server until SIGINT/SIGTERM, `stop` (an Event) is set, or (with
-    `stop_at_num_steps`) `finetune.num_steps` env steps have been trained on. Writes the
-    run's logs and final checkpoint into the run directory; returns it. `actor_tokens`: a
-    per-actor tokens file (`server.read_actor_tokens`)."""
-    import signal
+    """Runs the learner server until `stop` (a threading.Event; `wsrl learner` sets it on
+    SIGINT/SIGTERM) is set or (with `stop_at_num_steps`) `finetune.num_steps` env steps have
+    been trained on. Writes the run's logs, the learner state, the final checkpoint and
+    `summary.json` into the run directory; returns it. `ready(address, banner)` is called once
+    the server listens. `actor_tokens`: a per-actor tokens file (`server.read_actor_tokens`).
+    A start that fails leaves the run directory as it was."""
     import threading
 
     from learner.checkpoint import save_checkpoint
     from learner.config import to_dict
-    from learner.distributed.server import LearnerServer
+    from learner.distributed.server import LearnerServer, read_actor_tokens
     from learner.distributed.trainer import Trainer
+    from learner.networks import describe_matmul_dtype
     from learner.run_logger import RunLogger
-    from learner.runs import prepare_run_dir
-
-    from learner.distributed.server import read_actor_tokens
+    from learner.runs import describe_device, prepare_run_dir, resolve_run_dir
+    from learner.startup import RunDirGuard
+    from learner.summary import print_result, run_summary, write_summary
 
     f = config.finetune
+    stop = stop if stop is not None else threading.Event()
     tokens = read_actor_tokens(actor_tokens) if actor_tokens else None  # (a bad file: nothing written)
-    path = Path(resume) if resume else prepare_run_dir(config, "learner", run_dir)
-    spec = learner_spec(config)
-    # The full learner state (agent, replay, counters, actor sequence numbers) is saved at start,
-    # every finetune.checkpoint_every env steps, every settings.state_every_s seconds (while
-    # data arrives) and at stop, so `--resume` continues exactly after any kill.
-    settings = dataclasses.replace(settings, state_dir=str(path / STATE_DIR), state_every=f.checkpoint_every)
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+    guard = RunDirGuard(Path(resume) if resume else resolve_run_dir(config, "learner", run_dir))
+    with guard:
+        path = Path(resume) if resume else prepare_run_dir(config, "learner", run_dir)
+        spec = learner_spec(config)
+        # The full learner state (agent, replay, counters, actor sequence numbers) is saved at
+        # start, every finetune.checkpoint_every env steps, every settings.state_every_s seconds
+        # (while data arrives) and at stop, so `--resume` continues exactly after any kill.
+        settings = dataclasses.replace(settings, state_dir=str(path / STATE_DIR), state_every=f.checkpoint_every)
+        logger = RunLogger(path, config.logging, to_dict(config), path.name)
+        try:
+            # Resuming: a fresh template agent (the saved state replaces it, RNG included).
+            agent = None
+            if resume:
+                from learner.agents import make_agent
+
+                agent = make_agent(f.algorithm, config.agent, spec["observation_dim"], spec["action_dim"], config.seed)
+            trainer = Trainer(config, spec, settings, agent=agent, logger=logger)
+            if resume:
+                trainer.resume(settings.state_dir)
+                # Rows after the saved step are replaced, not duplicated; the counters row at the
+                # saved step is written again as the resumed learner starts.
+                logger.resume_at(trainer.processed, restart_groups=("learner",))
+            server = LearnerServer(trainer, address, token, status_token, tls_cert, tls_key, actor_tokens=tokens).start()
+        except BaseException:
+            logger.close()
+            raise
+        if not resume:
+            guard.keep()
     checkpoint = path / "checkpoint.ckpt"
-    with RunLogger(path, config.logging, to_dict(config), path.name) as logger:
-        # Resuming: a fresh template agent (the saved state replaces it, RNG included).
-        agent = None
-        if resume:
-            from learner.agents import make_agent
-
-            agent = make_agent(f.algorithm, config.agent, spec["observation_dim"], spec["action_dim"], config.seed)
-        trainer = Trainer(config, spec, settings, agent=agent, logger=logger)
-        if resume:
-            trainer.resume(settings.state_dir)
-        server = LearnerServer(trainer, address, token, status_token, tls_cert, tls_key, actor_tokens=tokens).start()
-        if not quiet:
-            from learner.networks import describe_matmul_dtype
-
-            source = f"resumed at {trainer.processed} env steps" if resume else (f"from {f.checkpoint}" if f.checkpoint else "from scratch")
-            print(f"[wsrl learner] {f.algorithm} on {config.task} {source}; {settings.mode} mode, warmup {f.warmup_steps}, "
-                  f"UTD {f.utd_ratio}, {describe_matmul_dtype(config.agent.critic_matmul_dtype)}; serving policy version {trainer.latest_policy()[0]} on {server.address} -> {path}", flush=True)
-        if ready is not None:
-            ready(server.address)
+    started = time.perf_counter()
+    source = f"resumed at {trainer.processed} env steps" if resume else (f"from {f.checkpoint}" if f.checkpoint else "from scratch")
+    banner = (f"{f.algorithm} on {config.task} {source}; {settings.mode} mode, warmup {f.warmup_steps}, UTD {f.utd_ratio}; "
+              f"{describe_device()}, {describe_matmul_dtype(config.agent.critic_matmul_dtype)}")
+    if not quiet:
+        print(f"[wsrl learner] {banner}; serving policy version {trainer.latest_policy()[0]} on {server.address} -> {path}", flush=True)
+        print(f"[wsrl learner] evaluations at env step 0, every {f.eval_every} and at {f.num_steps} (eval.csv): attach an evaluator with "
+              f"`wsrl actor --evaluate --learner {server.address} --env {config.task}`; without one only the final evaluation is made", flush=True)
+    if ready is not None:
+        ready(server.address, banner)
+    ok = False
+    with logger:
         try:
             while not stop.wait(0.2):
                 status = trainer.status()
                 if trainer.error is not None:
                     raise RuntimeError("the training thread failed (see above)")
                 if stop_at_num_steps and status["processed_steps"] >= f.num_steps:
+                    # An attached evaluator finishes what is pending; then the learner stops.
+                    while trainer.evaluations.pending and trainer.evaluations.evaluator_active() and not stop.wait(0.2):
+                        pass
                     break
+            ok = True
         finally:
-            server.stop()
+            server.stop()  # the trainer finishes what it accepted and saves its state
             status = trainer.status()
-            final = _evaluate(config, trainer.agent.actor.params)
-            logger.log("eval", status["processed_steps"], {**final, "updates": status["updates"]})
+            wall = time.perf_counter() - started
+            finished = ok and trainer.error is None and status["processed_steps"] >= f.num_steps
+            if finished:
+                _final_evaluation(config, trainer, status)
             save_checkpoint(checkpoint, trainer.agent, config, spec, _counters(status))
+            summary = run_summary(command, config, trainer.evaluations.history(), trainer.warmup_env_steps, status["processed_steps"],
+                                  status["updates"], wall, interrupted=not finished)
+            write_summary(path, summary)
     if not quiet:
-        print(f"[wsrl learner] done: {status['processed_steps']} env steps, {status['updates']} updates (UTD {status['achieved_utd']:.2f}), "
-              f"policy version {status['policy_version']}; eval return {final['return']:.3f}, success {final['success_rate']:.2f}; checkpoint {checkpoint}", flush=True)
+        print(f"[wsrl learner] {'done' if finished else 'stopped'}: {status['processed_steps']} env steps, {status['updates']} updates "
+              f"(UTD {status['achieved_utd']:.2f}), policy version {status['policy_version']}; state {path / STATE_DIR}, checkpoint {checkpoint}", flush=True)
+        print_result(summary, path, "[wsrl learner]")
     return path
+
+
+def _final_evaluation(config, trainer, status: dict) -> None:
+    """The evaluation at the last trained env step, made here when no evaluator reported it
+    (`wsrl learner` alone): of the snapshot taken there, else of the current policy."""
+    from envs.tasks import TASKS
+
+    e = trainer.evaluations
+    step = status["processed_steps"]
+    if step in dict(e.history()) or config.task not in TASKS:  # a robot env: only an evaluator can drive it
+        return
+    version, updates, params = e.pending.get(step, (status["policy_version"], status["updates"], trainer.agent.actor.params))
+    e.record_local(step, _evaluate(config, params), version, updates)
 
 
 def _counters(status: dict) -> dict:
@@ -341,9 +423,9 @@ def _counters(status: dict) -> dict:
 
 
 def _evaluate(config, params) -> dict:
-    from envs.tasks import TASKS
+    from actor.evaluation import evaluate
     from actor.policy import Policy
-    from learner.evaluation import evaluate
+    from envs.tasks import TASKS
 
     if config.task not in TASKS:
         return {"return": float("nan"), "success_rate": float("nan")}
@@ -356,8 +438,37 @@ def _evaluate(config, params) -> dict:
 # ---- wsrl run ---------------------------------------------------------------------------------
 
 
-def _learner_process(config_dict: dict, settings_dict: dict, run_dir: str, ready, stop) -> None:
+def _child_setup(log_file: str):
+    """First thing in a spawned `wsrl run` child: the parent handles SIGINT/SIGTERM (a
+    terminal's Ctrl-C reaches the whole process group); output goes to the run's log file so
+    that nothing is glued onto the parent's progress bar."""
+    from actor.interrupts import ignore_stop_signals
+
+    ignore_stop_signals()
+    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _child_stop(stop_event) -> Any:
+    """A threading.Event set when the parent sets `stop_event` or dies."""
+    import threading
+
+    from actor.interrupts import watch_event, watch_parent
+
+    stop = threading.Event()
+    watch_event(stop_event, stop)
+    watch_parent(stop)
+    return stop
+
+
+def _learner_process(config_dict: dict, settings_dict: dict, run_dir: str, log_file: str, ready, stop_event) -> None:
     """Spawned: the learner (its gRPC server is created here, after the process started)."""
+    _child_setup(log_file)
     from learner.config import config_from_dict
     from learner.distributed.trainer import DistributedSettings
     from learner.runs import keep_freed_memory
@@ -365,94 +476,243 @@ def _learner_process(config_dict: dict, settings_dict: dict, run_dir: str, ready
     try:
         keep_freed_memory()
         serve_learner(config_from_dict(config_dict), DistributedSettings(**settings_dict), "127.0.0.1:0", run_dir,
-                      stop_at_num_steps=False, ready=ready.put, stop=stop, quiet=True)
+                      stop_at_num_steps=False, ready=lambda address, banner: ready.put(("ready", address, banner)),
+                      stop=_child_stop(stop_event), quiet=True, command="run")
     except BaseException as e:
-        ready.put(f"error: {type(e).__name__}: {e}")
+        ready.put(("error", f"{type(e).__name__}: {e}", ""))
         raise
 
 
-def _actor_process(settings_dict: dict) -> None:
+def _actor_process(settings_dict: dict, log_file: str, stop_event) -> None:
     """Spawned: one actor, on the CPU (the GPU, if any, belongs to the learner)."""
+    _child_setup(log_file)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     from actor.loop import ActorSettings, run_actor
 
-    result = run_actor(ActorSettings(**settings_dict))
+    result = run_actor(ActorSettings(**settings_dict), install_signal_handlers=False, stop=_child_stop(stop_event))
     sys.exit(0 if result["delivered"] else 1)
 
 
-def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, pretrain_first: bool = True,
-              batch_size: int = 32, pull_every: int = 10) -> Path:
-    """`wsrl run`: pre-trains if needed, then one learner and `num_actors` actor processes
-    (multiprocessing spawn; every gRPC channel is made after the processes start), one
-    progress display and one results directory. The env steps `finetune.num_steps` are
-    split evenly across the actors. Returns the results directory."""
-    import multiprocessing as mp
+def _evaluator_process(settings_dict: dict, log_file: str, stop_event) -> None:
+    """Spawned: the evaluator, on the CPU."""
+    _child_setup(log_file)
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from actor.evaluator import EvaluatorSettings, run_evaluator
 
+    run_evaluator(EvaluatorSettings(**settings_dict), _child_stop(stop_event))
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+class _EvalFollower:
+    """Reads new rows of eval.csv, for the progress display."""
+
+    def __init__(self, path: Path):
+        self.path, self.seen, self.last = path, 0, None
+
+    def new_rows(self) -> list[dict]:
+        import csv
+
+        try:
+            with open(self.path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        except OSError:
+            return []
+        fresh, self.seen = rows[self.seen:], len(rows)
+        if fresh:
+            self.last = fresh[-1]
+        return fresh
+
+
+def _eval_line(row: dict) -> str:
+    metric = "normalized score" if row.get("normalized_score") not in (None, "") else "success rate"
+    value = float(row["normalized_score"] if metric == "normalized score" else row["success_rate"])
+    return f"[wsrl run] evaluation at env step {row['step']} (policy version {float(row.get('policy_version') or 0):.0f}): {metric} {value:.3g}"
+
+
+# The time left is measured over 100 env steps with updates, after the first ETA_SKIP updates
+# (which include compiling the update).
+ETA_SKIP = 20
+
+
+def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, pretrain_first: bool = True,
+              batch_size: int = 32, pull_every: int = 10, evaluator: bool = True, interrupts: Any = None) -> Path:
+    """`wsrl run`: pre-trains if needed, then one learner, `num_actors` actor processes and an
+    evaluator (multiprocessing spawn; every gRPC channel is made after the processes start),
+    one progress display and one results directory. The env steps `finetune.num_steps` are
+    split evenly across the actors. Returns the results directory.
+
+    Stops: the children ignore SIGINT/SIGTERM and this process decides. On the first signal
+    (`interrupts`, an `actor.interrupts.GracefulStop`) the actors flush and stop, the
+    evaluator is dropped, then the learner saves its state and final checkpoint; a second
+    signal kills them all at once. A child whose parent dies stops on its own."""
+    import multiprocessing as mp
+    import signal
+
+    from actor.interrupts import GracefulStop
     from learner.config import to_dict
-    from learner.run_logger import progress_bar
+    from learner.run_logger import progress_bar, write_line
+    from learner.runs import resolve_run_dir
+    from learner.startup import RunDirGuard
+    from learner.summary import print_result
 
     if num_actors < 1:
         raise ValueError(f"--num-actors: got {num_actors}, expected an integer >= 1")
     f = config.finetune
-    path = Path(run_dir or config.logging.run_dir or f"runs/{config.task}-{config.variant}-run-{time.strftime('%Y%m%d-%H%M%S')}")
+    interrupts = interrupts if interrupts is not None else GracefulStop("wsrl run")
+    path = resolve_run_dir(config, "run", run_dir)
     if (path / "config.yaml").exists():
         raise FileExistsError(f"run directory {str(path)!r} already holds a run (config.yaml exists); choose another --run-dir")
+    guard = RunDirGuard(path)
     if not f.checkpoint and pretrain_first and f.init != "scratch":
         from learner.pretrain import pretrain
 
-        config = _with_finetune(config, checkpoint=str(pretrain(config, str(path / "pretrain"))))
+        try:
+            config = _with_finetune(config, checkpoint=str(pretrain(config, str(path / "pretrain"))))
+        except BaseException:
+            guard.undo()  # an interrupted or failed pre-training leaves nothing behind
+            raise
+    logs = path / "logs"
     ctx = mp.get_context("spawn")
-    ready, stop = ctx.Queue(), ctx.Event()
-    learner = ctx.Process(target=_learner_process, args=(to_dict(config), dataclasses.asdict(settings), str(path), ready, stop), name="wsrl-learner")
-    learner.start()
+    ready = ctx.Queue()
+    learner_stop, actors_stop = ctx.Event(), ctx.Event()
+    processes: list = []
+
+    def kill_all() -> None:  # the second Ctrl-C
+        for p in processes:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGKILL)
+
+    interrupts.on_force = kill_all
+    interrupts.install()
+
+    def spawn(target, args, name):
+        # Started with SIGINT/SIGTERM ignored, so that a Ctrl-C during their start-up (before
+        # their own first line runs) cannot kill them half-way.
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            process = ctx.Process(target=target, args=args, name=name)
+            process.start()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        processes.append(process)
+        return process
+
+    learner = spawn(_learner_process, (to_dict(config), dataclasses.asdict(settings), str(path), str(logs / "learner.log"), ready, learner_stop), "wsrl-learner")
     actors: list = []
+    evaluator_process = None
     client = None
+    bar = None
+    completed = False
     try:
-        address = ready.get(timeout=300)
-        if address.startswith("error:"):
-            raise RuntimeError(f"the learner failed to start: {address[6:]}")
+        while True:
+            try:
+                kind, address, banner = ready.get(timeout=0.5)
+                break
+            except Exception:  # queue.Empty
+                if interrupts.requested.is_set():
+                    raise KeyboardInterrupt from None
+                if not learner.is_alive():
+                    kind, address, banner = "error", f"exited with code {learner.exitcode}", ""
+                    break
+        if kind == "error":
+            learner.join(timeout=30)
+            last = _last_line(logs / "learner.log")
+            guard.undo()  # a failed start leaves the run directory as it was
+            raise RuntimeError(f"the learner failed to start: {address}" + (f" ({last})" if last and last not in address else ""))
         shares = [f.num_steps // num_actors + (i < f.num_steps % num_actors) for i in range(num_actors)]
         for i, steps in enumerate(shares):
             actor_settings = {
                 "learner": address, "env": config.task, "actor_id": f"actor-{i}", "seed": config.seed + 1000 * i,
                 "num_steps": steps, "batch_size": batch_size, "pull_every": pull_every,
             }
-            actors.append(ctx.Process(target=_actor_process, args=(actor_settings,), name=f"wsrl-actor-{i}"))
-            actors[-1].start()
-        print(f"[wsrl run] learner on {address} ({settings.mode} mode), {num_actors} actor(s), {f.num_steps} env steps -> {path}", flush=True)
+            actors.append(spawn(_actor_process, (actor_settings, str(logs / f"actor-{i}.log"), actors_stop), f"wsrl-actor-{i}"))
+        if evaluator:
+            evaluator_settings = {"learner": address, "env": config.task, "evaluator_id": "evaluator-0"}
+            evaluator_process = spawn(_evaluator_process, (evaluator_settings, str(logs / "evaluator.log"), actors_stop), "wsrl-evaluator")
+        print(f"[wsrl run] learner: {banner}", flush=True)
+        print(f"[wsrl run] learner on {address} ({settings.mode} mode), {num_actors} actor(s){', 1 evaluator' if evaluator else ''}, "
+              f"{f.num_steps} env steps -> {path} (process logs in {logs})", flush=True)
         from actor.client import LearnerClient
 
         client = LearnerClient(address)
         bar = progress_bar(f.num_steps, f"run {f.algorithm} x{num_actors}", config.logging.progress)
-        done = 0
-        while True:
-            alive = [a for a in actors if a.is_alive()]
+        follower = _EvalFollower(path / "eval.csv")
+        done, eta_from, postfix = 0, None, {}
+        while not interrupts.requested.is_set():
             failed = [a for a in actors if a.exitcode not in (None, 0)]
             if failed:
-                raise RuntimeError(f"actor process {failed[0].name} exited with code {failed[0].exitcode}")
+                raise RuntimeError(f"actor process {failed[0].name} exited with code {failed[0].exitcode} (see {logs / (failed[0].name[5:] + '.log')})")
             if not learner.is_alive():
-                raise RuntimeError(f"the learner process exited early (code {learner.exitcode})")
+                raise RuntimeError(f"the learner process exited early (code {learner.exitcode}; see {logs / 'learner.log'})")
             try:
                 s = client.status()
                 bar.update(s.processed_steps - done)
                 done = s.processed_steps
-                bar.set_postfix(updates=s.updates, utd=f"{s.achieved_utd:.2f}", version=s.policy_version, ret=f"{s.recent_return:.1f}", refresh=False)
+                postfix = dict(updates=s.updates, utd=f"{s.achieved_utd:.2f}", version=s.policy_version, ret=f"{s.recent_return:.1f}")
+                if s.updates >= ETA_SKIP and eta_from is None:  # past the first (compiling) updates
+                    eta_from = (time.perf_counter(), s.processed_steps)
+                elif eta_from is not None and s.processed_steps - eta_from[1] >= 100 and len(eta_from) == 2:
+                    rate = (s.processed_steps - eta_from[1]) / (time.perf_counter() - eta_from[0])
+                    write_line(bar, f"[wsrl run] {rate:.1f} env steps/s with updates: about {(f.num_steps - s.processed_steps) / rate / 60:.1f} min left")
+                    eta_from = (*eta_from, True)
             except Exception:  # the display is best effort
                 s = None
-            if not alive and s is not None and s.processed_steps >= s.env_steps:
+            for row in follower.new_rows():
+                write_line(bar, _eval_line(row))
+            if follower.last is not None:
+                postfix["eval"] = f"{float(follower.last.get('normalized_score') or follower.last['success_rate']):.3g}"
+            bar.set_postfix(**postfix, refresh=False)
+            if not any(a.is_alive() for a in actors) and s is not None and s.processed_steps >= s.env_steps:
                 break
-            time.sleep(0.5)
-        bar.close()
+            interrupts.requested.wait(0.5)
+        if not interrupts.requested.is_set() and evaluator_process is not None and evaluator_process.is_alive():
+            write_line(bar, "[wsrl run] training done; waiting for the last evaluation(s)")
+            while evaluator_process.is_alive() and learner.is_alive() and not interrupts.requested.wait(0.5):
+                for row in follower.new_rows():
+                    write_line(bar, _eval_line(row))
+        for row in follower.new_rows():
+            write_line(bar, _eval_line(row))
+        if follower.last is not None:
+            postfix["eval"] = f"{float(follower.last.get('normalized_score') or follower.last['success_rate']):.3g}"
+        bar.set_postfix(**postfix, refresh=False)
+        completed = not interrupts.requested.is_set()
     finally:
-        stop.set()
+        if bar is not None:
+            bar.close()
         if client is not None:
             client.close()
-        learner.join(timeout=600)
+        # Actors first (they flush to the live learner), the evaluator (dropped when
+        # interrupted), then the learner saves its state and final checkpoint.
+        actors_stop.set()
+        deadline = time.monotonic() + 15.0
         for a in actors:
+            a.join(timeout=max(0.1, deadline - time.monotonic()))
             if a.is_alive():
-                a.terminate()
-            a.join(timeout=30)
+                a.kill()
+                a.join(timeout=5)
+        if evaluator_process is not None:
+            if not completed:  # interrupted or failed: the evaluation in progress is dropped
+                evaluator_process.kill()
+            evaluator_process.join(timeout=30)
+            if evaluator_process.is_alive():
+                evaluator_process.kill()
+        learner_stop.set()
+        learner.join()
+        interrupts.restore()
     if learner.exitcode != 0:
-        raise RuntimeError(f"the learner process exited with code {learner.exitcode}")
-    print(f"[wsrl run] done -> {path} (checkpoint {path / 'checkpoint.ckpt'})", flush=True)
+        raise RuntimeError(f"the learner process exited with code {learner.exitcode} (see {logs / 'learner.log'})")
+    import json
+
+    summary = json.loads((path / "summary.json").read_text())
+    state = "stopped" if interrupts.requested.is_set() else "done"
+    print(f"[wsrl run] {state}: learner state {path / STATE_DIR}, checkpoint {path / 'checkpoint.ckpt'}", flush=True)
+    print_result(summary, path, "[wsrl run]")
     return path

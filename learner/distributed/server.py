@@ -26,14 +26,28 @@ from pathlib import Path
 from typing import Any, Optional
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from learner.config import to_dict
-import numpy as np
-
-from learner.distributed.trainer import Conflict, QueueFull, SequenceGap, TooManyActors, Trainer, UnknownRun
-from learner.distributed.validation import (MAX_EPISODES_PER_REPORT, MAX_SEQUENCE, BatchRejected, batch_digest, check_ids,
-                                            max_request_bytes, short, validate_batch)
+from learner.distributed.trainer import (
+    Conflict,
+    QueueFull,
+    SequenceGap,
+    TooManyActors,
+    Trainer,
+    UnknownRun,
+)
+from learner.distributed.validation import (
+    MAX_EPISODES_PER_REPORT,
+    MAX_SEQUENCE,
+    BatchRejected,
+    batch_digest,
+    check_ids,
+    max_request_bytes,
+    short,
+    validate_batch,
+)
 from protos import codec
 from protos.wsrl.v1 import learner_pb2 as pb
 from protos.wsrl.v1 import learner_pb2_grpc as pb_grpc
@@ -82,7 +96,12 @@ def read_actor_tokens(path: str) -> dict[str, str]:
     starting with '#' skipped). Returns {token: actor id}; ValueError naming the line when a
     line is malformed, an actor id is invalid, a token is shorter than 16 characters or used
     twice."""
-    from learner.distributed.validation import ACTOR_ID_CHARS, ACTOR_ID_LENGTH, BatchRejected, check_ids
+    from learner.distributed.validation import (
+        ACTOR_ID_CHARS,
+        ACTOR_ID_LENGTH,
+        BatchRejected,
+        check_ids,
+    )
 
     try:
         lines = Path(path).read_text().splitlines()
@@ -189,7 +208,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 return _bound_to_actor(handler, actor_id)
             return _deny(handler, "missing or wrong auth token (send metadata 'authorization: Bearer <token>': the shared or this actor's token)")
         if required == "":
-            return _deny(handler, f"{method} is disabled off loopback without --status-token")
+            if method in STATUS_METHODS:
+                return _deny(handler, f"{method} is disabled off loopback without --status-token")
+            return _deny(handler, f"{method} needs the shared --token (a per-actor token serves only its actor's "
+                                  "Handshake, PushTransitions, PullPolicy and ReportEpisodes)")
         if not token_matches(metadata, required):
             kind = "status token" if handler_call_details.method in STATUS_METHODS else "auth token"
             return _deny(handler, f"missing or wrong {kind} (send metadata 'authorization: Bearer <token>')")
@@ -441,6 +463,49 @@ class LearnerService(pb_grpc.LearnerServicer):
         except UnknownRun as e:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         return pb.ReportEpisodesResponse(episodes=total)
+
+    # ---- evaluation (learner/distributed/evaluations.py) ------------------------------
+
+    def NextEvaluation(self, request: pb.NextEvaluationRequest, context) -> pb.EvaluationTask:
+        self._check(context)
+        t, e = self.trainer, self.trainer.evaluations
+        task = e.next_task(request.after_step)
+        if task is None:
+            return pb.EvaluationTask(available=False, finished=e.finished(t.status()["processed_steps"]), learner_id=self.learner_id)
+        step, version = task
+        chunks = e.chunks(step, self._encode_snapshot)
+        return pb.EvaluationTask(available=chunks is not None, env_step=step, policy_version=version, learner_id=self.learner_id,
+                                 num_chunks=len(chunks or ()), episodes=e.episodes, seed=e.seed + 10_000)
+
+    def _encode_snapshot(self, version: int, params: Any) -> list[bytes]:
+        return codec.encode_policy(version, params, self.policies.chunk_bytes, self.learner_id)
+
+    def PullEvaluationPolicy(self, request: pb.EvaluationPolicyRequest, context) -> bytes:
+        self._check(context)
+        chunks = self.trainer.evaluations.chunks(request.env_step, self._encode_snapshot)
+        if chunks is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"field 'env_step': no evaluation is pending at {request.env_step}; ask NextEvaluation again")
+        if request.index >= len(chunks):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"field 'index': got {request.index}, expected < {len(chunks)} (num_chunks)")
+        return chunks[request.index]
+
+    def ReportEvaluation(self, request: pb.EvaluationResult, context) -> pb.EvaluationAck:
+        self._check(context)
+        from learner.distributed.evaluations import EvaluationRejected
+
+        e = self.trainer.evaluations
+        if request.learner_id != self.learner_id:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"field 'learner_id': got {request.learner_id!r}, expected {self.learner_id!r} "
+                          "(the evaluation was handed out by another learner process; ask NextEvaluation again)")
+        stats = {"episodes": request.episodes, "return": request.mean_return, "return_std": request.return_std,
+                 "success_rate": request.success_rate, "episode_length": request.episode_length}
+        if request.HasField("normalized_score"):
+            stats["normalized_score"] = request.normalized_score
+        try:
+            recorded = e.report(int(request.env_step), int(request.policy_version), stats)
+        except EvaluationRejected as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        return pb.EvaluationAck(recorded=recorded, pending=len(e.pending))
 
     def GetStatus(self, request: pb.GetStatusRequest, context) -> pb.StatusResponse:
         s = self.trainer.status()

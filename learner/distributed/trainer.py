@@ -202,6 +202,10 @@ class Trainer:
         self.error: Optional[str] = None
         self.last_info: dict = {}
         self._episodes: dict[tuple, tuple[list, list]] = {}  # (actor, run) -> (slots, rewards)
+        # (actor, run) -> env steps at which its episodes ended / its reported episode stats,
+        # matched in order so that each episode.csv row carries its exact step.
+        self._episode_ends: dict[tuple, collections.deque] = {}
+        self._episode_reports: dict[tuple, collections.deque] = {}
         self._utd_warned = False
         self._thread: Optional[threading.Thread] = None
         self._started = time.perf_counter()
@@ -211,6 +215,10 @@ class Trainer:
         self._logged_at = -1  # `processed` at the last `learner` counters row
         # (actor id, run id) -> sequence numbers below this are in the last saved state.
         self.durable: dict[tuple[str, str], int] = {}
+        # Policy snapshots for the evaluators at step 0, every eval_every steps and at num_steps.
+        from learner.distributed.evaluations import Evaluations
+
+        self.evaluations = Evaluations(f.eval_every, f.num_steps, f.eval_episodes, config.seed, logger, self.log_lock)
 
     # ---- handler side (cheap, under the lock) ---------------------------------------
 
@@ -348,19 +356,51 @@ class Trainer:
             record.last_seen = record.run_seen[run_id] = time.monotonic()
 
     def report_episodes(self, actor_id: str, episodes: list[dict], run_id: Optional[str] = None) -> int:
-        """Records episode stats reported by an actor; returns the total episode count. With
-        `run_id`, the (actor, run) must have shaken hands (else UnknownRun)."""
+        """Records episode stats reported by an actor; returns the total episode count.
+
+        With `run_id`, the (actor, run) must have shaken hands (else UnknownRun), and each
+        episode's `episode.csv` row is logged at the exact env step its last transition was
+        inserted at (the k-th report of a run is its k-th episode end), with `warmup` 1 when
+        that step is within the first K; a report that arrives before its transitions waits
+        for them."""
         if run_id is not None:
             self.check_run(actor_id, run_id)
         with self.cond:
             self.episodes += len(episodes)
             self.recent_returns.extend(e["return"] for e in episodes)
             total, step = self.episodes, self.env_steps
-        if self.logger is not None:
+            if run_id is not None:
+                self._episode_reports.setdefault((actor_id, run_id), collections.deque()).extend(episodes)
+        if run_id is not None:
+            self._log_episodes((actor_id, run_id))
+        elif self.logger is not None:
             with self.log_lock:
                 for e in episodes:
                     self.logger.log("episode", step, {**e, "warmup": float(step <= self.warmup_env_steps)})
         return total
+
+    def _log_episodes(self, key: tuple) -> None:
+        """Logs the reported episodes of `key` whose last step has been inserted."""
+        rows = []
+        with self.cond:
+            reports, ends = self._episode_reports.get(key), self._episode_ends.get(key)
+            while reports and ends:
+                rows.append((ends.popleft(), reports.popleft()))
+        if self.logger is not None and rows:
+            with self.log_lock:
+                for step, e in rows:
+                    self.logger.log("episode", step, {**e, "warmup": float(step <= self.warmup_env_steps)})
+
+    def _log_unmatched_episodes(self) -> None:
+        """At stop: reported episodes whose last transition never arrived, at the accepted count."""
+        with self.cond:
+            left = [e for reports in self._episode_reports.values() for e in reports]
+            self._episode_reports.clear()
+            step = self.env_steps
+        if self.logger is not None and left:
+            with self.log_lock:
+                for e in left:
+                    self.logger.log("episode", step, {**e, "warmup": float(step <= self.warmup_env_steps)})
 
     def status(self) -> dict:
         """Counters for GetStatus and the progress display."""
@@ -404,6 +444,7 @@ class Trainer:
         if self.settings.state_dir and not (Path(self.settings.state_dir) / STATE_FILE).exists():
             self._save_state()
         self._log_counters()  # where this learner starts (0, or the resumed counters)
+        self._observe()  # step 0: the pre-trained policy is evaluated
         self._thread = threading.Thread(target=self._run, name="wsrl-trainer", daemon=True)
         self._thread.start()
 
@@ -445,6 +486,7 @@ class Trainer:
                     self.cond.wait(self._save_wait())
                 if not self.queue and self.stopping:
                     self._save_state(final=True)
+                    self._log_unmatched_episodes()
                     return
                 item = self.queue.popleft() if self.queue else None
             if item is None:  # idle, with accepted batches not yet saved: save them now
@@ -460,6 +502,7 @@ class Trainer:
                     self.queued -= 1
                     self._record_inserted(actor_id, 1)
                     self.cond.notify_all()
+                self._observe()
                 self._maybe_log_counters()
             self._maybe_save_state()
 
@@ -472,6 +515,7 @@ class Trainer:
                 self.queue.clear()
                 if not items and self.stopping:
                     self._save_state(final=True)
+                    self._log_unmatched_episodes()
                     return
                 if not items and not self._may_update():
                     self.cond.wait(0.05)
@@ -492,6 +536,7 @@ class Trainer:
                 if s.min_utd and utd < s.min_utd and post >= 1000 and not self._utd_warned:
                     self._utd_warned = True
                     print(f"[wsrl learner] warning: achieved UTD {utd:.2f} is below min_utd={s.min_utd} (the learner cannot keep up with the actors)", flush=True)
+            self._observe()
             self._maybe_log_counters()
 
     def _record_inserted(self, actor_id: str, n: int) -> None:
@@ -525,6 +570,10 @@ class Trainer:
                 self.replay.set_mc_returns(np.asarray(slots), returns)
         with self.cond:
             self.processed += 1
+            if end:
+                self._episode_ends.setdefault((actor_id, run_id), collections.deque()).append(self.processed)
+        if end and self._episode_reports.get((actor_id, run_id)):
+            self._log_episodes((actor_id, run_id))
 
     def _update(self) -> None:
         f = self.config.finetune
@@ -544,6 +593,10 @@ class Trainer:
             elapsed = time.perf_counter() - self._started
             with self.log_lock:
                 self.logger.log("train", self.processed, {**info, "env_steps": self.processed, "updates": self.updates, "env_steps_per_s": self.processed / elapsed})
+
+    def _observe(self) -> None:
+        """Hands the policy current at this env step to the evaluation schedule (a reference)."""
+        self.evaluations.observe(self.processed, self.policy_version, self.updates, self.policy_params)
 
     def _maybe_log_counters(self) -> None:
         every = self.config.finetune.log_every
@@ -605,6 +658,7 @@ class Trainer:
         """Loads a `save_learner_state` directory into this (not yet started) trainer."""
         load_learner_state(self, directory)
         self._saved_at, self._saved_env_steps, self._saved_time = self.processed, self.env_steps, time.monotonic()
+        self.evaluations.resume_at(self.processed)
 
 
 STATE_FORMAT = "wsrl-learner-state-v2"

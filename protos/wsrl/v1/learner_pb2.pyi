@@ -233,3 +233,73 @@ class StatusResponse(_message.Message):
     duplicate_batches: int
     conflicting_batches: int
     def __init__(self, mode: _Optional[str] = ..., env_steps: _Optional[int] = ..., processed_steps: _Optional[int] = ..., updates: _Optional[int] = ..., critic_updates: _Optional[int] = ..., achieved_utd: _Optional[float] = ..., policy_version: _Optional[int] = ..., buffer_size: _Optional[int] = ..., warmup_steps: _Optional[int] = ..., episodes: _Optional[int] = ..., recent_return: _Optional[float] = ..., actors: _Optional[_Iterable[_Union[ActorStatus, _Mapping]]] = ..., training: _Optional[bool] = ..., rejected_batches: _Optional[int] = ..., duplicate_batches: _Optional[int] = ..., conflicting_batches: _Optional[int] = ...) -> None: ...
+
+class NextEvaluationRequest(_message.Message):
+    __slots__ = ("evaluator_id", "after_step")
+    EVALUATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_STEP_FIELD_NUMBER: _ClassVar[int]
+    evaluator_id: str
+    after_step: int
+    def __init__(self, evaluator_id: _Optional[str] = ..., after_step: _Optional[int] = ...) -> None: ...
+
+class EvaluationTask(_message.Message):
+    __slots__ = ("available", "finished", "env_step", "policy_version", "learner_id", "num_chunks", "episodes", "seed")
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    ENV_STEP_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    EPISODES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    available: bool
+    finished: bool
+    env_step: int
+    policy_version: int
+    learner_id: str
+    num_chunks: int
+    episodes: int
+    seed: int
+    def __init__(self, available: _Optional[bool] = ..., finished: _Optional[bool] = ..., env_step: _Optional[int] = ..., policy_version: _Optional[int] = ..., learner_id: _Optional[str] = ..., num_chunks: _Optional[int] = ..., episodes: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class EvaluationPolicyRequest(_message.Message):
+    __slots__ = ("evaluator_id", "env_step", "index")
+    EVALUATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    ENV_STEP_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    evaluator_id: str
+    env_step: int
+    index: int
+    def __init__(self, evaluator_id: _Optional[str] = ..., env_step: _Optional[int] = ..., index: _Optional[int] = ...) -> None: ...
+
+class EvaluationResult(_message.Message):
+    __slots__ = ("evaluator_id", "env_step", "policy_version", "learner_id", "episodes", "mean_return", "return_std", "success_rate", "episode_length", "normalized_score")
+    EVALUATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    ENV_STEP_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_ID_FIELD_NUMBER: _ClassVar[int]
+    EPISODES_FIELD_NUMBER: _ClassVar[int]
+    MEAN_RETURN_FIELD_NUMBER: _ClassVar[int]
+    RETURN_STD_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZED_SCORE_FIELD_NUMBER: _ClassVar[int]
+    evaluator_id: str
+    env_step: int
+    policy_version: int
+    learner_id: str
+    episodes: int
+    mean_return: float
+    return_std: float
+    success_rate: float
+    episode_length: float
+    normalized_score: float
+    def __init__(self, evaluator_id: _Optional[str] = ..., env_step: _Optional[int] = ..., policy_version: _Optional[int] = ..., learner_id: _Optional[str] = ..., episodes: _Optional[int] = ..., mean_return: _Optional[float] = ..., return_std: _Optional[float] = ..., success_rate: _Optional[float] = ..., episode_length: _Optional[float] = ..., normalized_score: _Optional[float] = ...) -> None: ...
+
+class EvaluationAck(_message.Message):
+    __slots__ = ("recorded", "pending")
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    recorded: bool
+    pending: int
+    def __init__(self, recorded: _Optional[bool] = ..., pending: _Optional[int] = ...) -> None: ...

@@ -59,6 +59,21 @@ class LearnerStub:
                 request_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.NextEvaluation = channel.unary_unary(
+                '/wsrl.v1.Learner/NextEvaluation',
+                request_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.NextEvaluationRequest.SerializeToString,
+                response_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationTask.FromString,
+                _registered_method=True)
+        self.PullEvaluationPolicy = channel.unary_unary(
+                '/wsrl.v1.Learner/PullEvaluationPolicy',
+                request_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationPolicyRequest.SerializeToString,
+                response_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.PolicyChunk.FromString,
+                _registered_method=True)
+        self.ReportEvaluation = channel.unary_unary(
+                '/wsrl.v1.Learner/ReportEvaluation',
+                request_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationResult.SerializeToString,
+                response_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationAck.FromString,
+                _registered_method=True)
 
 
 class LearnerServicer:
@@ -94,6 +109,26 @@ class LearnerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def NextEvaluation(self, request, context):
+        """Evaluation during fine-tuning (an evaluator process, `wsrl actor --evaluate`): which
+        (env step, policy version) to evaluate next, that version's parameters, the result.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PullEvaluationPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportEvaluation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LearnerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +156,21 @@ def add_LearnerServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.GetStatusRequest.FromString,
                     response_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.StatusResponse.SerializeToString,
+            ),
+            'NextEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.NextEvaluation,
+                    request_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.NextEvaluationRequest.FromString,
+                    response_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationTask.SerializeToString,
+            ),
+            'PullEvaluationPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.PullEvaluationPolicy,
+                    request_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationPolicyRequest.FromString,
+                    response_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.PolicyChunk.SerializeToString,
+            ),
+            'ReportEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportEvaluation,
+                    request_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationResult.FromString,
+                    response_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +308,87 @@ class Learner:
             '/wsrl.v1.Learner/GetStatus',
             protos_dot_wsrl_dot_v1_dot_learner__pb2.GetStatusRequest.SerializeToString,
             protos_dot_wsrl_dot_v1_dot_learner__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NextEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wsrl.v1.Learner/NextEvaluation',
+            protos_dot_wsrl_dot_v1_dot_learner__pb2.NextEvaluationRequest.SerializeToString,
+            protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationTask.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullEvaluationPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wsrl.v1.Learner/PullEvaluationPolicy',
+            protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationPolicyRequest.SerializeToString,
+            protos_dot_wsrl_dot_v1_dot_learner__pb2.PolicyChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wsrl.v1.Learner/ReportEvaluation',
+            protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationResult.SerializeToString,
+            protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationAck.FromString,
             options,
             channel_credentials,
             insecure,
