@@ -3,7 +3,10 @@
 Import-light by design (checked by a test): jax, flax, numpy, gymnasium, grpc, `envs` and
 `protos`, and nothing of `learner/` (the learner imports the actor's policy, never the other
 way round). Submodules: `networks` (the policy network), `distributions` (tanh-Gaussian math),
-`policy` (jitted action selection), `envs` (task name or gymnasium
-entry point), `client` (gRPC with retries), `spool` (on-disk batches), `loop` (the actor),
-`robot` (robot mode: fixed rate, background sender, safety; docs/robot.md), `record`.
+`policy` (jitted action selection), `evaluation` (deterministic evaluation episodes), `envs`
+(task name, gymnasium id or entry point; action rescaling), `client` (gRPC with retries),
+`spool` (on-disk batches), `loop` (the actor), `robot` (robot mode: fixed rate, background
+sender, safety; docs/robot.md), `teleop` (keyboard and SpaceMouse takeover), `process` (the
+`wsrl actor` process: loop or robot, signals), `interrupts` (Ctrl-C handling), `evaluator`
+(`wsrl actor --evaluate`), `record` (`wsrl record`).
 """

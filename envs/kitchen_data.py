@@ -38,6 +38,23 @@ from tqdm import tqdm
 from envs.datasets import OfflineDataset
 
 KINDS = ("complete", "partial", "mixed")
+
+# The target subtasks of each kitchen task. complete/partial: D4RL's
+# KitchenMicrowaveKettleLightSliderV0; mixed: its KitchenMicrowaveKettleBottomBurnerLightV0
+# (d4rl/kitchen/kitchen_envs.py).
+KITCHEN_SUBTASKS = {
+    "complete": ("microwave", "kettle", "light switch", "slide cabinet"),
+    "partial": ("microwave", "kettle", "light switch", "slide cabinet"),
+    "mixed": ("microwave", "kettle", "bottom burner", "light switch"),
+}
+KITCHEN_OBSERVATION_KEYS = ("observation",)
+
+
+def make_kitchen_task_env(kind: str):
+    """The raw env of task kitchen-`kind` (what its `Task.make_raw_env` makes)."""
+    from envs.d4rl_envs import make_kitchen_env
+
+    return make_kitchen_env(KITCHEN_SUBTASKS[kind], KITCHEN_OBSERVATION_KEYS)
 GENERATOR = "kitchen-scripted-franka"
 NOISE_RANGE = (0.0, 0.1)  # per-episode Gaussian action-noise scale (actions in [-1, 1])
 # FrankaKitchen's flat observation: robot qpos (9), robot qvel (9), object qpos (21), object
@@ -145,7 +162,6 @@ def generate_kitchen_dataset(
     `task`'s env. Returns the dataset (the task's raw rewards, 0..4) and the card facts.
     Deterministic under `seed`."""
     from envs.kitchen_script import SUBTASKS, SubtaskRunner
-    from envs.tasks import KITCHEN_SUBTASKS
 
     kind = kind or kitchen_kind_of(task)
     if kind not in KINDS:
@@ -236,24 +252,14 @@ def generate_kitchen_dataset(
     return dataset, card
 
 
-def builtin_kitchen_dataset(task_name: str, num_episodes: int, seed: int) -> OfflineDataset:
-    """`Task.builtin_dataset` of the kitchen tasks: the scripted generator for the task's kind."""
-    from envs.tasks import get_task  # the task table imports this module
-
-    dataset, _ = generate_kitchen_dataset(get_task(task_name), num_episodes, seed, progress=True)
-    return dataset
-
-
 # --- measurement and picture (python -m envs.kitchen_data ...) ------------------------------
 def measure_subtasks(tries: int, seed: int, noise_range=NOISE_RANGE, max_steps: int = 150, progress: bool = True) -> dict:
     """Success of each subtask script alone from the env's start state: `tries` episodes per
     subtask, each with its own env seed and an action-noise scale drawn from `noise_range`.
     Returns per subtask: successes, tries, mean steps to success, and the env steps/s."""
     from envs.kitchen_script import SUBTASKS, SubtaskRunner
-    from envs.tasks import get_task
-
     rng = np.random.default_rng(seed)
-    env = get_task("kitchen-mixed").make_raw_env()
+    env = make_kitchen_task_env("mixed")
     data = env.unwrapped.data
     results, steps, began = {}, 0, time.perf_counter()
     for name in SUBTASKS:
@@ -292,13 +298,13 @@ def render_strip(
     from PIL import Image, ImageDraw
 
     from envs.kitchen_script import SubtaskRunner
-    from envs.tasks import KITCHEN_SUBTASKS, get_task
-
-    task = get_task(task_name)
-    env = task.make_raw_env()
+    kind = task_name.rsplit("-", 1)[-1]
+    if not task_name.startswith("kitchen-") or kind not in KITCHEN_SUBTASKS:
+        raise ValueError(f"field 'task': got {task_name!r}, expected kitchen-{{{','.join(KITCHEN_SUBTASKS)}}}")
+    env = make_kitchen_task_env(kind)
     env.reset(seed=seed)
     model, data = env.unwrapped.model, env.unwrapped.data
-    runner = SubtaskRunner(env, list(KITCHEN_SUBTASKS[task_name.rsplit("-", 1)[-1]]))
+    runner = SubtaskRunner(env, list(KITCHEN_SUBTASKS[kind]))
     states, done, keys = [], [], []
     for step in range(task.max_episode_steps):
         action = runner.action()

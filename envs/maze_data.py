@@ -260,11 +260,3 @@ def generate_maze_dataset(
         "success_threshold": 1.0,  # an episode with return >= 1 reached the task goal
     }
     return dataset, card
-
-
-def builtin_maze_dataset(task_name: str, num_episodes: int, seed: int) -> OfflineDataset:
-    """`Task.builtin_dataset` of the point mazes and antmazes: the generator in its default mode."""
-    from envs.tasks import get_task  # the task table imports this module
-
-    dataset, _ = generate_maze_dataset(get_task(task_name), num_episodes, seed, progress=True)
-    return dataset

@@ -34,7 +34,7 @@ from typing import Callable, Mapping, Optional
 import gymnasium as gym
 import numpy as np
 
-from envs import d4rl_envs, maze_data, pointmass
+from envs import d4rl_envs, kitchen_data, maze_data, pointmass
 from envs.datasets import OfflineDataset, collect_dataset
 from envs.spaces import flatten_observation
 
@@ -183,13 +183,16 @@ def _register(task: Task) -> None:
 # 10 r - 5 = +5 / -5 (CalQL / Appendix I).
 _SPARSE = dict(reward_scale=10.0, reward_bias=-5.0, sparse_failure_reward=-5.0)
 
-# complete/partial: D4RL's KitchenMicrowaveKettleLightSliderV0; mixed: its
-# KitchenMicrowaveKettleBottomBurnerLightV0 (d4rl/kitchen/kitchen_envs.py).
-KITCHEN_SUBTASKS = {
-    "complete": ("microwave", "kettle", "light switch", "slide cabinet"),
-    "partial": ("microwave", "kettle", "light switch", "slide cabinet"),
-    "mixed": ("microwave", "kettle", "bottom burner", "light switch"),
-}
+# The target subtasks of each kitchen task (D4RL's; envs/kitchen_data.py).
+KITCHEN_SUBTASKS = kitchen_data.KITCHEN_SUBTASKS
+
+
+def generated_dataset(generate: Callable, task_name: str, num_episodes: int, seed: int) -> OfflineDataset:
+    """`Task.builtin_dataset` of a family with a generator (maze_data, kitchen_data):
+    `generate(task, num_episodes, seed)` on the registered task, in its default mode. The
+    generators take the task; only this table looks tasks up by name."""
+    dataset, _ = generate(get_task(task_name), num_episodes, seed, progress=True)
+    return dataset
 
 # D4RL's locomotion reference returns (d4rl/infos.py, the same for every dataset of a robot).
 LOCOMOTION_REF_SCORES = {
@@ -220,7 +223,7 @@ def _pointmaze_tasks():
             family="maze",
             env_id=env_id,
             observation_keys=keys,
-            builtin_dataset=functools.partial(maze_data.builtin_maze_dataset, f"pointmaze-{maze}"),
+            builtin_dataset=functools.partial(generated_dataset, maze_data.generate_maze_dataset, f"pointmaze-{maze}"),
             ref_min_score=0.0,
             ref_max_score=1.0,
             d4rl_dataset=f"maze2d-{maze}-v1",
@@ -257,7 +260,7 @@ def _antmaze_tasks():
             family="antmaze",
             env_id=env_id,
             observation_keys=keys,
-            builtin_dataset=functools.partial(maze_data.builtin_maze_dataset, f"antmaze-{dataset}"),
+            builtin_dataset=functools.partial(generated_dataset, maze_data.generate_maze_dataset, f"antmaze-{dataset}"),
             ref_min_score=0.0,
             ref_max_score=1.0,
             d4rl_dataset=f"antmaze-{dataset}-v0" if ultra else f"antmaze-{dataset}-v2",
@@ -274,10 +277,8 @@ def _kitchen_tasks():
     store this dict observation. Builtin data: the scripted Franka doing queues of subtasks
     (envs/kitchen_data.py, envs/kitchen_script.py).
     """
-    from envs import kitchen_data
-
     for dataset, subtasks in KITCHEN_SUBTASKS.items():
-        keys = ("observation",)
+        keys = kitchen_data.KITCHEN_OBSERVATION_KEYS
         yield Task(
             name=f"kitchen-{dataset}",
             make_raw_env=functools.partial(d4rl_envs.make_kitchen_env, subtasks, keys),
@@ -290,7 +291,7 @@ def _kitchen_tasks():
             ref_min_score=0.0,
             ref_max_score=4.0,
             score_info_key="completed_subtasks",
-            builtin_dataset=functools.partial(kitchen_data.builtin_kitchen_dataset, f"kitchen-{dataset}"),
+            builtin_dataset=functools.partial(generated_dataset, kitchen_data.generate_kitchen_dataset, f"kitchen-{dataset}"),
             d4rl_dataset=f"kitchen-{dataset}-v0",
             minari_dataset=f"D4RL/kitchen/{dataset}-v2",
         )

@@ -207,7 +207,8 @@ def _run_actor_command(args: argparse.Namespace) -> int:
             print(f"wsrl actor: error: {e}", file=sys.stderr)
             return 1
         return stop.exit_status
-    from actor.loop import ActorError, ActorSettings, exit_status, run_actor
+    from actor.loop import ActorError, ActorSettings, exit_status
+    from actor.process import run_actor
 
     settings = ActorSettings(
         learner=args.learner, env=args.env, actor_id=args.actor_id, seed=args.seed, num_steps=args.num_steps,
@@ -487,7 +488,8 @@ def _actor_process(settings_dict: dict, log_file: str, stop_event) -> None:
     """Spawned: one actor, on the CPU (the GPU, if any, belongs to the learner)."""
     _child_setup(log_file)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    from actor.loop import ActorSettings, run_actor
+    from actor.loop import ActorSettings
+    from actor.process import run_actor
 
     result = run_actor(ActorSettings(**settings_dict), install_signal_handlers=False, stop=_child_stop(stop_event))
     sys.exit(0 if result["delivered"] else 1)
