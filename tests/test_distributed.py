@@ -588,6 +588,29 @@ def test_async_mode_never_exceeds_max_utd_and_reports_it():
         server.stop(grace=0)
 
 
+def test_async_mode_keeps_the_configured_utd_unless_the_cap_is_lifted(capsys):
+    from learner.cli import build_parser
+    from learner.distributed.commands import format_status, settings_from_args
+
+    config = tiny_config(finetune={"warmup_steps": 4, "num_steps": 100, "utd_ratio": 2})
+    settings = settings_from_args(build_parser().parse_args(["learner", "--mode", "async"]), config)
+    assert settings.max_utd == 2.0  # finetune.utd_ratio, the paper's M
+    assert "warning" not in capsys.readouterr().err
+    lifted = settings_from_args(build_parser().parse_args(["learner", "--mode", "async", "--max-utd", "0"]), config)
+    assert lifted.max_utd == 0.0 and "--max-utd 0: no cap" in capsys.readouterr().err
+    # The status names the ratio the learner keeps: the cap in async mode, M in sync mode.
+    for mode, max_utd, shown in (("async", 2.0, "(target 2)"), ("async", 0.0, "(no cap)"), ("sync", 0.0, "(target 2)")):
+        server = start_learner(config, mode=mode, max_utd=max_utd)
+        client = LearnerClient(server.address)
+        try:
+            status = client.status()
+            assert status.target_utd == (0.0 if shown == "(no cap)" else 2.0)
+            assert f"achieved UTD 0.00 {shown}" in format_status(status)
+        finally:
+            client.close()
+            server.stop(grace=0)
+
+
 # ---- commands ---------------------------------------------------------------------------------------
 
 

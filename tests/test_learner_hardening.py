@@ -192,9 +192,10 @@ def test_wsrl_learner_saves_every_60_s_by_default():
     from learner.cli import build_parser
     from learner.distributed.commands import settings_from_args
 
+    config = tiny_config()
     args = build_parser().parse_args(["learner"])
-    assert settings_from_args(args).state_every_s == 60.0
-    assert settings_from_args(build_parser().parse_args(["learner", "--save-every", "5"])).state_every_s == 5.0
+    assert settings_from_args(args, config).state_every_s == 60.0
+    assert settings_from_args(build_parser().parse_args(["learner", "--save-every", "5"]), config).state_every_s == 5.0
 
 
 def test_state_is_saved_at_start_and_on_a_timer_and_the_watermark_advances(tmp_path):

@@ -30,7 +30,8 @@ def _add_learner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("sync", "async"), default="sync", help="sync: exactly M critic updates per env step, actors held back beyond --max-lead (Algorithm 1); async: actors never wait, UTD within --min-utd/--max-utd (default: sync)")
     p.add_argument("--max-lead", type=int, default=64, help="sync: env steps an actor may be ahead of the learner (W, default 64)")
     p.add_argument("--min-utd", type=float, default=0.0, help="async: warn when critic updates per env step fall below this")
-    p.add_argument("--max-utd", type=float, default=0.0, help="async: at most this many critic updates per env step (0: no cap)")
+    p.add_argument("--max-utd", type=float, default=None, help="async: at most this many critic updates per env step after warmup "
+                   "(default: finetune.utd_ratio, the paper's M; 0: no cap, with a warning)")
     p.add_argument("--max-batch-size", type=int, default=1024, help="largest transition batch accepted per push (default 1024)")
     p.add_argument("--publish-every", type=int, default=1, help="publish a policy version every N fused updates (default 1)")
     p.add_argument("--save-every", type=float, default=60.0, metavar="SECONDS", help="save the learner state (for --resume) at least this often while data arrives, "
@@ -123,14 +124,22 @@ def _token(args: argparse.Namespace, env: str = "WSRL_TOKEN") -> Optional[str]:
     return getattr(args, "token", None) or os.environ.get(env) or None
 
 
-def settings_from_args(args: argparse.Namespace):
+def settings_from_args(args: argparse.Namespace, config: Any):
+    """The learner's DistributedSettings from its flags. In async mode `--max-utd` defaults to
+    `finetune.utd_ratio`, so an actor-learner run trains at the algorithm's UTD however fast the
+    env steps arrive (and not at all while none arrive); 0 lifts the cap, with a warning."""
     from learner.distributed.trainer import DistributedSettings
 
+    max_utd = float(config.finetune.utd_ratio) if args.max_utd is None else args.max_utd
+    if args.mode == "async" and max_utd == 0:
+        print(f"[wsrl {args.command}] warning: --max-utd 0: no cap on critic updates per env step; the learner trains as fast as "
+              f"it can on the data it has, beyond the UTD {config.finetune.utd_ratio} the algorithm uses (and on a paused robot's frozen buffer)",
+              file=sys.stderr, flush=True)
     return DistributedSettings(
         mode=args.mode,
         max_lead=args.max_lead,
         min_utd=args.min_utd,
-        max_utd=args.max_utd,
+        max_utd=max_utd,
         max_batch_size=args.max_batch_size,
         publish_every=args.publish_every,
         state_every_s=args.save_every,
@@ -159,7 +168,7 @@ def run_command(args: argparse.Namespace, config: Any = None) -> int:
         stop = GracefulStop("wsrl learner", "stopping: saving the learner state and the final checkpoint").install()
         serve_learner(
             config,
-            settings_from_args(args),
+            settings_from_args(args, config),
             address=args.bind,
             run_dir=args.run_dir,
             token=token,
@@ -184,7 +193,7 @@ def run_command(args: argparse.Namespace, config: Any = None) -> int:
 
         keep_freed_memory()  # the pre-training before the learner runs in this process
         stop = GracefulStop("wsrl run", "stopping: actors flush, then the learner saves its state and final checkpoint")
-        run_local(config, settings_from_args(args), args.num_actors, args.run_dir, pretrain_first=not args.no_pretrain,
+        run_local(config, settings_from_args(args, config), args.num_actors, args.run_dir, pretrain_first=not args.no_pretrain,
                   batch_size=args.batch_size, pull_every=args.pull_every, evaluator=not args.no_evaluator, interrupts=stop)
         return stop.exit_status
     raise ValueError(f"command: got {args.command!r}, expected one of {', '.join(COMMANDS)}")
@@ -242,7 +251,8 @@ def format_status(s: Any) -> str:
     """A StatusResponse as a few human-readable lines."""
     lines = [
         f"mode {s.mode}; env steps {s.env_steps} (processed {s.processed_steps}, warmup {s.warmup_steps}{', training' if s.training else ', warming up'})",
-        f"updates {s.updates} fused ({s.critic_updates} critic); achieved UTD {s.achieved_utd:.2f}; policy version {s.policy_version}",
+        f"updates {s.updates} fused ({s.critic_updates} critic); achieved UTD {s.achieved_utd:.2f} "
+        f"({f'target {s.target_utd:g}' if s.target_utd else 'no cap'}); policy version {s.policy_version}",
         f"buffer {s.buffer_size}; episodes {s.episodes} (recent return {s.recent_return:.2f}); rejected batches {s.rejected_batches}, duplicates {s.duplicate_batches}",
         f"connected actors: {len(s.actors)}",
     ]

@@ -417,6 +417,7 @@ class Trainer:
                 "updates": self.updates,
                 "critic_updates": self.updates * m,
                 "achieved_utd": self.updates * m / post_warmup if post_warmup else 0.0,
+                "target_utd": float(m) if self.settings.mode == "sync" else float(self.settings.max_utd),
                 "policy_version": self.policy_version,
                 "buffer_size": len(self.replay),
                 "warmup_steps": k,

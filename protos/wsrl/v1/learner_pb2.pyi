@@ -199,7 +199,7 @@ class ActorStatus(_message.Message):
     def __init__(self, actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., env_steps: _Optional[int] = ..., pending: _Optional[int] = ..., seconds_since_seen: _Optional[float] = ..., run_label: _Optional[str] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("mode", "env_steps", "processed_steps", "updates", "critic_updates", "achieved_utd", "policy_version", "buffer_size", "warmup_steps", "episodes", "recent_return", "actors", "training", "rejected_batches", "duplicate_batches", "conflicting_batches")
+    __slots__ = ("mode", "env_steps", "processed_steps", "updates", "critic_updates", "achieved_utd", "policy_version", "buffer_size", "warmup_steps", "episodes", "recent_return", "actors", "training", "rejected_batches", "duplicate_batches", "conflicting_batches", "target_utd")
     MODE_FIELD_NUMBER: _ClassVar[int]
     ENV_STEPS_FIELD_NUMBER: _ClassVar[int]
     PROCESSED_STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -216,6 +216,7 @@ class StatusResponse(_message.Message):
     REJECTED_BATCHES_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_BATCHES_FIELD_NUMBER: _ClassVar[int]
     CONFLICTING_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    TARGET_UTD_FIELD_NUMBER: _ClassVar[int]
     mode: str
     env_steps: int
     processed_steps: int
@@ -232,7 +233,8 @@ class StatusResponse(_message.Message):
     rejected_batches: int
     duplicate_batches: int
     conflicting_batches: int
-    def __init__(self, mode: _Optional[str] = ..., env_steps: _Optional[int] = ..., processed_steps: _Optional[int] = ..., updates: _Optional[int] = ..., critic_updates: _Optional[int] = ..., achieved_utd: _Optional[float] = ..., policy_version: _Optional[int] = ..., buffer_size: _Optional[int] = ..., warmup_steps: _Optional[int] = ..., episodes: _Optional[int] = ..., recent_return: _Optional[float] = ..., actors: _Optional[_Iterable[_Union[ActorStatus, _Mapping]]] = ..., training: _Optional[bool] = ..., rejected_batches: _Optional[int] = ..., duplicate_batches: _Optional[int] = ..., conflicting_batches: _Optional[int] = ...) -> None: ...
+    target_utd: float
+    def __init__(self, mode: _Optional[str] = ..., env_steps: _Optional[int] = ..., processed_steps: _Optional[int] = ..., updates: _Optional[int] = ..., critic_updates: _Optional[int] = ..., achieved_utd: _Optional[float] = ..., policy_version: _Optional[int] = ..., buffer_size: _Optional[int] = ..., warmup_steps: _Optional[int] = ..., episodes: _Optional[int] = ..., recent_return: _Optional[float] = ..., actors: _Optional[_Iterable[_Union[ActorStatus, _Mapping]]] = ..., training: _Optional[bool] = ..., rejected_batches: _Optional[int] = ..., duplicate_batches: _Optional[int] = ..., conflicting_batches: _Optional[int] = ..., target_utd: _Optional[float] = ...) -> None: ...
 
 class NextEvaluationRequest(_message.Message):
     __slots__ = ("evaluator_id", "after_step")
