@@ -6,6 +6,7 @@ Each test names the finding of the issue it covers (1-7; finding 8 belongs to st
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -268,7 +269,9 @@ def test_a_learner_started_with_defaults_and_killed_with_sigkill_resumes(tmp_pat
 
     client = None
     try:
-        first, address = start("learner1", "--variant", "sac", "--run-dir", str(run_dir), "--bind", "127.0.0.1:0", "--forever", *overrides)
+        first, address = start("learner1", "--variant", "sac", "--run-dir", str(run_dir), "--bind", "127.0.0.1:0", "--forever", "--mode", "async", *overrides)
+        launch = json.loads((run_dir / "launch.json").read_text())
+        assert (launch["mode"], launch["forever"], launch["bind"], launch["max_utd"]) == ("async", True, "127.0.0.1:0", None)
         client = LearnerClient(address)
         hello(client)
         batches = [make_batch(3, seq=i) for i in range(3)]
@@ -276,12 +279,15 @@ def test_a_learner_started_with_defaults_and_killed_with_sigkill_resumes(tmp_pat
         client.close()
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-        second, address = start("learner2", "--resume", str(run_dir), "--bind", address, "--forever")
+        # The resume keeps how the learner was started (async, --forever) and says what a flag changed.
+        second, address = start("learner2", "--resume", str(run_dir), "--bind", address)
+        assert f"--resume: --bind {address} (was 127.0.0.1:0) (the rest as saved)" in (tmp_path / "learner2.log").read_text()
         client = LearnerClient(address)
         assert hello(client).next_sequence == 0  # from the state saved at start: resend from 0
         assert all(client.push(b).stored for b in batches)
         s = client.status()
-        assert s.env_steps == 9 and s.duplicate_batches == 0
+        assert s.env_steps == 9 and s.duplicate_batches == 0 and s.mode == "async" and s.target_utd == 4.0
+        assert json.loads((run_dir / "launch.json").read_text())["forever"] is True
     finally:
         if client is not None:
             client.close()
@@ -289,6 +295,24 @@ def test_a_learner_started_with_defaults_and_killed_with_sigkill_resumes(tmp_pat
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_resume_restores_launch_flags_and_refuses_config_overrides(tmp_path, capsys):
+    from learner.cli import build_parser, main
+    from learner.distributed.commands import launch_settings
+
+    parse = build_parser().parse_args
+    saved = {"mode": "async", "max_lead": 8, "min_utd": 0.0, "max_utd": 2.0, "max_batch_size": 256, "publish_every": 2,
+             "save_every": 30.0, "bind": "0.0.0.0:50051", "forever": True}
+    restored, changed = launch_settings(parse(["learner", "--resume", "r"]), saved)
+    assert restored == saved and changed == []
+    restored, changed = launch_settings(parse(["learner", "--resume", "r", "--mode", "sync", "--max-lead", "8"]), saved)
+    assert restored == {**saved, "mode": "sync"} and changed == ["--mode sync (was async)"]
+    fresh, _ = launch_settings(parse(["learner"]))
+    assert (fresh["mode"], fresh["max_lead"], fresh["forever"], fresh["bind"]) == ("sync", 64, False, "127.0.0.1:50051")
+    # A config override with --resume is refused before anything starts, naming it.
+    assert main(["learner", "--resume", str(tmp_path), "finetune.checkpoint_every=50"]) == 2
+    assert "config arguments (finetune.checkpoint_every=50) are not applied to a resumed run" in capsys.readouterr().err
 
 
 # ---- finding 3: sequence number 2^64 - 1 -------------------------------------------------------

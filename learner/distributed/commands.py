@@ -27,14 +27,14 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 def _add_learner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="pre-trained checkpoint (same as finetune.checkpoint=PATH)")
     p.add_argument("--run-dir", default=None, help="results directory (default: runs/<task>-<variant>-<command>-<time>)")
-    p.add_argument("--mode", choices=("sync", "async"), default="sync", help="sync: exactly M critic updates per env step, actors held back beyond --max-lead (Algorithm 1); async: actors never wait, UTD within --min-utd/--max-utd (default: sync)")
-    p.add_argument("--max-lead", type=int, default=64, help="sync: env steps an actor may be ahead of the learner (W, default 64)")
-    p.add_argument("--min-utd", type=float, default=0.0, help="async: warn when critic updates per env step fall below this")
+    p.add_argument("--mode", choices=("sync", "async"), default=None, help="sync: exactly M critic updates per env step, actors held back beyond --max-lead (Algorithm 1); async: actors never wait, UTD within --min-utd/--max-utd (default: sync)")
+    p.add_argument("--max-lead", type=int, default=None, help="sync: env steps an actor may be ahead of the learner (W, default 64)")
+    p.add_argument("--min-utd", type=float, default=None, help="async: warn when critic updates per env step fall below this")
     p.add_argument("--max-utd", type=float, default=None, help="async: at most this many critic updates per env step after warmup "
                    "(default: finetune.utd_ratio, the paper's M; 0: no cap, with a warning)")
-    p.add_argument("--max-batch-size", type=int, default=1024, help="largest transition batch accepted per push (default 1024)")
-    p.add_argument("--publish-every", type=int, default=1, help="publish a policy version every N fused updates (default 1)")
-    p.add_argument("--save-every", type=float, default=60.0, metavar="SECONDS", help="save the learner state (for --resume) at least this often while data arrives, "
+    p.add_argument("--max-batch-size", type=int, default=None, help="largest transition batch accepted per push (default 1024)")
+    p.add_argument("--publish-every", type=int, default=None, help="publish a policy version every N fused updates (default 1)")
+    p.add_argument("--save-every", type=float, default=None, metavar="SECONDS", help="save the learner state (for --resume) at least this often while data arrives, "
                    "besides every finetune.checkpoint_every env steps, at start and at stop (default 60; 0: by env steps only)")
 
 
@@ -58,9 +58,11 @@ def add_commands(subparsers: Any, add_config_args: Optional[Callable[[argparse.A
     add_config(p)
     _add_learner_args(p)
     _add_auth_args(p, server=True)
-    p.add_argument("--bind", default="127.0.0.1:50051", help="HOST:PORT to listen on (default 127.0.0.1:50051; another host needs --token)")
-    p.add_argument("--forever", action="store_true", help="keep serving after finetune.num_steps env steps (default: stop there)")
-    p.add_argument("--resume", default=None, metavar="DIR", help="continue the learner run in DIR (its config, agent, replay, counters and actor sequence numbers); config arguments are ignored")
+    p.add_argument("--bind", default=None, help="HOST:PORT to listen on (default 127.0.0.1:50051; another host needs --token)")
+    p.add_argument("--forever", action="store_true", default=None, help="keep serving after finetune.num_steps env steps (default: stop there)")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue the learner run in DIR: its config, agent, replay, counters, actor sequence numbers and the "
+                   "settings it was started with (mode, caps, bind, --forever, ...; a flag given now replaces its saved value, and says so); "
+                   "config overrides are refused")
 
     p = subparsers.add_parser("actor", help="run one actor against a learner")
     p.add_argument("--learner", required=True, metavar="HOST:PORT", help="the learner's address")
@@ -124,12 +126,56 @@ def _token(args: argparse.Namespace, env: str = "WSRL_TOKEN") -> Optional[str]:
     return getattr(args, "token", None) or os.environ.get(env) or None
 
 
+# The learner's launch settings: its flags' defaults, saved in RUN_DIR/launch.json at start and
+# restored by `wsrl learner --resume` (flags given with --resume replace them).
+LAUNCH_FILE = "launch.json"
+LAUNCH_DEFAULTS = {
+    "mode": "sync", "max_lead": 64, "min_utd": 0.0, "max_utd": None, "max_batch_size": 1024, "publish_every": 1,
+    "save_every": 60.0, "bind": "127.0.0.1:50051", "forever": False,
+}
+
+
+def launch_settings(args: argparse.Namespace, saved: Optional[dict] = None) -> tuple[dict, list[str]]:
+    """The launch settings of a learner (`LAUNCH_DEFAULTS` keys) and what changed: the flags
+    given on the command line, else `saved` (a resumed run's launch.json), else the defaults.
+    Returns (settings, ["--flag new (was old)", ...] for flags that replaced a saved value)."""
+    settings, changed = {}, []
+    for key, default in LAUNCH_DEFAULTS.items():
+        given = getattr(args, key, None)
+        before = (saved or {}).get(key, default)
+        settings[key] = before if given is None else given
+        if saved is not None and given is not None and given != before:
+            changed.append(f"--{key.replace('_', '-')} {given} (was {before})")
+    return settings, changed
+
+
+def read_launch(run_dir: str) -> Optional[dict]:
+    """A learner run's saved launch settings, or None (a run from before they were saved)."""
+    import json
+
+    path = Path(run_dir, LAUNCH_FILE)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"--resume {run_dir!r}: {LAUNCH_FILE} is not valid JSON ({e})") from None
+    return {k: v for k, v in data.items() if k in LAUNCH_DEFAULTS}
+
+
+def with_launch_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with every unset launch flag at its default (commands that do not resume)."""
+    settings, _ = launch_settings(args)
+    return argparse.Namespace(**{**vars(args), **settings})
+
+
 def settings_from_args(args: argparse.Namespace, config: Any):
     """The learner's DistributedSettings from its flags. In async mode `--max-utd` defaults to
     `finetune.utd_ratio`, so an actor-learner run trains at the algorithm's UTD however fast the
     env steps arrive (and not at all while none arrive); 0 lifts the cap, with a warning."""
     from learner.distributed.trainer import DistributedSettings
 
+    args = with_launch_defaults(args)
     max_utd = float(config.finetune.utd_ratio) if args.max_utd is None else args.max_utd
     if args.mode == "async" and max_utd == 0:
         print(f"[wsrl {args.command}] warning: --max-utd 0: no cap on critic updates per env step; the learner trains as fast as "
@@ -157,10 +203,27 @@ def run_command(args: argparse.Namespace, config: Any = None) -> int:
         from learner.startup import check_bind, check_start
 
         token = _token(args)
-        check_bind(args.bind, token, args.tls_cert, args.tls_key)
         if args.resume:
+            if args.overrides or args.checkpoint:
+                given = " ".join(args.overrides + ([f"--checkpoint {args.checkpoint}"] if args.checkpoint else []))
+                raise ValueError(f"--resume {args.resume!r}: config arguments ({given}) are not applied to a resumed run: it continues the "
+                                 "config its agent and replay were trained with (learner_state/); start a new run to change it")
+            saved = read_launch(args.resume)
+            launch, changed = launch_settings(args, saved if saved is not None else {})
+            if saved is None:
+                print(f"[wsrl learner] --resume: {args.resume} has no {LAUNCH_FILE} (a run from before launch settings were saved): "
+                      "flags as given, defaults elsewhere", flush=True)
+            elif changed:
+                print("[wsrl learner] --resume: " + "; ".join(changed) + " (the rest as saved)", flush=True)
+            else:
+                print(f"[wsrl learner] --resume: settings as saved ({launch['mode']} mode, bind {launch['bind']}"
+                      f"{', forever' if launch['forever'] else ''})", flush=True)
+            args = argparse.Namespace(**{**vars(args), **launch})
+            check_bind(args.bind, token, args.tls_cert, args.tls_key)
             config = resumed_config(args.resume)
         else:
+            args = with_launch_defaults(args)
+            check_bind(args.bind, token, args.tls_cert, args.tls_key)
             config, _ = check_start(config, "learner", args.run_dir, pretrain_first=False)
         from learner.runs import keep_freed_memory
 
@@ -179,6 +242,7 @@ def run_command(args: argparse.Namespace, config: Any = None) -> int:
             stop_at_num_steps=not args.forever,
             resume=args.resume,
             stop=stop.requested,
+            launch={k: getattr(args, k) for k in LAUNCH_DEFAULTS},
         )
         return stop.exit_status
     if args.command == "actor":
@@ -188,6 +252,7 @@ def run_command(args: argparse.Namespace, config: Any = None) -> int:
     if args.command == "run":
         from learner.startup import check_start
 
+        args = with_launch_defaults(args)
         config, _ = check_start(config, "run", args.run_dir, pretrain_first=not args.no_pretrain)
         from learner.runs import keep_freed_memory
 
@@ -324,12 +389,14 @@ def serve_learner(
     resume: Optional[str] = None,
     command: str = "learner",
     actor_tokens: Optional[str] = None,
+    launch: Optional[dict] = None,
 ) -> Path:
     """Runs the learner server until `stop` (a threading.Event; `wsrl learner` sets it on
     SIGINT/SIGTERM) is set or (with `stop_at_num_steps`) `finetune.num_steps` env steps have
     been trained on. Writes the run's logs, the learner state, the final checkpoint and
     `summary.json` into the run directory; returns it. `ready(address, banner)` is called once
     the server listens. `actor_tokens`: a per-actor tokens file (`server.read_actor_tokens`).
+    `launch`: the command's launch settings, saved as RUN_DIR/launch.json for `--resume`.
     A start that fails leaves the run directory as it was."""
     import threading
 
@@ -372,6 +439,12 @@ def serve_learner(
         except BaseException:
             logger.close()
             raise
+        if launch is not None:  # what `--resume` restores (a resume saves what it now runs with)
+            import json
+
+            from envs.atomic_files import atomic_write_bytes
+
+            atomic_write_bytes(path / LAUNCH_FILE, (json.dumps(launch, indent=1) + "\n").encode())
         if not resume:
             guard.keep()
     checkpoint = path / "checkpoint.ckpt"
