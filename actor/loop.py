@@ -334,7 +334,7 @@ class ActorLoop:
 
     def _batch_columns(self) -> dict:
         """The pending transitions as arrays, one per column of a batch. `interventions`: the
-        steps a human acted in (robot mode); the wire has no such field yet (see _make_batch)."""
+        steps a human acted in (robot mode; sent as TransitionBatch.interventions)."""
         columns = list(zip(*self._pending))
         return {
             "observations": np.stack(columns[0]).astype(np.float32),
@@ -354,9 +354,7 @@ class ActorLoop:
         intervention)."""
         c = self._batch_columns()
         versions = c["policy_versions"]
-        # The per-step intervention flag (c["interventions"]) goes on the wire once
-        # TransitionBatch has a field for it: interventions=codec.encode_tensor(c["interventions"]).
-        return pb.TransitionBatch(
+        batch = pb.TransitionBatch(
             actor_id=self.actor_id,
             run_id=self.run_id,
             sequence=self.sequence,
@@ -369,6 +367,9 @@ class ActorLoop:
             terminals=codec.encode_tensor(c["terminals"]),
             episode_ends=codec.encode_tensor(c["episode_ends"]),
         )
+        if c["interventions"].any():  # optional on the wire: sent only when a human acted
+            batch.interventions.CopyFrom(codec.encode_tensor(c["interventions"]))
+        return batch
 
     def report(self, give_up_s: float = 5.0) -> None:
         """Sends episode stats (best effort: statistics, not training data). Waits while the

@@ -179,6 +179,10 @@ class FinetuneConfig:
     replay_capacity: int = 0
     # Share of every batch drawn from the offline dataset (retention baselines); 0 for WSRL.
     offline_mixing_ratio: float = 0.0
+    # Share of every batch drawn from the transitions a human acted in (robot interventions,
+    # HIL-SERL's recipe; `wsrl learner` with robot actors). 0, the default, keeps WSRL as the
+    # paper runs it: interventions are stored and sampled like any other transition.
+    intervention_ratio: float = 0.0
     eval_every: int = 20_000
     eval_episodes: int = 20
     log_every: int = 1_000
@@ -474,6 +478,7 @@ def validate(config: Config) -> None:
     _check(f.utd_ratio >= 1, "finetune.utd_ratio", f.utd_ratio, "an integer >= 1")
     _check(f.replay_capacity >= 0, "finetune.replay_capacity", f.replay_capacity, "an integer >= 0 (0 means finetune.num_steps)")
     _check(0.0 <= f.offline_mixing_ratio < 1.0, "finetune.offline_mixing_ratio", f.offline_mixing_ratio, "a number in [0, 1)")
+    _check(0.0 <= f.intervention_ratio < 1.0, "finetune.intervention_ratio", f.intervention_ratio, "a number in [0, 1)")
     _check(f.diagnostics_every >= 0, "finetune.diagnostics_every", f.diagnostics_every, "an integer >= 0 (0 disables)")
     _check(f.diagnostics_states >= 2, "finetune.diagnostics_states", f.diagnostics_states, "an integer >= 2")
     _check(f.freeze_policy_steps >= 0, "finetune.freeze_policy_steps", f.freeze_policy_steps, "an integer >= 0")

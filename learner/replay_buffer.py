@@ -31,13 +31,16 @@ class ReplayBuffer:
             "terminals": np.zeros((capacity,), np.float32),
             "mc_returns": np.full((capacity,), -np.inf, np.float32),
         }
+        # Which slots hold a transition whose action a human chose (robot interventions); kept
+        # beside `data` (never part of a sampled batch) for `InterventionSampler`.
+        self.interventions = np.zeros((capacity,), bool)
         self._next = 0  # slot the next insert writes
         self._size = 0
 
     def __len__(self) -> int:
         return self._size
 
-    def add(self, observation, action, reward: float, next_observation, terminal: bool) -> int:
+    def add(self, observation, action, reward: float, next_observation, terminal: bool, intervention: bool = False) -> int:
         """Stores one transition; returns the slot it was written to."""
         i = self._next
         d = self.data
@@ -47,6 +50,7 @@ class ReplayBuffer:
         d["next_observations"][i] = next_observation
         d["terminals"][i] = float(terminal)
         d["mc_returns"][i] = -np.inf
+        self.interventions[i] = intervention
         self._next = (i + 1) % self.capacity
         self._size = min(self._size + 1, self.capacity)
         return i
@@ -58,6 +62,7 @@ class ReplayBuffer:
         slots = (self._next + np.arange(len(indices))) % self.capacity
         for name, array in self.data.items():
             array[slots] = source.data[name][indices]
+        self.interventions[slots] = source.interventions[indices]
         self._next = int((self._next + len(indices)) % self.capacity)
         self._size = min(self._size + len(indices), self.capacity)
         return slots
@@ -101,3 +106,24 @@ class MixedSampler:
             return online
         offline = self.offline.sample(rng, num_batches, num_offline)
         return {k: np.concatenate([online[k], offline[k]], axis=1) for k in online}
+
+
+class InterventionSampler:
+    """HIL-SERL's recipe for human interventions: a fixed share of every batch is drawn from the
+    transitions whose action a human chose (`ReplayBuffer.interventions`), the rest from `base`
+    (the online buffer or a MixedSampler). While there are none, batches are `base`'s alone.
+    Off by default (`finetune.intervention_ratio: 0`): WSRL itself treats them as any data."""
+
+    def __init__(self, base, replay: ReplayBuffer, share: float):
+        if not 0.0 < share < 1.0:
+            raise ValueError(f"intervention_ratio: got {share}, expected a number in (0, 1)")
+        self.base, self.replay, self.share = base, replay, share
+
+    def sample(self, rng: np.random.Generator, num_batches: int, batch_size: int) -> dict[str, np.ndarray]:
+        flagged = np.flatnonzero(self.replay.interventions[: len(self.replay)])
+        num_flagged = int(round(batch_size * self.share))
+        if num_flagged == 0 or flagged.size == 0:
+            return self.base.sample(rng, num_batches, batch_size)
+        rest = self.base.sample(rng, num_batches, batch_size - num_flagged)
+        idx = flagged[rng.integers(0, flagged.size, size=(num_batches, num_flagged))]
+        return {k: np.concatenate([rest[k], self.replay.data[k][idx]], axis=1) for k in rest}

@@ -16,7 +16,7 @@ from learner.agents import make_agent
 from learner.agents.common import configure_cpu_malloc
 from learner.checkpoint import atomic_write_bytes, read_checkpoint, restore_agent
 from learner.config import Config, ConfigError, dump_yaml
-from learner.replay_buffer import MixedSampler, ReplayBuffer
+from learner.replay_buffer import InterventionSampler, MixedSampler, ReplayBuffer
 
 
 def keep_freed_memory() -> bool:
@@ -151,7 +151,8 @@ def online_replay(config: Config, task: Task, spec: dict) -> tuple[ReplayBuffer,
     """(online buffer, the sampler updates draw from, warmup env steps) for fine-tuning.
 
     The sampler is the buffer itself, or with `offline_mixing_ratio` > 0 a `MixedSampler`
-    over it and the offline dataset (retention baselines, RLPD). With `finetune.warmup:
+    over it and the offline dataset (retention baselines, RLPD); with `intervention_ratio` > 0
+    an `InterventionSampler` around that (a share from the human-intervention transitions). With `finetune.warmup:
     dataset` the buffer starts with K = `warmup_steps` transitions drawn uniformly without
     replacement from the offline dataset (Appendix J) and there are no warmup env steps;
     otherwise the first K env steps are warmup (frozen policy or random actions).
@@ -162,6 +163,8 @@ def online_replay(config: Config, task: Task, spec: dict) -> tuple[ReplayBuffer,
     replay = ReplayBuffer(capacity, spec["observation_dim"], spec["action_dim"])
     offline = offline_replay(config, task) if f.offline_mixing_ratio > 0 or dataset_warmup else None
     sampler = MixedSampler(replay, offline, f.offline_mixing_ratio) if f.offline_mixing_ratio > 0 else replay
+    if f.intervention_ratio > 0:
+        sampler = InterventionSampler(sampler, replay, f.intervention_ratio)
     if dataset_warmup:
         picks = np.random.default_rng(config.seed + 2).choice(len(offline), min(f.warmup_steps, len(offline)), replace=False)
         replay.add_from(offline, np.sort(picks))

@@ -318,7 +318,8 @@ def format_status(s: Any) -> str:
         f"mode {s.mode}; env steps {s.env_steps} (processed {s.processed_steps}, warmup {s.warmup_steps}{', training' if s.training else ', warming up'})",
         f"updates {s.updates} fused ({s.critic_updates} critic); achieved UTD {s.achieved_utd:.2f} "
         f"({f'target {s.target_utd:g}' if s.target_utd else 'no cap'}); policy version {s.policy_version}",
-        f"buffer {s.buffer_size}; episodes {s.episodes} (recent return {s.recent_return:.2f}); rejected batches {s.rejected_batches}, duplicates {s.duplicate_batches}",
+        f"buffer {s.buffer_size}; episodes {s.episodes} (recent return {s.recent_return:.2f}); rejected batches {s.rejected_batches}, duplicates {s.duplicate_batches}; "
+        f"interventions {s.intervention_steps}",
         f"connected actors: {len(s.actors)}",
     ]
     for a in s.actors:

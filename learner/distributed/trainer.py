@@ -193,6 +193,7 @@ class Trainer:
         self.rejected = 0
         self.duplicates = 0
         self.conflicts = 0
+        self.intervention_steps = 0  # inserted transitions whose action a human chose
         # Largest |reward| of any accepted transition: bounds a plausible episode return.
         self.max_abs_reward = float(np.max(np.abs(self.replay.data["rewards"][: len(self.replay)]))) if len(self.replay) else 0.0
         self.policy_version = 0
@@ -427,6 +428,7 @@ class Trainer:
                 "rejected_batches": self.rejected,
                 "duplicate_batches": self.duplicates,
                 "conflicting_batches": self.conflicts,
+                "intervention_steps": self.intervention_steps,
                 "error": self.error,
                 # The run id is the run's secret: only a label of it is shown.
                 "actors": [
@@ -554,8 +556,10 @@ class Trainer:
 
     def _insert(self, actor_id: str, run_id: str, arrays: dict, i: int) -> None:
         end = bool(arrays["episode_ends"][i])
+        intervention = bool(arrays["interventions"][i]) if "interventions" in arrays else False
         slot = self.replay.add(
-            arrays["observations"][i], arrays["actions"][i], arrays["rewards"][i], arrays["next_observations"][i], bool(arrays["terminals"][i])
+            arrays["observations"][i], arrays["actions"][i], arrays["rewards"][i], arrays["next_observations"][i], bool(arrays["terminals"][i]),
+            intervention,
         )
         if self.uses_mc_returns:
             # CalQL's MC return-to-go, filled in when the episode ends (as Finetuner does).
@@ -571,6 +575,7 @@ class Trainer:
                 self.replay.set_mc_returns(np.asarray(slots), returns)
         with self.cond:
             self.processed += 1
+            self.intervention_steps += intervention
             if end:
                 self._episode_ends.setdefault((actor_id, run_id), collections.deque()).append(self.processed)
         if end and self._episode_reports.get((actor_id, run_id)):
@@ -683,7 +688,8 @@ def save_learner_state(trainer: Trainer, directory: str) -> Path:
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     with trainer.cond:
-        counters = {k: getattr(trainer, k) for k in ("env_steps", "processed", "updates", "episodes", "policy_version", "rejected", "duplicates", "conflicts")}
+        counters = {k: getattr(trainer, k) for k in ("env_steps", "processed", "updates", "episodes", "policy_version", "rejected", "duplicates", "conflicts",
+                                                     "intervention_steps")}
         actors = {
             a: {"next_sequence": dict(r.next_sequence), "run_id": r.run_id, "accepted": r.accepted,
                 "digests": {run: [[int(q), d.hex()] for q, d in table.items()] for run, table in r.digests.items()}}
@@ -699,7 +705,8 @@ def save_learner_state(trainer: Trainer, directory: str) -> Path:
         "counters": json.dumps(counters),
         "actors": json.dumps(actors),
         "sample_rng": json.dumps(trainer.sample_rng.bit_generator.state),
-        "replay": {"data": {k: v[: replay._size] for k, v in replay.data.items()}, "next": replay._next, "size": replay._size, "capacity": replay.capacity},
+        "replay": {"data": {k: v[: replay._size] for k, v in replay.data.items()}, "interventions": replay.interventions[: replay._size],
+                   "next": replay._next, "size": replay._size, "capacity": replay.capacity},
         "queue": {str(i): q for i, q in enumerate(queue)},
         "open_episodes": json.dumps([[a, r, [int(x) for x in slots], rewards] for (a, r), (slots, rewards) in trainer._episodes.items()]),
     }
@@ -741,10 +748,12 @@ def load_learner_state(trainer: Trainer, directory: str) -> None:
                               f"{trainer.replay.data['observations'].shape} (finetune.replay_capacity / num_steps differ)")
     for name, array in replay["data"].items():
         trainer.replay.data[name][: len(array)] = array
+    if "interventions" in replay:  # (states saved before interventions travelled have none)
+        trainer.replay.interventions[: len(replay["interventions"])] = replay["interventions"]
     trainer.replay._next, trainer.replay._size = int(replay["next"]), int(replay["size"])
     trainer.sample_rng.bit_generator.state = json.loads(state["sample_rng"])
     with trainer.cond:
-        for key in ("env_steps", "processed", "updates", "episodes", "rejected", "duplicates", "conflicts"):
+        for key in ("env_steps", "processed", "updates", "episodes", "rejected", "duplicates", "conflicts", "intervention_steps"):
             setattr(trainer, key, int(counters.get(key, 0)))
         # The restored agent is served at once; versions keep counting fused updates.
         trainer.policy_version, trainer.policy_params = trainer.updates, trainer.agent.actor.params

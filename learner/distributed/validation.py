@@ -93,6 +93,9 @@ def batch_digest(batch: pb.TransitionBatch) -> bytes:
         t = getattr(batch, field)
         h.update(t.dtype.encode() + b"\0" + struct.pack(f"<Q{len(t.shape)}q", len(t.shape), *t.shape) + struct.pack("<Q", len(t.data)))
         h.update(t.data)
+    if batch.HasField("interventions"):  # optional: batches without it hash as before
+        t = batch.interventions
+        h.update(b"interventions\0" + t.dtype.encode() + b"\0" + struct.pack(f"<Q{len(t.shape)}q", len(t.shape), *t.shape) + t.data)
     return h.digest()
 
 
@@ -103,7 +106,7 @@ def max_request_bytes(spec: Mapping, max_batch_size: int) -> int:
     handshake, times RECEIVE_HEADROOM, plus RECEIVE_EXTRA_BYTES (ids, tensor headers, framing).
     Grows with the spec (e.g. camera observations), so nothing is hard-coded."""
     obs, act = int(spec["observation_dim"]), int(spec["action_dim"])
-    row = 4 * (2 * obs + act + 1) + 2
+    row = 4 * (2 * obs + act + 1) + 3  # + bool terminals, episode ends and interventions
     batch = max_batch_size * row
     report = MAX_EPISODES_PER_REPORT * 40  # an Episode: a double, two varints, a bool, tags
     handshake = 2 * 11 * act + MAX_TASK_CHARS + 4 * 64
@@ -173,4 +176,23 @@ def validate_batch(batch: pb.TransitionBatch, spec: Mapping, max_batch_size: int
         raise _invalid("actions", f"row {row} = {actions[row].tolist()} is outside the bounds [{ACTION_LOW}, {ACTION_HIGH}]")
     if np.any(arrays["terminals"] & ~arrays["episode_ends"]):
         raise _invalid("episode_ends", "a terminal step must also end its episode")
+    arrays["interventions"] = _optional_flags(batch, "interventions", len(actions))
     return arrays
+
+
+def _optional_flags(batch: pb.TransitionBatch, field: str, n: int) -> np.ndarray:
+    """An optional bool (N,) tensor of the batch; all False when absent."""
+    if not batch.HasField(field):
+        return np.zeros(n, bool)
+    tensor = getattr(batch, field)
+    if tensor.dtype != "bool":
+        raise _invalid(f"{field}.dtype", f"got {short(tensor.dtype)}, expected 'bool'")
+    if list(tensor.shape) != [n]:
+        raise _invalid(f"{field}.shape", f"got {short(list(tensor.shape))}, expected [{n}] (one flag per transition)")
+    try:
+        array = decode_tensor(tensor, field)
+    except WireError as e:
+        raise _invalid(e.field, str(e).split(": ", 1)[1]) from None
+    if not np.all(np.frombuffer(tensor.data, np.uint8) <= 1):
+        raise _invalid(f"{field}.data", "bool bytes must be 0 or 1")
+    return array
