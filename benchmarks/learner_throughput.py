@@ -153,19 +153,23 @@ def _dense_macs(dims) -> int:
     return sum(a * b for a, b in zip(dims[:-1], dims[1:]))
 
 
+def network_macs(config, obs_dim: int, act_dim: int) -> tuple[int, int, int, int]:
+    """Multiply-adds per sample: (critic forward, critic input gradients of every layer but
+    the first, policy forward, policy input gradients of every layer but the first)."""
+    critic_dims = (obs_dim + act_dim,) + tuple(config.critic_hidden_dims) + (1,)
+    heads = 2 if config.std_parameterization == "exp" else 1
+    actor = tuple(config.actor_hidden_dims)
+    p_fwd = _dense_macs((obs_dim,) + actor) + actor[-1] * act_dim * heads
+    return _dense_macs(critic_dims), _dense_macs(critic_dims[1:]), p_fwd, p_fwd - obs_dim * actor[0]
+
+
 def flop_counts(config, obs_dim: int, act_dim: int, num_updates: int = 4) -> dict:
     """Analytic FLOPs of one critic update and of one fused environment step."""
     E, B = config.critic_ensemble_size, config.batch_size
     n_next = config.max_target_backup_num_actions if config.max_target_backup == "sampled_actions" else 1
     n_target = E if config.max_target_backup == "ensemble_max" else config.critic_subsample_size
     hidden = tuple(config.critic_hidden_dims)
-    critic_dims = (obs_dim + act_dim,) + hidden + (1,)
-    c_fwd = _dense_macs(critic_dims)  # per sample and critic
-    c_dx = _dense_macs(critic_dims[1:])  # input gradients of every layer but the first
-    heads = 2 if config.std_parameterization == "exp" else 1
-    actor = tuple(config.actor_hidden_dims)
-    p_fwd = _dense_macs((obs_dim,) + actor) + actor[-1] * act_dim * heads
-    p_dx = p_fwd - obs_dim * actor[0]
+    c_fwd, c_dx, p_fwd, p_dx = network_macs(config, obs_dim, act_dim)
 
     ensemble = 2 * E * B * (2 * c_fwd + c_dx)  # forward, weight gradients, input gradients
     target = 2 * n_target * B * n_next * c_fwd

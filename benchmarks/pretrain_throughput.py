@@ -36,13 +36,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from learner_throughput import network_macs  # noqa: E402  (the same per-sample counts as the SAC step's)
 
 # Observation and action dimensions of each family's default task.
 DIMS = {"pointmass": (2, 2), "pointmaze": (4, 2), "locomotion": (11, 3), "antmaze": (29, 8), "adroit": (39, 28), "kitchen": (59, 9)}
-
-
-def _dense_macs(dims) -> int:
-    return sum(a * b for a, b in zip(dims[:-1], dims[1:]))
 
 
 def pretrain_flops(config, obs_dim: int, act_dim: int) -> dict:
@@ -54,13 +53,7 @@ def pretrain_flops(config, obs_dim: int, act_dim: int) -> dict:
     n_target = E if backup == "ensemble_max" else config.critic_subsample_size
     penalized = config.critic_subsample_size if config.cql_penalty_critics == "subsample" else E
     hidden = tuple(config.critic_hidden_dims)
-    critic_dims = (obs_dim + act_dim,) + hidden + (1,)
-    c_fwd = _dense_macs(critic_dims)  # per sample and critic
-    c_dx = _dense_macs(critic_dims[1:])  # input gradients of every layer but the first
-    heads = 2 if config.std_parameterization == "exp" else 1
-    actor = tuple(config.actor_hidden_dims)
-    p_fwd = _dense_macs((obs_dim,) + actor) + actor[-1] * act_dim * heads
-    p_dx = p_fwd - obs_dim * actor[0]
+    c_fwd, c_dx, p_fwd, p_dx = network_macs(config, obs_dim, act_dim)  # per sample (and critic)
     parts = {
         "td_ensemble": 2 * E * B * (2 * c_fwd + c_dx),  # forward, weight and input gradients
         "target": 2 * B * n_next * (n_target * c_fwd + p_fwd),  # next actions + target critics

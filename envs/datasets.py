@@ -39,6 +39,19 @@ class OfflineDataset:
     def __len__(self) -> int:
         return len(self.observations)
 
+    @classmethod
+    def from_columns(cls, columns: dict) -> "OfflineDataset":
+        """A dataset from per-transition lists (or arrays) under the field names, cast to the
+        fields' dtypes (what the generators collect step by step)."""
+        return cls(
+            observations=np.asarray(columns["observations"], np.float32),
+            actions=np.asarray(columns["actions"], np.float32),
+            rewards=np.asarray(columns["rewards"], np.float32),
+            next_observations=np.asarray(columns["next_observations"], np.float32),
+            terminals=np.asarray(columns["terminals"], np.float32),
+            episode_ends=np.asarray(columns["episode_ends"], bool),
+        )
+
     @property
     def num_episodes(self) -> int:
         return int(self.episode_ends.sum())
@@ -149,11 +162,4 @@ def collect_dataset(
             observation, total = next_observation, total + float(reward)
         if on_episode is not None:
             on_episode(total)
-    return OfflineDataset(
-        observations=np.asarray(columns["observations"], np.float32),
-        actions=np.asarray(columns["actions"], np.float32),
-        rewards=np.asarray(columns["rewards"], np.float32),
-        next_observations=np.asarray(columns["next_observations"], np.float32),
-        terminals=np.asarray(columns["terminals"], np.float32),
-        episode_ends=np.asarray(columns["episode_ends"], bool),
-    )
+    return OfflineDataset.from_columns(columns)

@@ -225,14 +225,7 @@ def generate_kitchen_dataset(
         })
     seconds = time.perf_counter() - start_time
     env.close()
-    dataset = OfflineDataset(
-        observations=np.asarray(columns["observations"], np.float32),
-        actions=np.asarray(columns["actions"], np.float32),
-        rewards=np.asarray(columns["rewards"], np.float32),
-        next_observations=np.asarray(columns["next_observations"], np.float32),
-        terminals=np.asarray(columns["terminals"], np.float32),
-        episode_ends=np.asarray(columns["episode_ends"], bool),
-    )
+    dataset = OfflineDataset.from_columns(columns)
     per_episode = np.array([e["target_subtasks_completed"] for e in episodes])
     card = {
         "task": task.name,

@@ -120,9 +120,17 @@ class Evaluations:
         stats = dict(stats)
         check_stats(stats, self.episodes)
         stats.pop("episodes", None)
-        row = {**stats, "policy_version": version, "updates": updates}
+        return self._record(step, {**stats, "policy_version": version, "updates": updates}, replace=False)
+
+    def record_local(self, step: int, stats: dict, version: int, updates: int) -> None:
+        """A result the learner computed itself (its final evaluation without an evaluator)."""
+        self._record(step, {**stats, "policy_version": version, "updates": updates}, replace=True)
+
+    def _record(self, step: int, row: dict, replace: bool) -> bool:
+        """Stores and logs `row` as the evaluation of `step`; False (nothing logged) when the
+        step already has one and `replace` is False."""
         with self.lock:
-            if step in self.results:
+            if step in self.results and not replace:
                 return False
             self.results[step] = row
             self.pending.pop(step, None)
@@ -131,17 +139,6 @@ class Evaluations:
             with self.log_lock:
                 self.logger.log("eval", step, row)
         return True
-
-    def record_local(self, step: int, stats: dict, version: int, updates: int) -> None:
-        """A result the learner computed itself (its final evaluation without an evaluator)."""
-        row = {**stats, "policy_version": version, "updates": updates}
-        with self.lock:
-            self.results[step] = row
-            self.pending.pop(step, None)
-            self._chunks.pop(step, None)
-        if self.logger is not None:
-            with self.log_lock:
-                self.logger.log("eval", step, row)
 
     def finished(self, processed: int) -> bool:
         with self.lock:
