@@ -386,11 +386,11 @@ def test_actor_records_expire_and_are_bounded():
 
 
 def test_receive_limit_follows_the_spec_and_max_batch_size(server):
-    # pointmass (2, 2), max_batch_size 16: a batch row is 4 x (2 + 2 + 2 + 1) + 2 = 30 bytes, so
+    # pointmass (2, 2), max_batch_size 16: a batch row is 4 x (2 + 2 + 2 + 1) + 3 = 31 bytes, so
     # the largest request is the episode report (1024 x 40 bytes): 40960 x 1.25 + 64 KiB.
     assert server.max_receive_bytes == max_request_bytes(SPEC, 16) == 116736
     camera = {"observation_dim": 64 * 64 * 3, "action_dim": 7}
-    assert max_request_bytes(camera, 1024) == int(1024 * (4 * (2 * 12288 + 7 + 1) + 2) * 1.25) + 65536  # ~126 MB: grows with the spec
+    assert max_request_bytes(camera, 1024) == int(1024 * (4 * (2 * 12288 + 7 + 1) + 3) * 1.25) + 65536  # ~126 MB: grows with the spec
     client = LearnerClient(server.address)
     try:
         hello(client)
