@@ -45,6 +45,7 @@ import jax
 import numpy as np
 
 from actor.envs import to_policy_units
+from actor.interrupts import SignalSafeEvent
 from actor.loop import ActorLoop, ActorSettings
 from actor.teleop import close_teleop, make_teleop
 from envs.robot import (
@@ -234,8 +235,12 @@ class RobotActor(ActorLoop):
         self._base_low = np.asarray(self._base_space.low, np.float64)
         self._base_high = np.asarray(self._base_space.high, np.float64)
         self.sender = BatchSender(self, settings.queue_batches)
-        self._paused = threading.Event()
-        self._estop = threading.Event()
+        # Set from signal handlers (SIGUSR1/SIGUSR2/SIGQUIT) while the control loop may be in
+        # `_estop.wait`: a threading.Event's lock is not reentrant, so a handler landing while the
+        # loop holds it would deadlock the robot. These flags take no lock; a wait polls every
+        # 2 ms and ends exactly at its timeout, so the control period keeps its precision.
+        self._paused = SignalSafeEvent(poll_s=0.002)
+        self._estop = SignalSafeEvent(poll_s=0.002)
         self._closing = threading.Event()
         self._pull_request = threading.Event()
         self._fresh_lock = threading.Lock()
