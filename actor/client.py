@@ -81,6 +81,12 @@ class LearnerClient:
     def report(self, request: pb.ReportEpisodesRequest) -> pb.ReportEpisodesResponse:
         return self.stub.ReportEpisodes(request, timeout=30.0, metadata=self.metadata)
 
+    def report_state(self, request: pb.ActorStateReport, timeout_s: float = 2.0) -> pb.ActorStateResponse:
+        return self.stub.ReportActorState(request, timeout=timeout_s, metadata=self.metadata)
+
+    def actor_command(self, request: pb.ActorCommandRequest) -> pb.ActorCommandResponse:
+        return self.stub.ActorCommand(request, timeout=request.wait_s + 10.0, metadata=self.metadata)
+
     def status(self) -> pb.StatusResponse:
         return self.stub.GetStatus(pb.GetStatusRequest(), timeout=10.0, metadata=self.metadata)
 

@@ -26,6 +26,10 @@ on e-stop, safety stop and shutdown; `info["safety_stop"]` ends the episode and 
 Control: `pause()` / `resume()` (SIGUSR1 / SIGUSR2 under `wsrl actor`) hold the robot (no steps,
 no calls) while the sender keeps sending; `emergency_stop()` (SIGQUIT) stops stepping within
 one control period, calls the env's `emergency_stop()`, then shuts down cleanly (flushing).
+A fourth thread reports the actor's state to the learner (ReportActorState: paused, e-stopped,
+control-period statistics) every STATE_EVERY_S and at once when it changes, so `wsrl status`
+shows a paused robot as paused; the answer carries the operator's remote commands (`wsrl
+pause|resume|estop`), carried out as the signals are and acknowledged in the next report.
 
 Timing statistics (period = step start to step start; work = act + env step + hand-off): the
 status line shows those of the steps since the previous line, the summary those of the run.
@@ -54,6 +58,8 @@ from envs.robot import (
 from protos.wsrl.v1 import learner_pb2 as pb
 
 PULL_INTERVAL_S = 2.0  # background policy polls between episode-end requests
+STATE_EVERY_S = 0.5  # state reports (heartbeat; remote commands arrive with their answers)
+RECENT_STEPS = 1000  # the p99 of the reported control-period statistics is over these steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,6 +248,14 @@ class RobotActor(ActorLoop):
         self._paused = SignalSafeEvent(poll_s=0.002)
         self._estop = SignalSafeEvent(poll_s=0.002)
         self._closing = threading.Event()
+        self._pause_reason = ""
+        # State reports: woken (from signal handlers too) when the state changes.
+        self._state_wake = SignalSafeEvent(poll_s=0.01)
+        self._state_lock = threading.Lock()
+        self._state_thread: Optional[threading.Thread] = None
+        self._acked_command = 0  # the highest remote command id carried out
+        self._command_source = ""  # the learner_id those ids count in
+        self.remote_commands = 0
         self._pull_request = threading.Event()
         self._fresh_lock = threading.Lock()
         self._fresh: Optional[tuple] = None  # (version, params, learner id) not yet adopted
@@ -266,6 +280,11 @@ class RobotActor(ActorLoop):
         self.work_times: collections.deque = collections.deque(maxlen=100_000)  # step work, s
         self.handoff_times: collections.deque = collections.deque(maxlen=100_000)  # batch build + queue put, s
         self.period_max = 0.0  # over the whole run (the deques keep the last 100,000 steps)
+        # For the state reports (read by another thread: under _stats_lock).
+        self._stats_lock = threading.Lock()
+        self._period_sum, self._period_count, self._control_steps = 0.0, 0, 0
+        self._recent_periods: collections.deque = collections.deque(maxlen=RECENT_STEPS)
+        self._recent_work: collections.deque = collections.deque(maxlen=RECENT_STEPS)
         self._window = self._new_window()  # since the last status line
 
     @staticmethod
@@ -305,22 +324,82 @@ class RobotActor(ActorLoop):
 
     # ---- operator controls (thread- and signal-safe: they only set events) ----------
 
-    def pause(self) -> None:
+    def pause(self, reason: str = "operator") -> None:
         """Hold the robot: no more steps (and no env calls) until `resume()`; data keeps flowing."""
         if not self._paused.is_set():
-            self._paused.set()
-            print(f"[wsrl actor] {self.actor_id}: paused (resume: SIGUSR2)", flush=True)
+            self._hold(reason)
+            print(f"[wsrl actor] {self.actor_id}: paused{' by the learner (wsrl pause)' if reason == 'remote' else ''} "
+                  "(resume: SIGUSR2 or wsrl resume)", flush=True)
+
+    def _hold(self, reason: str) -> None:
+        self._pause_reason = reason
+        self._paused.set()
+        self._state_wake.set()  # the learner hears of it now, not at the next heartbeat
 
     def resume(self) -> None:
         """Continue stepping after `pause()` or a safety stop."""
         if self._paused.is_set():
             self._paused.clear()
+            self._pause_reason = ""
+            self._state_wake.set()
             print(f"[wsrl actor] {self.actor_id}: resumed", flush=True)
 
     def emergency_stop(self) -> None:
         """Stop stepping within one control period, call the env's `emergency_stop()`, then
         shut down cleanly (the data collected so far is flushed)."""
         self._estop.set()
+        self._state_wake.set()
+
+    def control_stats(self) -> pb.ControlStats:
+        """The run's control-period statistics for the learner: mean and max period and the
+        overruns over the run, p99 of period and work over the last RECENT_STEPS steps."""
+        with self._stats_lock:
+            periods, work = list(self._recent_periods), list(self._recent_work)
+            total, count, steps = self._period_sum, self._period_count, self._control_steps
+        recent = period_stats(periods, work, self.period)
+        return pb.ControlStats(control_hz=self.control_hz, steps=steps, period_mean_ms=1e3 * total / count if count else 0.0,
+                               period_p99_ms=recent["period_p99_ms"] if periods else 0.0, period_max_ms=1e3 * self.period_max,
+                               work_p99_ms=recent["work_p99_ms"] if work else 0.0, overruns=min(self.overruns, steps))
+
+    def report_state(self, timeout_s: float = 2.0) -> bool:
+        """One ReportActorState call; carries out the remote commands of its answer (each
+        once, in order) and acknowledges them in the next report (sent at once). False when
+        the learner could not be reached."""
+        with self._state_lock:
+            request = pb.ActorStateReport(actor_id=self.actor_id, run_id=self.run_id, paused=self.paused, estopped=self._estop.is_set(),
+                                          pause_reason=self._pause_reason[:64], control=self.control_stats(),
+                                          acked_command=self._acked_command, learner_id=self._command_source)
+            try:
+                answer = self.client.report_state(request, timeout_s)
+            except grpc.RpcError:
+                return False
+            if answer.learner_id != self._command_source:  # a (restarted) learner counts its ids anew
+                self._command_source, self._acked_command = answer.learner_id, 0
+            for command in answer.commands:
+                if command.id > self._acked_command:
+                    self._apply_command(command.kind)
+                    self._acked_command = command.id
+                    self._state_wake.set()
+            return True
+
+    def _apply_command(self, kind: int) -> None:
+        self.remote_commands += 1
+        if kind == pb.ACTOR_COMMAND_PAUSE:
+            self.pause("remote")
+        elif kind == pb.ACTOR_COMMAND_RESUME:
+            self.resume()
+        elif kind == pb.ACTOR_COMMAND_ESTOP:
+            print(f"[wsrl actor] {self.actor_id}: EMERGENCY STOP from the learner (wsrl estop)", flush=True)
+            self.emergency_stop()
+
+    def _state_loop(self) -> None:
+        """Reports the state every STATE_EVERY_S, and at once after a change."""
+        while not self._closing.is_set():
+            self._state_wake.wait(STATE_EVERY_S)
+            self._state_wake.clear()
+            if self._closing.is_set():
+                return
+            self.report_state()
 
     @property
     def paused(self) -> bool:
@@ -340,6 +419,8 @@ class RobotActor(ActorLoop):
         self.sender.start()
         self._puller = threading.Thread(target=self._pull_loop, name="wsrl-robot-puller", daemon=True)
         self._puller.start()
+        self._state_thread = threading.Thread(target=self._state_loop, name="wsrl-robot-state", daemon=True)
+        self._state_thread.start()
         return hello
 
     def _pull_loop(self) -> None:
@@ -408,7 +489,7 @@ class RobotActor(ActorLoop):
                 print(f"[wsrl actor] {self.actor_id}: WORKSPACE LIMIT: the reset left the position "
                       f"{np.round(self._workspace_position, 4).tolist()} outside [{self.workspace.low.tolist()}, {self.workspace.high.tolist()}]; "
                       "actor paused (resume with SIGUSR2 once the robot is back inside)", flush=True)
-                self._paused.set()
+                self._hold("workspace limit")
                 return
         self._observation = np.asarray(observation, np.float32).reshape(-1)
         self._adopt_policy()
@@ -556,11 +637,18 @@ class RobotActor(ActorLoop):
                     self.periods.append(started - self._prev_tick)
                     window["periods"].append(started - self._prev_tick)
                     self.period_max = max(self.period_max, started - self._prev_tick)
+                    with self._stats_lock:
+                        self._recent_periods.append(started - self._prev_tick)
+                        self._period_sum += started - self._prev_tick
+                        self._period_count += 1
                 self._prev_tick = started
                 safety = self._robot_step()
                 work = time.monotonic() - started
                 self.work_times.append(work)
                 window["work"].append(work)
+                with self._stats_lock:
+                    self._recent_work.append(work)
+                    self._control_steps += 1
                 if work > period:
                     self.overruns += 1
                     self._ep_counts["overruns"] += 1
@@ -572,7 +660,7 @@ class RobotActor(ActorLoop):
                     self._call_emergency_stop(estop=False)
                     print(f"[wsrl actor] {self.actor_id}: SAFETY STOP: robot stopped, actor paused "
                           "(resume with SIGUSR2 once the scene is safe)", flush=True)
-                    self._paused.set()
+                    self._hold("safety stop")
             if self._estop.is_set():
                 self._call_emergency_stop()
                 print(f"[wsrl actor] {self.actor_id}: EMERGENCY STOP: robot stopped; flushing and exiting", flush=True)
@@ -580,6 +668,8 @@ class RobotActor(ActorLoop):
             if self._pending:
                 self._hand_off()
             delivered = self.sender.finish(self.settings.flush_timeout_s)
+            if self._state_thread is not None:
+                self.report_state(timeout_s=1.0)  # the last state (e.g. e-stopped), best effort
             self._closing.set()
             self._pull_request.set()
         self.report()

@@ -1,4 +1,5 @@
-"""`wsrl learner`, `wsrl actor`, `wsrl run` and `wsrl status`: argument parsing and commands.
+"""`wsrl learner`, `wsrl actor`, `wsrl run`, `wsrl status` and the operator commands `wsrl pause`,
+`wsrl resume` and `wsrl estop`: argument parsing and commands.
 
 `learner.cli` calls `add_commands` to register the subcommands and `run_command` to run one.
 Module-level imports stay light (no jax, no grpc) so `wsrl --help` is fast and a spawned
@@ -15,7 +16,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-COMMANDS = ("learner", "actor", "run", "status")
+COMMANDS = ("learner", "actor", "run", "status", "pause", "resume", "estop")
+# The operator commands to a robot actor (ActorCommand) and what each does there.
+ACTOR_COMMANDS = {"pause": "hold the robot (as SIGUSR1)", "resume": "continue after a pause or a safety stop (as SIGUSR2)",
+                  "estop": "emergency stop: the actor stops the robot, flushes and exits with status 3 (as SIGQUIT)"}
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +50,8 @@ def _add_auth_args(p: argparse.ArgumentParser, server: bool) -> None:
         p.add_argument("--tls-cert", default=None, help="PEM server certificate (with --tls-key) to serve TLS")
         p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
         p.add_argument("--actor-tokens", default=None, metavar="FILE", help="per-actor tokens: lines 'ACTOR_ID TOKEN'; a call with one of them is served for that actor id only")
+        p.add_argument("--admin-token", default=None, help="token for the operator commands wsrl pause/resume/estop (default: $WSRL_ADMIN_TOKEN; "
+                       "at least 16 characters, unlike every other token); off loopback they are refused without one")
     else:
         p.add_argument("--tls-ca", default=None, help="PEM root certificate to connect over TLS")
 
@@ -110,6 +116,14 @@ def add_commands(subparsers: Any, add_config_args: Optional[Callable[[argparse.A
     p.add_argument("address", metavar="HOST:PORT")
     p.add_argument("--token", default=None, help="status token (default: $WSRL_STATUS_TOKEN)")
     p.add_argument("--tls-ca", default=None, help="PEM root certificate to connect over TLS")
+
+    for name, what in ACTOR_COMMANDS.items():
+        p = subparsers.add_parser(name, help=f"robot actor ACTOR_ID, through the learner: {what}")
+        p.add_argument("address", metavar="HOST:PORT", help="the learner's address")
+        p.add_argument("actor_id", metavar="ACTOR_ID", help="the actor's id (as `wsrl status` lists it)")
+        p.add_argument("--token", default=None, help="the learner's admin token (default: $WSRL_ADMIN_TOKEN)")
+        p.add_argument("--tls-ca", default=None, help="PEM root certificate to connect over TLS")
+        p.add_argument("--wait", type=float, default=5.0, metavar="SECONDS", help="wait this long for the actor to acknowledge (default 5; at most 30)")
 
 
 def _floats(text: str) -> tuple:
@@ -239,6 +253,7 @@ def run_command(args: argparse.Namespace, config: Any = None) -> int:
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             actor_tokens=args.actor_tokens,
+            admin_token=args.admin_token or os.environ.get("WSRL_ADMIN_TOKEN") or None,
             stop_at_num_steps=not args.forever,
             resume=args.resume,
             stop=stop.requested,
@@ -249,6 +264,8 @@ def run_command(args: argparse.Namespace, config: Any = None) -> int:
         return _run_actor_command(args)
     if args.command == "status":
         return print_status(args.address, args.token or os.environ.get("WSRL_STATUS_TOKEN"), args.tls_ca)
+    if args.command in ACTOR_COMMANDS:
+        return send_actor_command(args.address, args.actor_id, args.command, args.token or os.environ.get("WSRL_ADMIN_TOKEN"), args.tls_ca, args.wait)
     if args.command == "run":
         from learner.startup import check_start
 
@@ -323,8 +340,43 @@ def format_status(s: Any) -> str:
         f"connected actors: {len(s.actors)}",
     ]
     for a in s.actors:
-        lines.append(f"  {a.actor_id} (run {a.run_label}): {a.env_steps} env steps, {a.pending} pending, seen {a.seconds_since_seen:.1f} s ago")
+        state = " E-STOPPED;" if a.estopped else (f" PAUSED ({a.pause_reason or 'operator'});" if a.paused else "")
+        line = f"  {a.actor_id} (run {a.run_label}):{state} {a.env_steps} env steps, {a.pending} pending, seen {a.seconds_since_seen:.1f} s ago"
+        if a.HasField("control"):
+            c = a.control
+            line += (f"; control at {c.control_hz:g} Hz: period mean {c.period_mean_ms:.2f} ms, p99 {c.period_p99_ms:.2f} ms, "
+                     f"max {c.period_max_ms:.2f} ms, {c.overruns} overruns in {c.steps} steps")
+        lines.append(line)
     return "\n".join(lines)
+
+
+def send_actor_command(address: str, actor_id: str, command: str, token: Optional[str] = None, tls_ca: Optional[str] = None, wait_s: float = 5.0) -> int:
+    """`wsrl pause|resume|estop HOST:PORT ACTOR_ID`: queues the command at the learner and waits
+    up to `wait_s` for the actor to acknowledge it. 0: acknowledged; 1: refused, unreachable or
+    not acknowledged in time (it stays queued: the actor carries it out at its next report)."""
+    import grpc
+
+    from actor.client import LearnerClient, connection_hint
+    from protos.wsrl.v1 import learner_pb2 as pb
+
+    if not 0 <= wait_s <= 30:
+        raise ValueError(f"--wait: got {wait_s:g}, expected 0..30 seconds")
+    kind = {"pause": pb.ACTOR_COMMAND_PAUSE, "resume": pb.ACTOR_COMMAND_RESUME, "estop": pb.ACTOR_COMMAND_ESTOP}[command]
+    client = LearnerClient(address, token, tls_ca)
+    try:
+        answer = client.actor_command(pb.ActorCommandRequest(actor_id=actor_id, kind=kind, wait_s=wait_s))
+    except grpc.RpcError as e:
+        hint = connection_hint(address, tls_ca) if e.code() == grpc.StatusCode.UNAVAILABLE else ""
+        print(f"wsrl {command}: {address}: {e.code().name}: {e.details()}" + (f"\nwsrl {command}: {hint}" if hint else ""), file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    if answer.acknowledged:
+        print(f"wsrl {command}: {actor_id} (run {answer.run_label}) acknowledged {command} after {answer.seconds:.2f} s", flush=True)
+        return 0
+    print(f"wsrl {command}: queued for {actor_id} (run {answer.run_label}, last seen {answer.seconds_since_seen:.1f} s before), NOT acknowledged "
+          f"within {wait_s:g} s; it stays queued for this run and is carried out at the actor's next state report", file=sys.stderr)
+    return 1
 
 
 def print_status(address: str, token: Optional[str] = None, tls_ca: Optional[str] = None) -> int:
@@ -391,6 +443,7 @@ def serve_learner(
     command: str = "learner",
     actor_tokens: Optional[str] = None,
     launch: Optional[dict] = None,
+    admin_token: Optional[str] = None,
 ) -> Path:
     """Runs the learner server until `stop` (a threading.Event; `wsrl learner` sets it on
     SIGINT/SIGTERM) is set or (with `stop_at_num_steps`) `finetune.num_steps` env steps have
@@ -398,6 +451,7 @@ def serve_learner(
     `summary.json` into the run directory; returns it. `ready(address, banner)` is called once
     the server listens. `actor_tokens`: a per-actor tokens file (`server.read_actor_tokens`).
     `launch`: the command's launch settings, saved as RUN_DIR/launch.json for `--resume`.
+    `admin_token`: the token of ActorCommand (`wsrl pause|resume|estop`).
     A start that fails leaves the run directory as it was."""
     import threading
 
@@ -436,7 +490,7 @@ def serve_learner(
                 # Rows after the saved step are replaced, not duplicated; the counters row at the
                 # saved step is written again as the resumed learner starts.
                 logger.resume_at(trainer.processed, restart_groups=("learner",))
-            server = LearnerServer(trainer, address, token, status_token, tls_cert, tls_key, actor_tokens=tokens).start()
+            server = LearnerServer(trainer, address, token, status_token, tls_cert, tls_key, actor_tokens=tokens, admin_token=admin_token).start()
         except BaseException:
             logger.close()
             raise

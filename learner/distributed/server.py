@@ -4,7 +4,9 @@ Handlers validate, hand batches to the `Trainer` and answer; they never run JAX 
 Binds 127.0.0.1 by default; any other address needs an auth token (call metadata
 `authorization: Bearer <token>`, compared in constant time) and may use TLS: the shared token
 (any actor id) and/or per-actor tokens (each good for one actor id only). GetStatus needs its
-own status token when one is configured (and always off loopback).
+own status token when one is configured (and always off loopback). ActorCommand (remote
+pause / resume / e-stop) needs the admin token (--admin-token) when one is configured, and
+always off loopback; the shared, per-actor and status tokens never grant it.
 
 Every request is bounded before it reaches the trainer: the receive limit follows from the
 spec and `max_batch_size` (`validation.max_request_bytes`), ids and sequence numbers are
@@ -20,6 +22,7 @@ import ipaddress
 import json
 import os
 import threading
+import time
 import uuid
 from concurrent import futures
 from pathlib import Path
@@ -36,6 +39,7 @@ from learner.distributed.trainer import (
     SequenceGap,
     TooManyActors,
     Trainer,
+    UnknownActor,
     UnknownRun,
 )
 from learner.distributed.validation import (
@@ -43,6 +47,8 @@ from learner.distributed.validation import (
     MAX_SEQUENCE,
     BatchRejected,
     batch_digest,
+    check_actor_id,
+    check_actor_state,
     check_ids,
     max_request_bytes,
     short,
@@ -55,7 +61,11 @@ from protos.wsrl.v1 import learner_pb2_grpc as pb_grpc
 SERVICE = "wsrl.v1.Learner"
 STATUS_METHODS = {f"/{SERVICE}/GetStatus"}
 # Calls whose request names the actor: an actor token is only good for its own actor id.
-ACTOR_METHODS = {f"/{SERVICE}/{m}" for m in ("Handshake", "PushTransitions", "PullPolicy", "ReportEpisodes")}
+ACTOR_METHODS = {f"/{SERVICE}/{m}" for m in ("Handshake", "PushTransitions", "PullPolicy", "ReportEpisodes", "ReportActorState")}
+# Operator commands to actors: only the admin token (never an actor's or the status token).
+ADMIN_METHODS = {f"/{SERVICE}/ActorCommand"}
+# ActorCommand answers within this long at most (its wait_s).
+MAX_COMMAND_WAIT_S = 30.0
 
 
 def is_loopback(host: str) -> bool:
@@ -168,8 +178,11 @@ class AuthInterceptor(grpc.ServerInterceptor):
     (PERMISSION_DENIED for another), and never for GetStatus. Health checks stay open, as load
     balancers expect."""
 
-    def __init__(self, token: Optional[str], status_token: Optional[str], status_open: bool, actor_tokens: Optional[dict] = None):
+    def __init__(self, token: Optional[str], status_token: Optional[str], status_open: bool, actor_tokens: Optional[dict] = None,
+                 admin_token: Optional[str] = None):
         self.token, self.status_token, self.status_open = token, status_token, status_open
+        # ActorCommand: the admin token; without one, open only where status is (loopback).
+        self.admin_token = admin_token
         # Compared as sha256 digests, so every comparison has the same length and time.
         self.actor_tokens = {hashlib.sha256(t.encode()).digest(): a for t, a in (actor_tokens or {}).items()}
 
@@ -189,6 +202,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if method in STATUS_METHODS:
             if self.status_token:
                 return self.status_token
+            return None if self.status_open else ""
+        if method in ADMIN_METHODS:
+            if self.admin_token:
+                return self.admin_token
             return None if self.status_open else ""
         if self.token is None and self.actor_tokens:
             return ""  # only per-actor tokens are accepted
@@ -210,10 +227,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if required == "":
             if method in STATUS_METHODS:
                 return _deny(handler, f"{method} is disabled off loopback without --status-token")
+            if method in ADMIN_METHODS:
+                return _deny(handler, f"{method} is disabled off loopback without --admin-token")
             return _deny(handler, f"{method} needs the shared --token (a per-actor token serves only its actor's "
                                   "Handshake, PushTransitions, PullPolicy and ReportEpisodes)")
         if not token_matches(metadata, required):
-            kind = "status token" if handler_call_details.method in STATUS_METHODS else "auth token"
+            kind = "status token" if method in STATUS_METHODS else "admin token" if method in ADMIN_METHODS else "auth token"
             return _deny(handler, f"missing or wrong {kind} (send metadata 'authorization: Bearer <token>')")
         return handler
 
@@ -507,9 +526,52 @@ class LearnerService(pb_grpc.LearnerServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         return pb.EvaluationAck(recorded=recorded, pending=len(e.pending))
 
+    # ---- robot actor state and operator commands ---------------------------------------
+
+    def ReportActorState(self, request: pb.ActorStateReport, context) -> pb.ActorStateResponse:
+        self._check(context)
+        try:
+            check_ids(request.actor_id, request.run_id)
+            state = check_actor_state(request)
+        except BatchRejected as e:
+            context.abort(e.code, str(e))
+        # Command ids count per learner process: an acknowledgement for another one means nothing.
+        acked = request.acked_command if request.learner_id == self.learner_id else 0
+        try:
+            commands = self.trainer.report_state(request.actor_id, request.run_id, state, acked)
+        except UnknownRun as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        return pb.ActorStateResponse(commands=[pb.QueuedCommand(id=i, kind=k) for i, k in commands], learner_id=self.learner_id)
+
+    def ActorCommand(self, request: pb.ActorCommandRequest, context) -> pb.ActorCommandResponse:
+        self._check(context)
+        try:
+            check_actor_id(request.actor_id)
+        except BatchRejected as e:
+            context.abort(e.code, str(e))
+        kinds = (pb.ACTOR_COMMAND_PAUSE, pb.ACTOR_COMMAND_RESUME, pb.ACTOR_COMMAND_ESTOP)
+        if request.kind not in kinds:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"field 'kind': got {request.kind}, expected one of "
+                          + ", ".join(f"{pb.ActorCommandKind.Name(k)} ({k})" for k in kinds))
+        if not 0 <= request.wait_s <= MAX_COMMAND_WAIT_S:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"field 'wait_s': got {request.wait_s!r}, expected 0..{MAX_COMMAND_WAIT_S:g} seconds")
+        started = time.monotonic()
+        try:
+            command_id, run_id, since_seen = self.trainer.queue_command(
+                request.actor_id, request.kind, exclusive=(pb.ACTOR_COMMAND_PAUSE, pb.ACTOR_COMMAND_RESUME))
+        except UnknownActor:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"field 'actor_id': no actor {short(request.actor_id)} has shaken hands with this learner "
+                          "(`wsrl status` lists the connected ones)")
+        acknowledged = request.wait_s > 0 and self.trainer.wait_command(request.actor_id, command_id, request.wait_s)
+        return pb.ActorCommandResponse(id=command_id, acknowledged=acknowledged, seconds=time.monotonic() - started,
+                                       run_label=codec.run_label(run_id), seconds_since_seen=since_seen)
+
     def GetStatus(self, request: pb.GetStatusRequest, context) -> pb.StatusResponse:
         s = self.trainer.status()
-        actors = [pb.ActorStatus(**a) for a in s.pop("actors")]  # labels, never run ids
+        actors = []
+        for a in s.pop("actors"):  # labels, never run ids
+            control = a.pop("control", None)
+            actors.append(pb.ActorStatus(**a, control=pb.ControlStats(**control) if control else None))
         s.pop("error")
         return pb.StatusResponse(actors=actors, **s)
 
@@ -546,8 +608,13 @@ class LearnerServer:
         tls_key: Optional[str] = None,
         max_workers: int = 32,
         actor_tokens: Optional[dict] = None,
+        admin_token: Optional[str] = None,
     ):
         host, _ = split_address(address)
+        admin_token = admin_token or None
+        if admin_token is not None and (len(admin_token) < 16 or admin_token in (token, status_token) or admin_token in (actor_tokens or {})):
+            raise ValueError("--admin-token: expected at least 16 characters, different from --token, --status-token and every per-actor token "
+                             "(whoever holds it can pause and e-stop the robots)")
         loopback = is_loopback(host)
         if not loopback and not token and not actor_tokens:
             raise ValueError(f"bind address {address!r} is not loopback: an auth token is required (--token or WSRL_TOKEN, or --actor-tokens)")
@@ -557,7 +624,7 @@ class LearnerServer:
         self.learner_id = uuid.uuid4().hex[:12]
         self.service = LearnerService(trainer, self.learner_id)
         self.health = health.HealthServicer()
-        interceptors = [AuthInterceptor(token, status_token, status_open=loopback, actor_tokens=actor_tokens)]
+        interceptors = [AuthInterceptor(token, status_token, status_open=loopback, actor_tokens=actor_tokens, admin_token=admin_token)]
         # What one request may weigh: a full batch of this spec (or a full episode report),
         # plus headroom; gRPC refuses anything larger with RESOURCE_EXHAUSTED before decoding.
         self.max_receive_bytes = max_request_bytes(trainer.spec, trainer.settings.max_batch_size)

@@ -128,6 +128,10 @@ class Conflict(Exception):
     """A batch under a (actor, run, sequence) already stored with other content."""
 
 
+class UnknownActor(Exception):
+    """No handshaken actor has this id (ActorCommand)."""
+
+
 class TooManyActors(Exception):
     """`max_actors` actor ids are known and none is idle long enough to be forgotten."""
 
@@ -144,6 +148,12 @@ class ActorRecord:
     run_seen: dict = dataclasses.field(default_factory=dict)  # run id -> last seen (monotonic)
     # run id -> {sequence: content digest} of its last `digest_window` stored batches
     digests: dict = dataclasses.field(default_factory=dict)
+    # A robot actor's latest ReportActorState (paused, estopped, pause_reason, control stats)
+    # and the operator commands queued for it: [(id, kind, run id, queued at)], at most one
+    # pause/resume (the latest wins) and one e-stop; `acked`: the highest id carried out.
+    state: dict = dataclasses.field(default_factory=dict)
+    commands: list = dataclasses.field(default_factory=list)
+    acked: int = 0
 
     def forget_run(self, run_id: str) -> None:
         for table in (self.next_sequence, self.run_seen, self.digests):
@@ -193,6 +203,7 @@ class Trainer:
         self.rejected = 0
         self.duplicates = 0
         self.conflicts = 0
+        self._command_id = 0  # the last operator command id handed out (ActorCommand)
         self.intervention_steps = 0  # inserted transitions whose action a human chose
         # Largest |reward| of any accepted transition: bounds a plausible episode return.
         self.max_abs_reward = float(np.max(np.abs(self.replay.data["rewards"][: len(self.replay)]))) if len(self.replay) else 0.0
@@ -356,6 +367,47 @@ class Trainer:
                 raise UnknownRun(f"actor {actor_id!r} with this run id is unknown to this learner: call Handshake first")
             record.last_seen = record.run_seen[run_id] = time.monotonic()
 
+    def report_state(self, actor_id: str, run_id: str, state: dict, acked: int) -> list[tuple[int, int]]:
+        """Records a robot actor's state (ReportActorState; the (actor, run) must have shaken
+        hands, else UnknownRun) and returns the commands queued for this run, [(id, kind)],
+        after dropping the acknowledged ones (id <= `acked`) and those of older runs."""
+        self.check_run(actor_id, run_id)
+        with self.cond:
+            record = self.actors[actor_id]
+            record.state = {**state, "at": time.monotonic()}
+            record.acked = max(record.acked, int(acked))
+            record.commands = [c for c in record.commands if c[0] > record.acked and c[2] == record.run_id]
+            self.cond.notify_all()
+            return [(c[0], c[1]) for c in record.commands if c[2] == run_id]
+
+    def queue_command(self, actor_id: str, kind: int, exclusive: tuple = ()) -> tuple[int, str, float]:
+        """Queues an operator command for the latest run of `actor_id`; an earlier unacknowledged
+        command whose kind is in `exclusive` is replaced (pause/resume: the latest wins).
+        Returns (command id, the run id it targets, seconds since the actor was seen); raises
+        UnknownActor when no actor of that id has shaken hands."""
+        with self.cond:
+            record = self.actors.get(actor_id)
+            if record is None or not record.run_id:
+                raise UnknownActor(actor_id)
+            self._command_id += 1
+            if kind in exclusive:
+                record.commands = [c for c in record.commands if c[1] not in exclusive]
+            record.commands.append((self._command_id, kind, record.run_id, time.monotonic()))
+            return self._command_id, record.run_id, time.monotonic() - record.last_seen
+
+    def wait_command(self, actor_id: str, command_id: int, timeout: float) -> bool:
+        """Blocks until `actor_id` acknowledged `command_id` (True) or `timeout` passed."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                record = self.actors.get(actor_id)
+                if record is not None and record.acked >= command_id:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0 or record is None or self.stopping:
+                    return False
+                self.cond.wait(min(left, 0.1))
+
     def report_episodes(self, actor_id: str, episodes: list[dict], run_id: Optional[str] = None) -> int:
         """Records episode stats reported by an actor; returns the total episode count.
 
@@ -431,8 +483,10 @@ class Trainer:
                 "intervention_steps": self.intervention_steps,
                 "error": self.error,
                 # The run id is the run's secret: only a label of it is shown.
+                # A robot actor reports its state every 0.5 s, paused or not, so it stays listed.
                 "actors": [
-                    {"actor_id": a, "run_label": run_label(r.run_id), "env_steps": r.accepted, "pending": r.pending, "seconds_since_seen": now - r.last_seen}
+                    {"actor_id": a, "run_label": run_label(r.run_id), "env_steps": r.accepted, "pending": r.pending, "seconds_since_seen": now - r.last_seen,
+                     **{k: r.state[k] for k in ("paused", "estopped", "pause_reason", "control") if k in r.state}}
                     for a, r in sorted(self.actors.items())
                     if now - r.last_seen < 60.0
                 ],

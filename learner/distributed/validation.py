@@ -196,3 +196,36 @@ def _optional_flags(batch: pb.TransitionBatch, field: str, n: int) -> np.ndarray
     if not np.all(np.frombuffer(tensor.data, np.uint8) <= 1):
         raise _invalid(f"{field}.data", "bool bytes must be 0 or 1")
     return array
+
+
+# ReportActorState: a pause reason is a short label; period statistics are plain numbers.
+MAX_PAUSE_REASON_CHARS = 64
+CONTROL_STATS_FIELDS = ("control_hz", "period_mean_ms", "period_p99_ms", "period_max_ms", "work_p99_ms")
+
+
+def check_actor_id(actor_id: str, field: str = "actor_id") -> None:
+    """Raises BatchRejected (INVALID_ARGUMENT) unless `actor_id` has the documented length and
+    characters (ACTOR_ID_*); the message quotes at most 40 characters of the input."""
+    if not _ACTOR_ID.fullmatch(actor_id):
+        lo, hi = ACTOR_ID_LENGTH
+        raise _invalid(field, f"got {short(actor_id)} ({len(actor_id)} characters), expected {lo}-{hi} characters of [{ACTOR_ID_CHARS}]")
+
+
+def check_actor_state(report: pb.ActorStateReport) -> dict:
+    """The state of a ReportActorState as a dict (paused, estopped, pause_reason, control), or
+    BatchRejected naming the field: a pause reason of at most MAX_PAUSE_REASON_CHARS printable
+    characters, statistics finite and >= 0, overruns at most the steps."""
+    reason = report.pause_reason
+    if len(reason) > MAX_PAUSE_REASON_CHARS or not reason.isprintable():
+        raise _invalid("pause_reason", f"got {short(reason)}, expected at most {MAX_PAUSE_REASON_CHARS} printable characters")
+    state = {"paused": report.paused, "estopped": report.estopped, "pause_reason": reason}
+    if report.HasField("control"):
+        c = report.control
+        for name in CONTROL_STATS_FIELDS:
+            value = getattr(c, name)
+            if not (np.isfinite(value) and value >= 0):
+                raise _invalid(f"control.{name}", f"got {value!r}, expected a finite number >= 0")
+        if c.overruns > c.steps:
+            raise _invalid("control.overruns", f"got {c.overruns}, expected at most control.steps ({c.steps})")
+        state["control"] = {name: getattr(c, name) for name in (*CONTROL_STATS_FIELDS, "steps", "overruns")}
+    return state

@@ -1,10 +1,22 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ActorCommandKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTOR_COMMAND_UNSPECIFIED: _ClassVar[ActorCommandKind]
+    ACTOR_COMMAND_PAUSE: _ClassVar[ActorCommandKind]
+    ACTOR_COMMAND_RESUME: _ClassVar[ActorCommandKind]
+    ACTOR_COMMAND_ESTOP: _ClassVar[ActorCommandKind]
+ACTOR_COMMAND_UNSPECIFIED: ActorCommandKind
+ACTOR_COMMAND_PAUSE: ActorCommandKind
+ACTOR_COMMAND_RESUME: ActorCommandKind
+ACTOR_COMMAND_ESTOP: ActorCommandKind
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -185,20 +197,28 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ActorStatus(_message.Message):
-    __slots__ = ("actor_id", "run_id", "env_steps", "pending", "seconds_since_seen", "run_label")
+    __slots__ = ("actor_id", "run_id", "env_steps", "pending", "seconds_since_seen", "run_label", "paused", "estopped", "pause_reason", "control")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     ENV_STEPS_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
     SECONDS_SINCE_SEEN_FIELD_NUMBER: _ClassVar[int]
     RUN_LABEL_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    ESTOPPED_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_REASON_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     run_id: str
     env_steps: int
     pending: int
     seconds_since_seen: float
     run_label: str
-    def __init__(self, actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., env_steps: _Optional[int] = ..., pending: _Optional[int] = ..., seconds_since_seen: _Optional[float] = ..., run_label: _Optional[str] = ...) -> None: ...
+    paused: bool
+    estopped: bool
+    pause_reason: str
+    control: ControlStats
+    def __init__(self, actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., env_steps: _Optional[int] = ..., pending: _Optional[int] = ..., seconds_since_seen: _Optional[float] = ..., run_label: _Optional[str] = ..., paused: _Optional[bool] = ..., estopped: _Optional[bool] = ..., pause_reason: _Optional[str] = ..., control: _Optional[_Union[ControlStats, _Mapping]] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
     __slots__ = ("mode", "env_steps", "processed_steps", "updates", "critic_updates", "achieved_utd", "policy_version", "buffer_size", "warmup_steps", "episodes", "recent_return", "actors", "training", "rejected_batches", "duplicate_batches", "conflicting_batches", "target_utd", "intervention_steps")
@@ -239,6 +259,84 @@ class StatusResponse(_message.Message):
     target_utd: float
     intervention_steps: int
     def __init__(self, mode: _Optional[str] = ..., env_steps: _Optional[int] = ..., processed_steps: _Optional[int] = ..., updates: _Optional[int] = ..., critic_updates: _Optional[int] = ..., achieved_utd: _Optional[float] = ..., policy_version: _Optional[int] = ..., buffer_size: _Optional[int] = ..., warmup_steps: _Optional[int] = ..., episodes: _Optional[int] = ..., recent_return: _Optional[float] = ..., actors: _Optional[_Iterable[_Union[ActorStatus, _Mapping]]] = ..., training: _Optional[bool] = ..., rejected_batches: _Optional[int] = ..., duplicate_batches: _Optional[int] = ..., conflicting_batches: _Optional[int] = ..., target_utd: _Optional[float] = ..., intervention_steps: _Optional[int] = ...) -> None: ...
+
+class ControlStats(_message.Message):
+    __slots__ = ("control_hz", "steps", "period_mean_ms", "period_p99_ms", "period_max_ms", "work_p99_ms", "overruns")
+    CONTROL_HZ_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_MEAN_MS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_MAX_MS_FIELD_NUMBER: _ClassVar[int]
+    WORK_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    OVERRUNS_FIELD_NUMBER: _ClassVar[int]
+    control_hz: float
+    steps: int
+    period_mean_ms: float
+    period_p99_ms: float
+    period_max_ms: float
+    work_p99_ms: float
+    overruns: int
+    def __init__(self, control_hz: _Optional[float] = ..., steps: _Optional[int] = ..., period_mean_ms: _Optional[float] = ..., period_p99_ms: _Optional[float] = ..., period_max_ms: _Optional[float] = ..., work_p99_ms: _Optional[float] = ..., overruns: _Optional[int] = ...) -> None: ...
+
+class QueuedCommand(_message.Message):
+    __slots__ = ("id", "kind")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    kind: ActorCommandKind
+    def __init__(self, id: _Optional[int] = ..., kind: _Optional[_Union[ActorCommandKind, str]] = ...) -> None: ...
+
+class ActorStateReport(_message.Message):
+    __slots__ = ("actor_id", "run_id", "paused", "estopped", "pause_reason", "control", "acked_command", "learner_id")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    ESTOPPED_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_REASON_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_FIELD_NUMBER: _ClassVar[int]
+    ACKED_COMMAND_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_ID_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    run_id: str
+    paused: bool
+    estopped: bool
+    pause_reason: str
+    control: ControlStats
+    acked_command: int
+    learner_id: str
+    def __init__(self, actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., paused: _Optional[bool] = ..., estopped: _Optional[bool] = ..., pause_reason: _Optional[str] = ..., control: _Optional[_Union[ControlStats, _Mapping]] = ..., acked_command: _Optional[int] = ..., learner_id: _Optional[str] = ...) -> None: ...
+
+class ActorStateResponse(_message.Message):
+    __slots__ = ("commands", "learner_id")
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_ID_FIELD_NUMBER: _ClassVar[int]
+    commands: _containers.RepeatedCompositeFieldContainer[QueuedCommand]
+    learner_id: str
+    def __init__(self, commands: _Optional[_Iterable[_Union[QueuedCommand, _Mapping]]] = ..., learner_id: _Optional[str] = ...) -> None: ...
+
+class ActorCommandRequest(_message.Message):
+    __slots__ = ("actor_id", "kind", "wait_s")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    kind: ActorCommandKind
+    wait_s: float
+    def __init__(self, actor_id: _Optional[str] = ..., kind: _Optional[_Union[ActorCommandKind, str]] = ..., wait_s: _Optional[float] = ...) -> None: ...
+
+class ActorCommandResponse(_message.Message):
+    __slots__ = ("id", "acknowledged", "seconds", "run_label", "seconds_since_seen")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RUN_LABEL_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_SINCE_SEEN_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    acknowledged: bool
+    seconds: float
+    run_label: str
+    seconds_since_seen: float
+    def __init__(self, id: _Optional[int] = ..., acknowledged: _Optional[bool] = ..., seconds: _Optional[float] = ..., run_label: _Optional[str] = ..., seconds_since_seen: _Optional[float] = ...) -> None: ...
 
 class NextEvaluationRequest(_message.Message):
     __slots__ = ("evaluator_id", "after_step")

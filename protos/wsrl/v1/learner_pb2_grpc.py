@@ -74,6 +74,16 @@ class LearnerStub:
                 request_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationResult.SerializeToString,
                 response_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationAck.FromString,
                 _registered_method=True)
+        self.ReportActorState = channel.unary_unary(
+                '/wsrl.v1.Learner/ReportActorState',
+                request_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.ActorStateReport.SerializeToString,
+                response_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.ActorStateResponse.FromString,
+                _registered_method=True)
+        self.ActorCommand = channel.unary_unary(
+                '/wsrl.v1.Learner/ActorCommand',
+                request_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.ActorCommandRequest.SerializeToString,
+                response_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.ActorCommandResponse.FromString,
+                _registered_method=True)
 
 
 class LearnerServicer:
@@ -129,6 +139,23 @@ class LearnerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportActorState(self, request, context):
+        """A robot actor's state (paused, e-stopped, control-period statistics), sent at least every
+        0.5 s and at once when it changes, only from a handshaken (actor, run); the answer carries
+        the operator commands queued for it. Keeps a paused actor listed in GetStatus.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ActorCommand(self, request, context):
+        """Admin: queue pause / resume / e-stop for a handshaken actor (needs the admin token; never
+        an actor's or the status token). Answers once the actor acknowledged it, or after wait_s.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LearnerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +198,16 @@ def add_LearnerServicer_to_server(servicer, server):
                     servicer.ReportEvaluation,
                     request_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationResult.FromString,
                     response_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationAck.SerializeToString,
+            ),
+            'ReportActorState': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportActorState,
+                    request_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.ActorStateReport.FromString,
+                    response_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.ActorStateResponse.SerializeToString,
+            ),
+            'ActorCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActorCommand,
+                    request_deserializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.ActorCommandRequest.FromString,
+                    response_serializer=protos_dot_wsrl_dot_v1_dot_learner__pb2.ActorCommandResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -389,6 +426,60 @@ class Learner:
             '/wsrl.v1.Learner/ReportEvaluation',
             protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationResult.SerializeToString,
             protos_dot_wsrl_dot_v1_dot_learner__pb2.EvaluationAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportActorState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wsrl.v1.Learner/ReportActorState',
+            protos_dot_wsrl_dot_v1_dot_learner__pb2.ActorStateReport.SerializeToString,
+            protos_dot_wsrl_dot_v1_dot_learner__pb2.ActorStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActorCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wsrl.v1.Learner/ActorCommand',
+            protos_dot_wsrl_dot_v1_dot_learner__pb2.ActorCommandRequest.SerializeToString,
+            protos_dot_wsrl_dot_v1_dot_learner__pb2.ActorCommandResponse.FromString,
             options,
             channel_credentials,
             insecure,
