@@ -194,3 +194,17 @@ def test_remote_pause_resume_and_estop_reach_a_robot_actor(tmp_path, monkeypatch
         server.stop(grace=0)
     assert main(["pause", address, "robot", "--wait", "0"]) == 1  # the learner is gone
     assert "UNAVAILABLE" in capsys.readouterr().err
+
+
+def test_which_token_actor_command_needs():
+    from learner.cli import parse_args
+    from learner.distributed.server import AuthInterceptor
+
+    method = "/wsrl.v1.Learner/ActorCommand"
+    assert AuthInterceptor("t", None, status_open=True).required_token(method) is None  # loopback, no admin token: open, as GetStatus
+    assert AuthInterceptor("t", "s", status_open=False).required_token(method) == ""  # off loopback without one: refused
+    assert AuthInterceptor("t", "s", status_open=True, admin_token=ADMIN).required_token(method) == ADMIN
+    assert AuthInterceptor("t", None, status_open=False, admin_token=ADMIN).required_token("/wsrl.v1.Learner/ReportActorState") == "t"
+    assert parse_args(["learner", "--admin-token", ADMIN]).admin_token == ADMIN
+    args = parse_args(["estop", "127.0.0.1:50051", "arm-1", "--wait", "2"])
+    assert (args.command, args.address, args.actor_id, args.wait) == ("estop", "127.0.0.1:50051", "arm-1", 2.0)
