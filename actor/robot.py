@@ -419,6 +419,7 @@ class RobotActor(ActorLoop):
         self.sender.start()
         self._puller = threading.Thread(target=self._pull_loop, name="wsrl-robot-puller", daemon=True)
         self._puller.start()
+        self._state_wake.set()  # the first report at once: the learner knows this actor takes commands
         self._state_thread = threading.Thread(target=self._state_loop, name="wsrl-robot-state", daemon=True)
         self._state_thread.start()
         return hello

@@ -124,13 +124,16 @@ def test_admin_commands_need_the_admin_token(tmp_path):
         e = error_of(lambda: admin.actor_command(pb.ActorCommandRequest(actor_id="robot-a")))
         assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "field 'kind'" in e.details()
         assert code_of(lambda: admin.actor_command(pb.ActorCommandRequest(actor_id="robot-a", kind=pb.ACTOR_COMMAND_PAUSE, wait_s=31))) == grpc.StatusCode.INVALID_ARGUMENT
+        e = error_of(lambda: admin.actor_command(command))  # it never reported its state: not a robot actor
+        assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and "never reported its state" in e.details()
+        actor = clients["robot-a-token-0001"]
+        report(actor, actor_id="robot-a")
         # Queued for the handshaken run: pause then resume leave only the resume (the latest
         # wins); the e-stop stays. The actor gets them with its next state report.
         first = admin.actor_command(pb.ActorCommandRequest(actor_id="robot-a", kind=pb.ACTOR_COMMAND_PAUSE))
         second = admin.actor_command(pb.ActorCommandRequest(actor_id="robot-a", kind=pb.ACTOR_COMMAND_RESUME))
         third = admin.actor_command(command)
         assert not first.acknowledged and (first.id, second.id, third.id) == (1, 2, 3)
-        actor = clients["robot-a-token-0001"]
         answer = report(actor, actor_id="robot-a")
         assert [(c.id, c.kind) for c in answer.commands] == [(2, pb.ACTOR_COMMAND_RESUME), (3, pb.ACTOR_COMMAND_ESTOP)]
         answer = report(actor, actor_id="robot-a", acked_command=3, learner_id=server.learner_id)

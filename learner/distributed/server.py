@@ -35,6 +35,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from learner.config import to_dict
 from learner.distributed.trainer import (
     Conflict,
+    NoStateReports,
     QueueFull,
     SequenceGap,
     TooManyActors,
@@ -562,6 +563,9 @@ class LearnerService(pb_grpc.LearnerServicer):
         except UnknownActor:
             context.abort(grpc.StatusCode.NOT_FOUND, f"field 'actor_id': no actor {short(request.actor_id)} has shaken hands with this learner "
                           "(`wsrl status` lists the connected ones)")
+        except NoStateReports:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"field 'actor_id': actor {short(request.actor_id)} has never reported its state, "
+                          "so it would never get the command: only robot actors (wsrl actor --robot) take them")
         acknowledged = request.wait_s > 0 and self.trainer.wait_command(request.actor_id, command_id, request.wait_s)
         return pb.ActorCommandResponse(id=command_id, acknowledged=acknowledged, seconds=time.monotonic() - started,
                                        run_label=codec.run_label(run_id), seconds_since_seen=since_seen)

@@ -132,6 +132,10 @@ class UnknownActor(Exception):
     """No handshaken actor has this id (ActorCommand)."""
 
 
+class NoStateReports(Exception):
+    """The actor never reported its state, so it would never get a command (not a robot actor)."""
+
+
 class TooManyActors(Exception):
     """`max_actors` actor ids are known and none is idle long enough to be forgotten."""
 
@@ -384,11 +388,14 @@ class Trainer:
         """Queues an operator command for the latest run of `actor_id`; an earlier unacknowledged
         command whose kind is in `exclusive` is replaced (pause/resume: the latest wins).
         Returns (command id, the run id it targets, seconds since the actor was seen); raises
-        UnknownActor when no actor of that id has shaken hands."""
+        UnknownActor when no actor of that id has shaken hands, NoStateReports when it never
+        reported its state (it would never receive the command)."""
         with self.cond:
             record = self.actors.get(actor_id)
             if record is None or not record.run_id:
                 raise UnknownActor(actor_id)
+            if not record.state:
+                raise NoStateReports(actor_id)
             self._command_id += 1
             if kind in exclusive:
                 record.commands = [c for c in record.commands if c[1] not in exclusive]
