@@ -21,6 +21,7 @@ from learner.distributed.trainer import Trainer
 from protos.wsrl.v1 import learner_pb2 as pb
 from tests.conftest import tiny_config
 from tests.test_distributed import SPEC, hello, rid, start_learner
+from tests.test_learner_hardening import code_of, error_of
 from tests.test_robot_actor import checkpoint, learner_config, robot_actor, run_in_thread, wait_for  # noqa: F401 (fixture)
 from tests.test_robot_actor import start_learner as start_robot_learner
 
@@ -32,20 +33,6 @@ def server():
     s = start_learner(tiny_config(finetune={"warmup_steps": 1000, "num_steps": 2000}))
     yield s
     s.stop(grace=0)
-
-
-def code_of(call) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as e:
-        return e.code()
-    return grpc.StatusCode.OK
-
-
-def error_of(call) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as e:
-        call()
-    return e.value
 
 
 def stats(**overrides) -> pb.ControlStats:
