@@ -356,7 +356,7 @@ def send_actor_command(address: str, actor_id: str, command: str, token: Optiona
     not acknowledged in time (it stays queued: the actor carries it out at its next report)."""
     import grpc
 
-    from actor.client import LearnerClient, connection_hint
+    from actor.client import LearnerClient
     from protos.wsrl.v1 import learner_pb2 as pb
 
     if not 0 <= wait_s <= 30:
@@ -366,9 +366,7 @@ def send_actor_command(address: str, actor_id: str, command: str, token: Optiona
     try:
         answer = client.actor_command(pb.ActorCommandRequest(actor_id=actor_id, kind=kind, wait_s=wait_s))
     except grpc.RpcError as e:
-        hint = connection_hint(address, tls_ca) if e.code() == grpc.StatusCode.UNAVAILABLE else ""
-        print(f"wsrl {command}: {address}: {e.code().name}: {e.details()}" + (f"\nwsrl {command}: {hint}" if hint else ""), file=sys.stderr)
-        return 1
+        return _rpc_failed(command, address, tls_ca, e)
     finally:
         client.close()
     if answer.acknowledged:
@@ -379,20 +377,30 @@ def send_actor_command(address: str, actor_id: str, command: str, token: Optiona
     return 1
 
 
+def _rpc_failed(command: str, address: str, tls_ca: Optional[str], error) -> int:
+    """Prints why a call of `wsrl COMMAND` to the learner failed (with the TLS hint when the
+    learner is up but unreachable); returns the exit status 1."""
+    import grpc
+
+    from actor.client import connection_hint
+
+    hint = connection_hint(address, tls_ca) if error.code() == grpc.StatusCode.UNAVAILABLE else ""
+    print(f"wsrl {command}: {address}: {error.code().name}: {error.details()}" + (f"\nwsrl {command}: {hint}" if hint else ""), file=sys.stderr)
+    return 1
+
+
 def print_status(address: str, token: Optional[str] = None, tls_ca: Optional[str] = None) -> int:
     """`wsrl status HOST:PORT`: prints the learner's state; 1 if it cannot be reached."""
     import grpc
 
-    from actor.client import LearnerClient, connection_hint
+    from actor.client import LearnerClient
 
     client = LearnerClient(address, token, tls_ca)
     try:
         print(format_status(client.status()))
         return 0
     except grpc.RpcError as e:
-        hint = connection_hint(address, tls_ca) if e.code() == grpc.StatusCode.UNAVAILABLE else ""
-        print(f"wsrl status: {address}: {e.code().name}: {e.details()}" + (f"\nwsrl status: {hint}" if hint else ""), file=sys.stderr)
-        return 1
+        return _rpc_failed("status", address, tls_ca, e)
     finally:
         client.close()
 
