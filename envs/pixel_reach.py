@@ -109,6 +109,23 @@ class RenderingUnavailable(RuntimeError):
     """No headless OpenGL context could be made (see the message for MUJOCO_GL)."""
 
 
+def _unavailable(backend: str, error: BaseException) -> RenderingUnavailable:
+    return RenderingUnavailable(
+        f"cannot render the pixel task headless with MUJOCO_GL={backend!r} ({type(error).__name__}: {error}); "
+        "expected MUJOCO_GL=egl with an EGL driver (e.g. Mesa's libEGL), set before the process starts"
+    )
+
+
+def _import_mujoco():
+    """`mujoco`; its import already loads the MUJOCO_GL backend and fails with a bare
+    AttributeError for a backend whose library is missing (osmesa here): say which variable."""
+    try:
+        import mujoco
+    except (ImportError, AttributeError, RuntimeError, OSError) as e:
+        raise _unavailable(os.environ.get("MUJOCO_GL", ""), e) from e
+    return mujoco
+
+
 def _gl_context_class(backend: str):
     """The mujoco GLContext class of a MUJOCO_GL backend name."""
     if backend == "egl":
@@ -130,8 +147,7 @@ class OffscreenCamera:
     """
 
     def __init__(self, model, camera: str, size: int):
-        import mujoco
-
+        mujoco = _import_mujoco()
         backend = os.environ.get("MUJOCO_GL", "egl").lower().strip()
         try:
             self._context = _gl_context_class(backend)(size, size)
@@ -140,10 +156,7 @@ class OffscreenCamera:
         except RenderingUnavailable:
             raise
         except Exception as e:  # the backends fail with ImportError, RuntimeError, OSError, ...
-            raise RenderingUnavailable(
-                f"cannot render the pixel task headless with MUJOCO_GL={backend!r} ({type(e).__name__}: {e}); "
-                "expected MUJOCO_GL=egl with an EGL driver (e.g. Mesa's libEGL), set before the process starts"
-            ) from e
+            raise _unavailable(backend, e) from e
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._mjr)
         self._mujoco = mujoco
         self._model = model
@@ -183,8 +196,7 @@ class PixelReachEnv(gym.Env):
     control_hz = CONTROL_HZ
 
     def __init__(self, image_size: int = IMAGE_SIZE, render_mode: Optional[str] = None):
-        import mujoco
-
+        mujoco = _import_mujoco()
         if not isinstance(image_size, (int, np.integer)) or image_size < 16:
             raise ValueError(f"field 'image_size': got {image_size!r}, expected an integer >= 16")
         self.image_size = int(image_size)
