@@ -230,3 +230,12 @@ def test_builtin_dataset_is_the_generator():
     np.testing.assert_array_equal(dataset.observations["camera"], expected.observations["camera"])
     scaled = task.training_rewards(dataset)
     assert set(np.unique(scaled.rewards)) <= {-5.0, 5.0}
+
+
+def test_pixels_config_family_runs_the_pixel_task_on_builtin_data():
+    from learner.config import load_config
+
+    config = load_config("pixels", "wsrl")
+    assert config.task == "pixel-reach" and config.pretrain.dataset == "builtin"
+    assert config.pretrain.algorithm == "calql" and config.finetune.utd_ratio == 4
+    assert get_task(config.task).builtin_dataset is not None
