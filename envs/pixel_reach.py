@@ -151,13 +151,13 @@ class OffscreenCamera:
         backend = os.environ.get("MUJOCO_GL", "egl").lower().strip()
         try:
             self._context = _gl_context_class(backend)(size, size)
-            self._context.make_current()
-            self._mjr = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+            with self._context.as_current():
+                self._mjr = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+                mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._mjr)
         except RenderingUnavailable:
             raise
         except Exception as e:  # the backends fail with ImportError, RuntimeError, OSError, ...
             raise _unavailable(backend, e) from e
-        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._mjr)
         self._mujoco = mujoco
         self._model = model
         self._scene = mujoco.MjvScene(model, maxgeom=32)
@@ -171,17 +171,21 @@ class OffscreenCamera:
     def render(self, data) -> np.ndarray:
         """The camera's view of `data` (a new array, row 0 at the top of the image)."""
         mujoco = self._mujoco
-        self._context.make_current()  # the env may be stepped from another thread than made it
         mujoco.mjv_updateScene(
             self._model, data, self._option, None, self._camera, mujoco.mjtCatBit.mjCAT_ALL, self._scene
         )
-        mujoco.mjr_render(self._viewport, self._scene, self._mjr)
-        mujoco.mjr_readPixels(self._pixels, None, self._viewport, self._mjr)
+        # A GL context is current in one thread at a time: take it for this frame and give it
+        # back, so the env can be made in one thread and stepped in another (the robot actor's
+        # control thread), and several envs share a thread.
+        with self._context.as_current():
+            mujoco.mjr_render(self._viewport, self._scene, self._mjr)
+            mujoco.mjr_readPixels(self._pixels, None, self._viewport, self._mjr)
         return np.flipud(self._pixels).copy()  # OpenGL's rows run bottom-up
 
     def close(self) -> None:
         if getattr(self, "_context", None) is not None:
-            self._mjr.free()
+            with self._context.as_current():
+                self._mjr.free()
             self._context.free()
             self._context = None
 

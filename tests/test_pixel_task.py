@@ -239,3 +239,30 @@ def test_pixels_config_family_runs_the_pixel_task_on_builtin_data():
     assert config.task == "pixel-reach" and config.pretrain.dataset == "builtin"
     assert config.pretrain.algorithm == "calql" and config.finetune.utd_ratio == 4
     assert get_task(config.task).builtin_dataset is not None
+
+
+def test_env_made_in_one_thread_steps_in_another(env):
+    # The robot actor steps its env in a control thread; a GL context is current in one thread at a time.
+    import threading
+
+    first, _ = env.reset(seed=4)
+    out = {}
+
+    def step():
+        try:
+            out["obs"] = env.step(np.zeros(2))[0]
+        except Exception as e:  # reported below with its message
+            out["error"] = e
+
+    thread = threading.Thread(target=step)
+    thread.start()
+    thread.join()
+    assert "error" not in out, out.get("error")
+    np.testing.assert_array_equal(out["obs"]["camera"], first["camera"])  # at rest: the same picture
+    np.testing.assert_array_equal(env.step(np.zeros(2))[0]["camera"], first["camera"])  # and back in this thread
+
+
+def test_entry_point_names_the_same_env():
+    task = get_task("envs.pixel_reach:PixelReachEnv")
+    assert task.family == "custom" and task.max_episode_steps == 50
+    assert task.spec()["observation_spec"] == get_task("pixel-reach").spec()["observation_spec"]
