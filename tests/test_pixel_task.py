@@ -266,3 +266,14 @@ def test_entry_point_names_the_same_env():
     task = get_task("envs.pixel_reach:PixelReachEnv")
     assert task.family == "custom" and task.max_episode_steps == 50
     assert task.spec()["observation_spec"] == get_task("pixel-reach").spec()["observation_spec"]
+
+
+def test_dataset_generate_command_gives_the_generator_card():
+    import argparse
+
+    from learner.dataset_commands import generate_dataset
+
+    args = argparse.Namespace(episodes=2, seed=1, mode=None)
+    dataset, card = generate_dataset(get_task("pixel-reach"), args)
+    assert card["generator"] == "pixel-reach-scripted-controller" and card["seed"] == 1
+    assert dataset.num_episodes == 2 and dataset.observations["camera"].dtype == np.uint8
