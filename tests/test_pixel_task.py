@@ -19,6 +19,20 @@ from envs.tasks import get_task
 S = pixel_reach.IMAGE_SIZE
 
 
+def _rendering_unavailable():
+    try:
+        PixelReachEnv().close()
+    except pixel_reach.RenderingUnavailable as e:
+        return str(e)
+    return None
+
+
+# As tests/test_diagnostics.py does for videos: a machine without a headless GL library skips,
+# saying why (on this project's machines MUJOCO_GL=egl renders through Mesa).
+_UNAVAILABLE = _rendering_unavailable()
+pytestmark = pytest.mark.skipif(_UNAVAILABLE is not None, reason=f"headless rendering unavailable: {_UNAVAILABLE}")
+
+
 @pytest.fixture(autouse=True)
 def _mujoco_log_in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # mujoco may write MUJOCO_LOG.TXT into the working directory
