@@ -89,17 +89,17 @@ class Task:
 
     def spec(self) -> dict:
         """The observation/action spec stored in checkpoints and checked on load:
-        `observation_spec` (`ObservationSpec.to_json()`, every task) and, for flat observations,
-        `observation_dim` as before named parts existed."""
+        `observation_spec` (`ObservationSpec.to_json()`, every task) and `observation_dim`, the
+        flat vector's length as before named parts existed; for a task with cameras the state
+        vector's length (0 without one), as the actor's and the wire's specs have it."""
         env = self.make_raw_env()
         obs_space, act_space = env.observation_space, env.action_space
         env.close()
         observation_spec = ObservationSpec.from_space(obs_space)
-        spec = {"task": self.name, "observation_spec": observation_spec.to_json()}
-        if observation_spec.is_flat:
-            spec["observation_dim"] = observation_spec.state_dim
         return {
-            **spec,
+            "task": self.name,
+            "observation_spec": observation_spec.to_json(),
+            "observation_dim": observation_spec.state_dim,
             "action_dim": int(np.prod(act_space.shape)),
             "action_low": np.asarray(act_space.low, float).ravel().tolist(),
             "action_high": np.asarray(act_space.high, float).ravel().tolist(),

@@ -93,7 +93,7 @@ def test_task_spec_carries_the_observation_spec():
         {"name": "camera", "shape": [S, S, 3], "dtype": "uint8"},
         {"name": "state", "shape": [4], "dtype": "float32"},
     ]
-    assert "observation_dim" not in spec  # only flat tasks keep it
+    assert spec["observation_dim"] == 4  # with cameras: the state vector's length (the actor's and the wire's convention)
     assert (spec["action_dim"], spec["action_low"], spec["action_high"]) == (2, [-1.0, -1.0], [1.0, 1.0])
     raw = task.make_raw_env()
     assert ObservationSpec.from_json(spec["observation_spec"]) == ObservationSpec.from_space(raw.observation_space)
