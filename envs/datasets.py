@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import numpy as np
+
+from envs.observations import batch_size_of
 
 
 @dataclasses.dataclass
@@ -13,23 +15,28 @@ class OfflineDataset:
     """Flat arrays of N transitions. `episode_ends[i]` marks the last transition of a
     trajectory (terminal or time limit); `terminals[i]` only true terminals."""
 
-    observations: np.ndarray  # (N, obs_dim) float32
+    # (N, obs_dim) float32, or for a task with cameras a dict {part: (N, *shape)} (envs/observations.py)
+    observations: np.ndarray
     actions: np.ndarray  # (N, act_dim) float32, in [-1, 1]
     rewards: np.ndarray  # (N,) float32, in the environment's own convention (unscaled)
-    next_observations: np.ndarray  # (N, obs_dim) float32
+    next_observations: np.ndarray  # as observations
     terminals: np.ndarray  # (N,) float32 0/1
     episode_ends: np.ndarray  # (N,) bool
 
     def __post_init__(self):
-        n = len(self.observations)
+        n = batch_size_of(self.observations)
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if len(value) != n:
-                raise ValueError(
-                    f"dataset field '{field.name}' has {len(value)} rows, expected {n} (as 'observations')"
-                )
+            parts = value.items() if isinstance(value, Mapping) else [(None, value)]
+            for part, array in parts:
+                if len(array) != n:
+                    name = field.name if part is None else f"{field.name}[{part!r}]"
+                    raise ValueError(f"dataset field '{name}' has {len(array)} rows, expected {n} (as 'observations')")
         for name in ("observations", "actions", "rewards", "next_observations"):
-            if not all_finite(getattr(self, name)):
+            value = getattr(self, name)
+            # Images are uint8 and always finite; only float parts can hold NaN or inf.
+            arrays = value.values() if isinstance(value, Mapping) else [value]
+            if not all(all_finite(a) for a in arrays if np.issubdtype(a.dtype, np.floating)):
                 raise ValueError(f"dataset field '{name}' contains NaN or inf")
         if n and not self.episode_ends[-1]:
             # A trailing partial trajectory still ends where the data ends.
@@ -37,17 +44,18 @@ class OfflineDataset:
             self.episode_ends[-1] = True
 
     def __len__(self) -> int:
-        return len(self.observations)
+        return batch_size_of(self.observations)
 
     @classmethod
     def from_columns(cls, columns: dict) -> "OfflineDataset":
         """A dataset from per-transition lists (or arrays) under the field names, cast to the
-        fields' dtypes (what the generators collect step by step)."""
+        fields' dtypes (what the generators collect step by step). Dict observations (cameras)
+        are stacked per part, each keeping its dtype (uint8 images, float32 state)."""
         return cls(
-            observations=np.asarray(columns["observations"], np.float32),
+            observations=_stack_observations(columns["observations"]),
             actions=np.asarray(columns["actions"], np.float32),
             rewards=np.asarray(columns["rewards"], np.float32),
-            next_observations=np.asarray(columns["next_observations"], np.float32),
+            next_observations=_stack_observations(columns["next_observations"]),
             terminals=np.asarray(columns["terminals"], np.float32),
             episode_ends=np.asarray(columns["episode_ends"], bool),
         )
@@ -59,6 +67,15 @@ class OfflineDataset:
     def episode_returns(self) -> np.ndarray:
         starts = np.concatenate([[0], np.flatnonzero(self.episode_ends)[:-1] + 1])
         return np.add.reduceat(self.rewards, starts) if len(self) else np.zeros(0)
+
+
+def _stack_observations(rows):
+    """Per-step observations as one batch: a float32 array, or a dict of stacked parts."""
+    if len(rows) and isinstance(rows[0], Mapping):
+        return {k: np.stack([row[k] for row in rows]) for k in rows[0]}
+    if isinstance(rows, Mapping):
+        return {k: np.asarray(v) for k, v in rows.items()}
+    return np.asarray(rows, np.float32)
 
 
 def all_finite(values: np.ndarray) -> bool:
