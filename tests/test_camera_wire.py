@@ -351,3 +351,34 @@ def test_actor_pushes_dict_observations_and_spools_them(camera_server, tmp_path,
     Spool(tmp_path / "cam").put(first)
     back = [b for b in Spool(tmp_path / "cam").pending() if b.sequence == first.sequence and b.run_id == first.run_id]
     assert back and back[0].SerializeToString() == first.SerializeToString()
+
+
+def test_robot_actor_sends_camera_frames(camera_server, tmp_path, monkeypatch):
+    """Robot mode with a camera env: frames go through the control loop, the spool and the
+    background sender. The policy is stubbed (zero actions): a camera policy network is not
+    this test's subject (actor/policy.py)."""
+    import actor.policy
+    from actor.loop import ActorSettings
+    from actor.robot import RobotActor
+
+    seen = []
+
+    def sample(self, params, observation, rng):
+        seen.append(observation)
+        return np.zeros(2, np.float32), rng
+
+    monkeypatch.setattr(actor.policy.Policy, "sample", sample)
+    settings = ActorSettings(learner=camera_server.address, env=ENV, actor_id="cam", robot=True, spool_dir=str(tmp_path), batch_size=4,
+                             control_hz=200.0, status_every_s=0, compress="zstd", max_backoff_s=0.2, flush_timeout_s=20)
+    robot = RobotActor(settings)
+    try:
+        result = robot.run(12)
+    finally:
+        robot.close()
+    assert result["delivered"] and result["env_steps"] == 12
+    assert isinstance(seen[0], dict) and seen[0]["wrist"].shape == (8, 8, 3)  # the compile call, on zeros of the spec
+    trainer = camera_server.trainer
+    assert trainer.wait_processed(12, 30)
+    rows = trainer.replay.rows
+    assert [int(row[0]["side"][0, 0, 0]) for row in rows[:4]] == [0, 1, 2, 3]  # the env's step counter, in order
+    assert all(row[0]["wrist"].dtype == np.uint8 for row in rows)
