@@ -372,6 +372,11 @@ class ActorLoop:
         intervention)."""
         c = self._batch_columns()
         versions = c["policy_versions"]
+        if isinstance(c["observations"], dict):  # named parts: one tensor each, frames maybe compressed
+            observations = {"observation_parts": codec.encode_parts(c["observations"], self.settings.compress),
+                            "next_observation_parts": codec.encode_parts(c["next_observations"], self.settings.compress)}
+        else:
+            observations = {"observations": codec.encode_tensor(c["observations"]), "next_observations": codec.encode_tensor(c["next_observations"])}
         batch = pb.TransitionBatch(
             actor_id=self.actor_id,
             run_id=self.run_id,
@@ -382,13 +387,8 @@ class ActorLoop:
             rewards=codec.encode_tensor(c["rewards"]),
             terminals=codec.encode_tensor(c["terminals"]),
             episode_ends=codec.encode_tensor(c["episode_ends"]),
+            **observations,
         )
-        if isinstance(c["observations"], dict):  # named parts: one tensor each, frames maybe compressed
-            batch.observation_parts.extend(codec.encode_parts(c["observations"], self.settings.compress))
-            batch.next_observation_parts.extend(codec.encode_parts(c["next_observations"], self.settings.compress))
-        else:
-            batch.observations.CopyFrom(codec.encode_tensor(c["observations"]))
-            batch.next_observations.CopyFrom(codec.encode_tensor(c["next_observations"]))
         if c["interventions"].any():  # optional on the wire: sent only when a human acted
             batch.interventions.CopyFrom(codec.encode_tensor(c["interventions"]))
         return batch

@@ -8,7 +8,7 @@ to a synthetic smooth image (gradients and a moving disc) and says so.
 
 Prints, as medians (the machine is shared: compare within a run, look at the ratios):
 
-* per frame of 64x64x3 and 128x128x3: bytes, encode and decode microseconds, one frame per
+* per frame of 64x64x3 and 128x128x3: bytes, encode and decode CPU microseconds, one frame per
   call (a frame at a time) and 32 consecutive frames per call (what the actor sends: one
   tensor per camera per batch of 32 transitions), for raw, zstd levels 1 and 3 (the codec
   `--compress zstd` uses, at level 1) and, if installed, lz4 (block format) for comparison;
@@ -20,13 +20,14 @@ Prints, as medians (the machine is shared: compare within a run, look at the rat
   preallocated uint8 arrays included; the learner stays in warmup so no update runs), raw
   vs zstd, 64x64 and 128x128, rounds interleaved.
 
-    PYTHONPATH=. python benchmarks/camera_transport.py [--rounds 3] [--steps 1500] [--only codec,e2e]
+    PYTHONPATH=. python benchmarks/camera_transport.py [--rounds 3] [--steps 3000] [--only codec,e2e]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -101,7 +102,9 @@ def codecs() -> dict:
 
 
 def codec_table(frames: np.ndarray, repeats: int = 5) -> dict:
-    """{codec: {mode: (bytes per frame, encode us per frame, decode us per frame)}}, medians."""
+    """{codec: {mode: (bytes per frame, encode us per frame, decode us per frame)}}, medians.
+    Times are this thread's CPU time: on the shared 2-core machine a call longer than a
+    scheduler slice is stretched several-fold in wall time by preemption."""
     table = {}
     for name, (encode, decode) in codecs().items():
         rows = {}
@@ -110,11 +113,11 @@ def codec_table(frames: np.ndarray, repeats: int = 5) -> dict:
             enc, dec, sizes = [], [], []
             for _ in range(max(repeats, 30 // len(pieces))):
                 for piece in pieces:
-                    t0 = time.perf_counter()
+                    t0 = time.thread_time()
                     c = encode(piece)
-                    t1 = time.perf_counter()
+                    t1 = time.thread_time()
                     d = decode(c, len(piece))
-                    t2 = time.perf_counter()
+                    t2 = time.thread_time()
                     assert bytes(d) == piece
                     enc.append((t1 - t0) / chunk)
                     dec.append((t2 - t1) / chunk)
@@ -200,7 +203,7 @@ class ArrayReplay:
 
 def end_to_end(size: int, compress: str, steps: int, frames_path: str, actors: int = 2) -> float:
     """Transitions/s of `actors` actor processes pushing `steps` transitions each into one
-    learner (in this process), from the moment both have pushed to the last transition inserted."""
+    learner (in this process): from a common start (all connected) to the last one inserted."""
     import learner.runs
     from learner.agents import make_agent
     from learner.config import AgentConfig, Config, FinetuneConfig, LoggingConfig
@@ -221,37 +224,40 @@ def end_to_end(size: int, compress: str, steps: int, frames_path: str, actors: i
     server = LearnerServer(trainer).start()
     env = {**os.environ, "WSRL_BENCH_FRAMES": frames_path, "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")])}
+    gate = Path(tempfile.mkdtemp())
     try:
-        procs = [subprocess.Popen([sys.executable, __file__, "--actor", server.address, "--compress", compress, "--steps", str(steps), "--actor-index", str(i)],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(actors)]
-        # Start the clock once every actor has pushed (process start-up is outside).
-        while True:
-            with trainer.cond:
-                if len(trainer.actors) == actors and all(r.accepted > 0 for r in trainer.actors.values()):
-                    first = trainer.env_steps
-                    break
-            if any(p.poll() not in (None, 0) for p in procs):
-                raise RuntimeError("an actor failed: " + "".join(p.stdout.read() for p in procs if p.poll()))
-            time.sleep(0.002)
+        procs = [subprocess.Popen([sys.executable, __file__, "--actor", server.address, "--compress", compress, "--steps", str(steps), "--actor-index", str(i),
+                                   "--gate", str(gate)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(actors)]
+        # Every actor connects (process start-up, handshake, first pull), then all start at once.
+        while len(list(gate.glob("ready-*"))) < actors:
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("an actor failed: " + "".join(p.stdout.read() for p in procs if p.poll() is not None))
+            time.sleep(0.01)
         started = time.perf_counter()
+        (gate / "go").touch()
         total = actors * steps
         if not trainer.wait_processed(total, 600):
             raise RuntimeError(f"only {trainer.status()['processed_steps']} of {total} transitions arrived")
         elapsed = time.perf_counter() - started
         for p in procs:
             p.wait(60)
-        return (total - first) / elapsed
+        return total / elapsed
     finally:
         server.stop(grace=0)
+        shutil.rmtree(gate, ignore_errors=True)
 
 
-def run_actor(address: str, compress: str, steps: int, index: int) -> None:
+def run_actor(address: str, compress: str, steps: int, index: int, gate: str) -> None:
     from actor.loop import ActorLoop, ActorSettings
 
     settings = ActorSettings(learner=address, env="camera_transport:FrameEnv", actor_id=f"bench-{index}", seed=index, batch_size=32,
                              pull_every=0, pull_at_episode_end=False, compress=compress, report_every_s=3600.0)
     actor = ActorLoop(settings)
     try:
+        actor.connect()
+        (Path(gate) / f"ready-{index}").touch()
+        while not (Path(gate) / "go").exists():
+            time.sleep(0.002)
         result = actor.run(steps)
     finally:
         actor.close()
@@ -261,14 +267,15 @@ def run_actor(address: str, compress: str, steps: int, index: int) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=1500, help="transitions per actor per end-to-end round")
+    parser.add_argument("--steps", type=int, default=3000, help="transitions per actor per end-to-end round")
     parser.add_argument("--only", default="codec,e2e")
     parser.add_argument("--actor", default="", help=argparse.SUPPRESS)
     parser.add_argument("--compress", default="", help=argparse.SUPPRESS)
     parser.add_argument("--actor-index", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--gate", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.actor:
-        return run_actor(args.actor, args.compress, args.steps, args.actor_index)
+        return run_actor(args.actor, args.compress, args.steps, args.actor_index, args.gate)
     only = set(args.only.split(","))
     frames = {size: render_frames(size) for size in SIZES}
     print(f"frames: {frames[SIZES[0]][1]}; camera-like = + Gaussian noise sigma {NOISE_SIGMA:g} grey levels")
@@ -277,7 +284,7 @@ def main(argv=None) -> None:
             rendered = frames[size][0]
             for kind, f in (("rendered", rendered), ("camera-like", with_noise(rendered))):
                 raw = f[0].nbytes
-                print(f"\n{size}x{size}x3 {kind} frames ({raw} bytes raw): bytes/frame (ratio), encode us/frame, decode us/frame")
+                print(f"\n{size}x{size}x3 {kind} frames ({raw} bytes raw): bytes/frame (ratio), encode / decode CPU us per frame")
                 for name, rows in codec_table(f).items():
                     line = "   ".join(f"{mode}: {b:7.0f} ({raw / b:4.1f}x) enc {e:6.1f} dec {d:6.1f}" for mode, (b, e, d) in rows.items())
                     print(f"  {name:7s} {line}")
