@@ -38,11 +38,19 @@ def make_actor_env(name: str, seed: int, max_episode_steps: int = 0) -> tuple[gy
     env.action_space.seed(seed)
     spec = {
         "task": name,
-        "observation_dim": int(np.prod(env.observation_space.shape)),
+        "observation_dim": int(np.prod(env.observation_space.shape)) if env.observation_space.shape is not None else 0,
         "action_dim": int(np.prod(space.shape)),
         "action_low": np.asarray(space.low, float).ravel().tolist(),
         "action_high": np.asarray(space.high, float).ravel().tolist(),
     }
+    if isinstance(env.observation_space, gym.spaces.Dict):
+        # Named parts (a state vector and cameras, envs/observations.py); observation_dim is
+        # then the state vector's length.
+        from envs.observations import ObservationSpec
+
+        observations = ObservationSpec.from_space(env.observation_space)
+        spec["observation_dim"] = observations.state_dim
+        spec["observation_spec"] = observations.to_json()
     return env, spec
 
 

@@ -31,6 +31,7 @@ from actor.client import LearnerClient, connection_hint, wait_for_learner, with_
 from actor.envs import make_actor_env
 from actor.policy import Policy, jsrl_rollin_steps
 from actor.spool import Spool
+from envs.observations import observation_spec_of
 from protos import codec
 from protos.wsrl.v1 import learner_pb2 as pb
 
@@ -75,6 +76,9 @@ class ActorSettings:
     # robot mode: a human takeover device polled every step (actor/teleop.py): 'keyboard',
     # 'spacemouse' or 'package.module:function'; '' (default): none (the env's own hook only).
     teleop: str = ""
+    # Camera frames (uint8 observation parts) on the wire: '' raw, or 'zstd' (needs the
+    # zstandard package here and on the learner, which lists what it decodes in the handshake).
+    compress: str = ""
     # robot mode: workspace limits on the position the env reports in info["workspace_position"]
     # (envs/robot.py); empty: the env's `workspace_bounds` attribute, if any. 'stop': a position
     # outside them is a safety stop; 'project': actions are limited so it stays inside.
@@ -94,6 +98,7 @@ class ActorSettings:
                 raise ValueError(f"actor setting '{name}': got {getattr(self, name)}, expected a number >= 0")
         if not self.max_backoff_s > 0:
             raise ValueError(f"actor setting 'max_backoff_s': got {self.max_backoff_s}, expected a number > 0")
+        codec.check_encoding(self.compress, "actor setting 'compress'")
         if self.queue_batches < 1:
             raise ValueError(f"actor setting 'queue_batches': got {self.queue_batches}, expected an integer >= 1")
         if self.robot and self.step_period_s:
@@ -109,6 +114,14 @@ class ActorSettings:
             raise ValueError("actor settings 'teleop' / 'workspace_low': robot mode only (add --robot)")
         if self.robot and not self.spool_dir:
             raise ValueError("actor setting 'spool_dir': required in robot mode (--robot needs --spool-dir DIR: robot data is kept on disk until the learner has it)")
+
+
+def stack_observations(observations) -> np.ndarray | dict:
+    """Per-step observations (flat vectors, or dicts of parts) as one batch: a float32 array
+    (N, d), or {part: array (N, *shape)} in each part's dtype (images stay uint8)."""
+    if isinstance(observations[0], dict):
+        return {name: np.stack([o[name] for o in observations]) for name in observations[0]}
+    return np.stack(observations).astype(np.float32)
 
 
 class ActorError(RuntimeError):
@@ -137,6 +150,8 @@ class ActorLoop:
         self.run_id = uuid.uuid4().hex  # fresh at every start: (actor, run, seq) is unique
         self.sequence = 0
         self.env, self.spec = make_actor_env(settings.env, settings.seed, settings.max_episode_steps)
+        # The env's observations: a flat float vector, or named parts (state + cameras).
+        self.observation_spec = observation_spec_of(self.spec)
         self.client = LearnerClient(settings.learner, settings.token or None, settings.tls_ca or None, max_backoff_s=settings.max_backoff_s)
         self.spool = Spool(f"{settings.spool_dir}/{self.actor_id}") if settings.spool_dir else None
         # Same RNG use as Finetuner: PRNGKey(seed + 1), split once per action.
@@ -187,6 +202,9 @@ class ActorLoop:
             self._resend_spooled()
         hello = self._handshake(self.run_id, self.sequence)
         self.sequence = hello.next_sequence
+        if s.compress and s.compress not in hello.encodings:
+            raise ActorError(f"--compress {s.compress}: the learner decodes only {list(hello.encodings) or 'raw tensors'} "
+                             f"(install zstandard on the learner's machine, or drop --compress)")
         self.policy = Policy(types.SimpleNamespace(**json.loads(hello.agent_config_json)), self.spec["action_dim"])
         self.behaviour = json.loads(hello.actor_behaviour_json or "{}")
         self._pull(force=True)
@@ -289,10 +307,10 @@ class ActorLoop:
                 self.spool.remove(batch.run_id, batch.sequence)
             return
         self._unconfirmed.append(batch)
-        self._unconfirmed_n += batch.observations.shape[0]
+        self._unconfirmed_n += batch.rewards.shape[0]
         while self._unconfirmed and (self._unconfirmed[0].sequence < durable or self._unconfirmed_n > self.settings.retain_transitions):
             old = self._unconfirmed.popleft()
-            self._unconfirmed_n -= old.observations.shape[0]
+            self._unconfirmed_n -= old.rewards.shape[0]
             if old.sequence >= durable and not self._warned_retain:
                 self._warned_retain = True
                 print(f"[wsrl actor] {self.actor_id}: more than {self.settings.retain_transitions} acknowledged transitions wait for a learner "
@@ -337,10 +355,10 @@ class ActorLoop:
         steps a human acted in (robot mode; sent as TransitionBatch.interventions)."""
         columns = list(zip(*self._pending))
         return {
-            "observations": np.stack(columns[0]).astype(np.float32),
+            "observations": stack_observations(columns[0]),
             "actions": np.stack(columns[1]).astype(np.float32),
             "rewards": np.asarray(columns[2], np.float32),
-            "next_observations": np.stack(columns[3]).astype(np.float32),
+            "next_observations": stack_observations(columns[3]),
             "terminals": np.asarray(columns[4], bool),
             "episode_ends": np.asarray(columns[5], bool),
             "policy_versions": np.asarray(columns[6], np.int64),
@@ -354,18 +372,22 @@ class ActorLoop:
         intervention)."""
         c = self._batch_columns()
         versions = c["policy_versions"]
+        if isinstance(c["observations"], dict):  # named parts: one tensor each, frames maybe compressed
+            observations = {"observation_parts": codec.encode_parts(c["observations"], self.settings.compress),
+                            "next_observation_parts": codec.encode_parts(c["next_observations"], self.settings.compress)}
+        else:
+            observations = {"observations": codec.encode_tensor(c["observations"]), "next_observations": codec.encode_tensor(c["next_observations"])}
         batch = pb.TransitionBatch(
             actor_id=self.actor_id,
             run_id=self.run_id,
             sequence=self.sequence,
             policy_version=max(0, int(versions.min())),
             policy_learner_id=c["policy_learner_ids"][int(np.argmin(versions))],
-            observations=codec.encode_tensor(c["observations"]),
             actions=codec.encode_tensor(c["actions"]),
             rewards=codec.encode_tensor(c["rewards"]),
-            next_observations=codec.encode_tensor(c["next_observations"]),
             terminals=codec.encode_tensor(c["terminals"]),
             episode_ends=codec.encode_tensor(c["episode_ends"]),
+            **observations,
         )
         if c["interventions"].any():  # optional on the wire: sent only when a human acted
             batch.interventions.CopyFrom(codec.encode_tensor(c["interventions"]))
@@ -386,6 +408,15 @@ class ActorLoop:
         self._last_report = time.monotonic()
 
     # ---- acting ----------------------------------------------------------------------
+
+    def as_observation(self, observation):
+        """An env observation as the actor keeps it: a flat float32 vector, or for named parts
+        a dict {part: array} checked against the spec (images uint8, copied: an env may hand
+        out the same render buffer at every step)."""
+        if self.observation_spec.is_flat:
+            return np.asarray(observation, np.float32).reshape(-1)
+        checked = self.observation_spec.check(observation, batch_ndim=0, where="env observation")
+        return {name: np.array(array, copy=True) for name, array in checked.items()}
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         """The action for `observation`: the current policy's sample, or as the learner's
@@ -415,7 +446,7 @@ class ActorLoop:
         s = self.settings
         if self._observation is None:
             observation, _ = self.env.reset(seed=s.seed)
-            self._observation = np.asarray(observation, np.float32).reshape(-1)
+            self._observation = self.as_observation(observation)
             self.rollin_steps_left = self._draw_rollin()
         if s.step_period_s:
             wait = self._last_step_at + s.step_period_s - time.monotonic()
@@ -427,7 +458,7 @@ class ActorLoop:
         observation = self._observation
         action = self.act(observation)
         next_observation, reward, terminated, truncated, info = self.env.step(action)
-        next_observation = np.asarray(next_observation, np.float32).reshape(-1)
+        next_observation = self.as_observation(next_observation)
         done = bool(terminated or truncated)
         if not self._pending:
             self._pending_since = time.monotonic()
@@ -442,7 +473,7 @@ class ActorLoop:
             self.num_episodes += 1
             self._episode = {"return": 0.0, "length": 0, "success": False}
             observation, _ = self.env.reset()
-            self._observation = np.asarray(observation, np.float32).reshape(-1)
+            self._observation = self.as_observation(observation)
             self.rollin_steps_left = self._draw_rollin()
         else:
             self._observation = next_observation

@@ -415,7 +415,7 @@ class RobotActor(ActorLoop):
             print(f"[wsrl actor] {self.actor_id}: the learner runs in {hello.mode} mode, which holds pushes back; the robot keeps "
                   "its rate but batches pile up in the spool. Start the learner with --mode async for robots.", flush=True)
         # A throwaway key: the actor's own key stream stays as in ActorLoop.
-        self.policy.sample(self.params, np.zeros(self.spec["observation_dim"], np.float32), jax.random.PRNGKey(0))
+        self.policy.sample(self.params, self.observation_spec.zeros(), jax.random.PRNGKey(0))
         self.sender.start()
         self._puller = threading.Thread(target=self._pull_loop, name="wsrl-robot-puller", daemon=True)
         self._puller.start()
@@ -492,7 +492,7 @@ class RobotActor(ActorLoop):
                       "actor paused (resume with SIGUSR2 once the robot is back inside)", flush=True)
                 self._hold("workspace limit")
                 return
-        self._observation = np.asarray(observation, np.float32).reshape(-1)
+        self._observation = self.as_observation(observation)
         self._adopt_policy()
         self.rollin_steps_left = self._draw_rollin()
         self._prev_action = None
@@ -537,7 +537,7 @@ class RobotActor(ActorLoop):
                 self.projected_steps += 1
             action = projected
         next_observation, reward, terminated, truncated, info = self.env.step(action)
-        next_observation = np.asarray(next_observation, np.float32).reshape(-1)
+        next_observation = self.as_observation(next_observation)
         stored = action
         human = intervention_action(info, self._base_space) if INTERVENTION_KEY in info else None
         if human is not None:  # the robot executed the human's action: that is the data

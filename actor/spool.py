@@ -2,7 +2,8 @@
 
 Each batch is the serialized TransitionBatch protobuf (no pickle) in
 `<dir>/<run_id>-<sequence>.pb`, written atomically before it is sent and deleted once the
-learner acknowledges it.
+learner acknowledges it. Camera frames stay as they were sent (observation parts, raw or
+zstd-compressed), so a resent batch is byte-identical and the learner recognises it.
 """
 
 from __future__ import annotations

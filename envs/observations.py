@@ -211,3 +211,12 @@ def index_observations(observations: Any, index) -> Any:
     if isinstance(observations, Mapping):
         return {k: v[index] for k, v in observations.items()}
     return observations[index]
+
+
+def observation_spec_of(spec: Mapping) -> ObservationSpec:
+    """The observations of a checkpoint-style task spec dict ({"task", "observation_dim",
+    "action_dim", ...}): its "observation_spec" (`ObservationSpec.to_json()`) when it has one,
+    else the flat vector of "observation_dim" (every spec written before named parts)."""
+    if spec.get("observation_spec") is not None:
+        return ObservationSpec.from_json(spec["observation_spec"])
+    return ObservationSpec.flat(int(spec["observation_dim"]))

@@ -2,8 +2,15 @@
 
 A robot env is a plain `gymnasium.Env` the user writes for their robot:
 
-- `observation_space`: a Box; `action_space`: a Box with finite bounds (the actor rescales the
-  policy's [-1, 1] actions to it and clips every action to it).
+- `observation_space`: a 1-D Box (a state vector), or a gymnasium `Dict` of named parts for a
+  robot with cameras: at most one 1-D float Box named "state" (proprioception) plus any number
+  of camera images, each a uint8 Box of shape (H, W, C) with C in 1, 3, 4, fixed per camera
+  (e.g. `Dict({"state": Box(-inf, inf, (7,)), "wrist": Box(0, 255, (64, 64, 3), uint8)})`;
+  part names are 1-64 characters of [A-Za-z0-9_]). Observations are then dicts with exactly
+  those keys; frames travel to the learner as uint8 (optionally compressed, `--compress zstd`)
+  and are cast to float only on the learner's device (envs/observations.py).
+- `action_space`: a Box with finite bounds (the actor rescales the policy's [-1, 1] actions to
+  it and clips every action to it).
 - `reset(seed=None, options=None) -> (observation, info)`, `step(action) -> (observation,
   reward, terminated, truncated, info)`, `close()`. `step` should return as soon as the command
   is sent and the next observation read: the actor holds the control rate, not the env.
@@ -43,6 +50,8 @@ from typing import Any, Mapping, Optional
 import gymnasium as gym
 import numpy as np
 
+from envs.observations import ObservationSpec
+
 INTERVENTION_KEY = "intervention_action"
 SUCCESS_KEY = "success"
 SAFETY_STOP_KEY = "safety_stop"
@@ -54,9 +63,15 @@ def check_robot_env(env: gym.Env) -> dict[str, Any]:
     """Checks `env` against the contract; returns what it offers: the optional hooks it
     implements and its `control_hz` (None if it has none). Raises ValueError naming the field."""
     base = env.unwrapped
-    for name, space in (("observation_space", env.observation_space), ("action_space", env.action_space)):
-        if not isinstance(space, gym.spaces.Box):
-            raise ValueError(f"robot env {type(base).__name__}: field '{name}' is {space}, expected a gymnasium Box")
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise ValueError(f"robot env {type(base).__name__}: field 'action_space' is {env.action_space}, expected a gymnasium Box")
+    if not isinstance(env.observation_space, (gym.spaces.Box, gym.spaces.Dict)):
+        raise ValueError(f"robot env {type(base).__name__}: field 'observation_space' is {env.observation_space}, expected a gymnasium Box "
+                         "(a state vector) or Dict (a 'state' vector and uint8 camera images)")
+    try:
+        ObservationSpec.from_space(env.observation_space)
+    except ValueError as e:
+        raise ValueError(f"robot env {type(base).__name__}: field 'observation_space': {e}") from None
     if not (np.all(np.isfinite(env.action_space.low)) and np.all(np.isfinite(env.action_space.high))):
         raise ValueError(
             f"robot env {type(base).__name__}: field 'action_space' has infinite bounds, expected finite low/high "

@@ -11,6 +11,7 @@ import numpy as np
 
 from envs.dataset_io import DatasetError, read_dataset
 from envs.datasets import OfflineDataset, mc_returns
+from envs.observations import observation_spec_of
 from envs.tasks import Task
 from learner.agents import make_agent
 from learner.agents.common import configure_cpu_malloc
@@ -160,7 +161,9 @@ def online_replay(config: Config, task: Task, spec: dict) -> tuple[ReplayBuffer,
     f = config.finetune
     dataset_warmup = f.warmup == "dataset" and f.warmup_steps > 0
     capacity = (f.replay_capacity or f.num_steps) + (f.warmup_steps if dataset_warmup else 0)
-    replay = ReplayBuffer(capacity, spec["observation_dim"], spec["action_dim"])
+    # A flat-vector task's buffer as before; one with camera parts gets their ObservationSpec.
+    observations = observation_spec_of(spec)
+    replay = ReplayBuffer(capacity, spec["observation_dim"] if observations.is_flat else observations, spec["action_dim"])
     offline = offline_replay(config, task) if f.offline_mixing_ratio > 0 or dataset_warmup else None
     sampler = MixedSampler(replay, offline, f.offline_mixing_ratio) if f.offline_mixing_ratio > 0 else replay
     if f.intervention_ratio > 0:

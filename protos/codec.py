@@ -3,6 +3,11 @@
 Imports only numpy, flax.serialization and the generated messages: an actor machine needs
 nothing of the training code to speak the protocol. No pickle: tensors are raw little-endian
 bytes, parameter trees are flax msgpack (numpy arrays as msgpack extension types).
+
+Camera images may travel compressed (`Tensor.encoding` "zstd", the optional `zstandard`
+package on both sides); raw always works without it. A compressed tensor's decompressed size
+is fixed by its dtype and shape, which the receiver checks against its spec first: the frame
+must claim exactly that size in its header, or it is refused before any decompression.
 """
 
 from __future__ import annotations
@@ -34,6 +39,13 @@ POLICY_FIELDS = (
 )
 
 
+# Tensor encodings besides raw (""), each needing an optional library (see `available_encodings`).
+ENCODINGS = ("zstd",)
+# Zstandard level 1: on rendered and camera-like frames levels 1 and 3 compress within a few
+# percent of each other, and 1 encodes fastest (benchmarks/camera_transport.py).
+ZSTD_LEVEL = 1
+
+
 class WireError(ValueError):
     """A message field cannot be decoded; `field` names it."""
 
@@ -42,18 +54,55 @@ class WireError(ValueError):
         self.field = field
 
 
-def encode_tensor(array: Any) -> pb.Tensor:
-    """A numpy-compatible array as a Tensor message (C order, little-endian)."""
+def available_encodings() -> tuple[str, ...]:
+    """The ENCODINGS this process can write and read (their optional library is installed)."""
+    try:
+        import zstandard  # noqa: F401
+    except ImportError:
+        return ()
+    return ("zstd",)
+
+
+def check_encoding(encoding: str, where: str = "encoding") -> None:
+    """Raises ValueError unless `encoding` is raw ("") or one this process can use."""
+    if encoding == "":
+        return
+    if encoding not in ENCODINGS:
+        raise ValueError(f"{where}: got {encoding!r}, expected '' (raw) or one of {', '.join(ENCODINGS)}")
+    if encoding not in available_encodings():
+        raise ValueError(f"{where}: {encoding!r} needs the zstandard package (pip install 'wsrl[compress]' or pip install zstandard)")
+
+
+def zstd_bound(size: int) -> int:
+    """The largest Zstandard frame of `size` input bytes (libzstd's ZSTD_COMPRESSBOUND)."""
+    return size + (size >> 8) + (((128 << 10) - size) >> 11 if size < 128 << 10 else 0)
+
+
+def encode_tensor(array: Any, encoding: str = "") -> pb.Tensor:
+    """A numpy-compatible array as a Tensor message (C order, little-endian), its bytes
+    compressed with `encoding` ("" raw, "zstd": one frame with its content size)."""
     a = np.asarray(array)
     if a.dtype.name not in WIRE_DTYPES:
         raise WireError("dtype", f"got {a.dtype.name!r}, expected one of {', '.join(WIRE_DTYPES)}")
     a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
-    return pb.Tensor(dtype=a.dtype.name, shape=list(a.shape), data=a.tobytes())
+    if not encoding:
+        return pb.Tensor(dtype=a.dtype.name, shape=list(a.shape), data=a.tobytes())
+    check_encoding(encoding)
+    import zstandard
+
+    data = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True).compress(memoryview(a.reshape(-1).view(np.uint8)))
+    return pb.Tensor(dtype=a.dtype.name, shape=list(a.shape), data=data, encoding=encoding)
 
 
 def decode_tensor(tensor: pb.Tensor, field: str) -> np.ndarray:
     """The array in a Tensor message; raises WireError naming `field` when the dtype is
-    unknown, the shape is negative or the byte count does not match dtype x shape."""
+    unknown, the shape is negative or the byte count does not match dtype x shape.
+
+    A compressed tensor ("zstd") decompresses to exactly dtype x shape bytes or is refused:
+    more compressed bytes than a frame of that size can take, a frame header claiming another
+    content size (a decompression bomb), several frames or trailing bytes, a corrupt frame, or
+    an encoding this process cannot read. Callers bound the shape first (the learner checks it
+    against its spec), so the output is bounded before anything is decompressed."""
     if tensor.dtype not in WIRE_DTYPES:
         raise WireError(f"{field}.dtype", f"got {tensor.dtype!r}, expected one of {', '.join(WIRE_DTYPES)}")
     shape = tuple(int(d) for d in tensor.shape)
@@ -61,12 +110,61 @@ def decode_tensor(tensor: pb.Tensor, field: str) -> np.ndarray:
         raise WireError(f"{field}.shape", f"got {list(shape)}, expected non-negative sizes")
     dtype = np.dtype(tensor.dtype).newbyteorder("<")
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if len(tensor.data) != count * dtype.itemsize:
+    size = count * dtype.itemsize
+    data = tensor.data
+    if tensor.encoding:
+        data = _decompress(tensor.encoding, data, size, field)
+    elif len(data) != size:
         raise WireError(
             f"{field}.data",
-            f"got {len(tensor.data)} bytes, expected {count * dtype.itemsize} ({tensor.dtype} x shape {list(shape)})",
+            f"got {len(data)} bytes, expected {size} ({tensor.dtype} x shape {list(shape)})",
         )
-    return np.frombuffer(tensor.data, dtype=dtype, count=count).reshape(shape).astype(dtype.newbyteorder("="))
+    return np.frombuffer(data, dtype=dtype, count=count).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _decompress(encoding: str, data: bytes, size: int, field: str) -> bytes:
+    """`data` decompressed to exactly `size` bytes (see decode_tensor), else WireError."""
+    if encoding not in available_encodings():
+        known = ", ".join(available_encodings()) or "none (the zstandard package is not installed)"
+        raise WireError(f"{field}.encoding", f"got {encoding[:16]!r}, expected '' (raw) or an encoding this learner decodes: {known}")
+    import zstandard
+
+    if len(data) > zstd_bound(size):
+        raise WireError(f"{field}.data", f"got {len(data)} compressed bytes, expected at most {zstd_bound(size)} (a zstd frame of {size} bytes)")
+    try:
+        claimed = zstandard.frame_content_size(data)
+    except zstandard.ZstdError:
+        raise WireError(f"{field}.data", "not a zstd frame (no readable frame header)") from None
+    if claimed != size:
+        said = "no content size" if claimed < 0 else f"a content size of {claimed} bytes"
+        raise WireError(f"{field}.data", f"the zstd frame header states {said}, expected {size} (dtype x shape); refused before decompressing")
+    try:
+        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=size, allow_extra_data=False)
+    except zstandard.ZstdError as e:
+        raise WireError(f"{field}.data", f"corrupt zstd frame ({str(e)[:80]})") from None
+    if len(out) != size:
+        raise WireError(f"{field}.data", f"decompressed to {len(out)} bytes, expected {size}")
+    return out
+
+
+def encode_parts(observations: Mapping[str, Any], encoding: str = "") -> list[pb.NamedTensor]:
+    """A dict {part name: (N, *shape) array} as TransitionBatch.observation_parts, sorted by
+    name; uint8 (image) parts compressed with `encoding`, the float state vector always raw."""
+    return [
+        pb.NamedTensor(name=name, tensor=encode_tensor(array, encoding if np.asarray(array).dtype == np.uint8 else ""))
+        for name, array in sorted(observations.items())
+    ]
+
+
+def decode_parts(parts: Any, field: str) -> dict[str, np.ndarray]:
+    """TransitionBatch.observation_parts as {name: array} (checks only that each name occurs
+    once; the learner checks names, dtypes and shapes against its spec before calling this)."""
+    out: dict[str, np.ndarray] = {}
+    for i, part in enumerate(parts):
+        if part.name in out:
+            raise WireError(f"{field}[{i}].name", f"part {part.name[:64]!r} appears twice")
+        out[part.name] = decode_tensor(part.tensor, f"{field}[{part.name[:64]!r}]")
+    return out
 
 
 def run_label(run_id: str) -> str:
@@ -75,26 +173,43 @@ def run_label(run_id: str) -> str:
     return hashlib.blake2b(run_id.encode(), digest_size=4, person=b"wsrl-run-label").hexdigest()
 
 
+def observation_parts(spec: Mapping[str, Any]) -> list[dict]:
+    """The named observation parts of a checkpoint-style spec dict (its "observation_spec",
+    `envs.observations.ObservationSpec.to_json()`), [] for a flat vector: a spec without one,
+    or whose only part is the "state" vector."""
+    parts = spec.get("observation_spec") or []
+    if len(parts) == 1 and parts[0]["name"] == "state" and len(parts[0]["shape"]) == 1:
+        return []
+    return [{"name": str(p["name"]), "shape": [int(n) for n in p["shape"]], "dtype": str(p["dtype"])} for p in sorted(parts, key=lambda p: p["name"])]
+
+
 def spec_to_proto(spec: Mapping[str, Any]) -> pb.Spec:
-    """The checkpoint-style spec dict as a Spec message."""
+    """The checkpoint-style spec dict as a Spec message (observation parts only when the spec
+    has images: a flat spec travels exactly as before parts existed)."""
+    parts = observation_parts(spec)
     return pb.Spec(
         task=str(spec.get("task", "")),
         observation_dim=int(spec["observation_dim"]),
         action_dim=int(spec["action_dim"]),
         action_low=[float(x) for x in spec.get("action_low", [])],
         action_high=[float(x) for x in spec.get("action_high", [])],
+        observation_parts=[pb.ObservationPart(name=p["name"], dtype=p["dtype"], shape=p["shape"]) for p in parts],
     )
 
 
 def spec_from_proto(spec: pb.Spec) -> dict:
-    """The Spec message as the checkpoint-style spec dict."""
-    return {
+    """The Spec message as the checkpoint-style spec dict ("observation_spec" only when the
+    message has observation parts)."""
+    out = {
         "task": spec.task,
         "observation_dim": int(spec.observation_dim),
         "action_dim": int(spec.action_dim),
         "action_low": list(spec.action_low),
         "action_high": list(spec.action_high),
     }
+    if spec.observation_parts:
+        out["observation_spec"] = [{"name": p.name, "shape": [int(n) for n in p.shape], "dtype": p.dtype} for p in spec.observation_parts]
+    return out
 
 
 def policy_config(agent_config: Any) -> dict:
@@ -107,10 +222,13 @@ def policy_config(agent_config: Any) -> dict:
     return out
 
 
-def policy_fingerprint(agent_config: Any, observation_dim: int, action_dim: int) -> str:
-    """sha256 over the policy architecture and dims: equal fingerprints mean the learner's
-    parameters load into the actor's policy network."""
+def policy_fingerprint(agent_config: Any, observation_dim: int, action_dim: int, parts: Any = ()) -> str:
+    """sha256 over the policy architecture, dims and, for observations with images, their
+    parts (`observation_parts(spec)`): equal fingerprints mean the learner's parameters load
+    into the actor's policy network. A flat spec hashes as before parts existed."""
     body = {"policy": policy_config(agent_config), "observation_dim": int(observation_dim), "action_dim": int(action_dim)}
+    if parts:
+        body["observation_parts"] = [dict(p) for p in parts]
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 

@@ -85,6 +85,9 @@ def add_commands(subparsers: Any, add_config_args: Optional[Callable[[argparse.A
     p.add_argument("--step-period", type=float, default=0.0, metavar="SECONDS", help="at least this long per env step (a control period; default 0: as fast as possible)")
     p.add_argument("--max-backoff", type=float, default=5.0, metavar="SECONDS", help="longest wait between reconnection attempts to the learner (default 5)")
     p.add_argument("--connect-timeout", type=float, default=120.0, metavar="SECONDS", help="give up when the learner is not reachable for this long at start (default 120; 0: wait forever)")
+    p.add_argument("--compress", default="", choices=("", "zstd"), help="compress camera frames (uint8 observation parts) on the wire: zstd "
+                   "(pip install 'wsrl[compress]' here and on the learner); default: raw. Worth it over a network link, not on loopback "
+                   "(benchmarks/camera_transport.py)")
     p.add_argument("--evaluate", action="store_true", help="be an evaluator instead: run the deterministic evaluation episodes the learner asks for "
                    "(step 0, every finetune.eval_every env steps, the end) and report them; sends no transitions (wsrl run starts one itself)")
     robot = p.add_argument_group("robot mode (docs/robot.md)")
@@ -310,6 +313,7 @@ def _run_actor_command(args: argparse.Namespace) -> int:
         robot=args.robot, control_hz=args.control_hz, max_action_change=args.max_action_change,
         switch_mid_episode=args.switch_mid_episode, status_every_s=args.status_every, teleop=args.teleop,
         workspace_low=args.workspace_low, workspace_high=args.workspace_high, workspace_mode=args.workspace_mode,
+        compress=args.compress,
     )
     stop = GracefulStop("wsrl actor", "stopping: sending what this actor holds").install()
     try:

@@ -341,7 +341,8 @@ class LearnerService(pb_grpc.LearnerServicer):
         self.policies = PolicyStore(trainer, learner_id)
         c = trainer.config
         self.spec = trainer.spec
-        self.fingerprint = codec.policy_fingerprint(c.agent, self.spec["observation_dim"], self.spec["action_dim"])
+        self.parts = codec.observation_parts(self.spec)  # [] for a flat-vector task
+        self.fingerprint = codec.policy_fingerprint(c.agent, self.spec["observation_dim"], self.spec["action_dim"], self.parts)
         self.agent_config_json = json.dumps(to_dict(c.agent))
         f = c.finetune
         self.actor_behaviour_json = json.dumps({
@@ -359,9 +360,13 @@ class LearnerService(pb_grpc.LearnerServicer):
         if request.protocol_version != codec.PROTOCOL_VERSION:
             problems.append(f"protocol_version: actor has {request.protocol_version}, learner has {codec.PROTOCOL_VERSION}")
         theirs = codec.spec_from_proto(request.spec)
-        for key in ("task", "observation_dim", "action_dim"):
+        their_parts = codec.observation_parts(theirs)
+        keys = ("task", "observation_dim", "action_dim") if not (self.parts or their_parts) else ("task", "action_dim")
+        for key in keys:
             if theirs[key] != self.spec.get(key):
                 problems.append(f"spec.{key}: actor has {short(theirs[key])}, learner has {self.spec.get(key)!r}")
+        if self.parts or their_parts:
+            problems.extend(observation_mismatches(their_parts, self.parts, int(theirs["observation_dim"])))
         for key in ("action_low", "action_high"):  # the env's own bounds (actions travel rescaled to [-1, 1])
             mine = self.spec.get(key)
             if mine and not (len(theirs[key]) == len(mine) and np.allclose(theirs[key], mine, rtol=1e-6, atol=1e-9)):
@@ -393,6 +398,7 @@ class LearnerService(pb_grpc.LearnerServicer):
             max_batch_size=s.max_batch_size,
             learner_id=self.learner_id,
             actor_behaviour_json=self.actor_behaviour_json,
+            encodings=codec.available_encodings(),
         )
 
     def PushTransitions(self, request: pb.TransitionBatch, context) -> pb.PushResponse:
@@ -578,6 +584,33 @@ class LearnerService(pb_grpc.LearnerServicer):
             actors.append(pb.ActorStatus(**a, control=pb.ControlStats(**control) if control else None))
         s.pop("error")
         return pb.StatusResponse(actors=actors, **s)
+
+
+def observation_mismatches(theirs: list[dict], mine: list[dict], their_dim: int) -> list[str]:
+    """Handshake problems between the actor's observation parts and the learner's (either may
+    be [] for a flat vector: then the actor's is the "state" part of `their_dim`), one per
+    differing part, each naming it: missing on one side, or another dtype or shape."""
+    def describe(part: dict) -> str:  # (at most 60 characters of what an actor sent)
+        text = f"{part['dtype']} {list(part['shape'])}"
+        return text if len(text) <= 60 else text[:60] + "..."
+
+    if not theirs:
+        theirs = [{"name": "state", "shape": [their_dim], "dtype": "float32"}]
+    if not mine:  # (only reached when the actor has parts and this learner has none)
+        return [f"spec.observation_parts: actor has {len(theirs)} parts ({short([p['name'] for p in theirs], 80)}), "
+                f"learner has a flat vector (no observation parts)"]
+    ours, their_parts = {p["name"]: p for p in mine}, {str(p["name"]): p for p in theirs}
+    problems = []
+    for name in sorted(set(ours) | set(their_parts)):
+        a, b = their_parts.get(name), ours.get(name)
+        where = f"spec.observation_parts[{short(name)}]"
+        if a is None:
+            problems.append(f"{where}: actor has no such part, learner has {describe(b)}")
+        elif b is None:
+            problems.append(f"{where}: actor has {describe(a)}, learner has no such part")
+        elif describe(a) != describe(b):
+            problems.append(f"{where}: actor has {describe(a)}, learner has {describe(b)}")
+    return problems[:8]
 
 
 def _serialize_response(message: Any) -> bytes:

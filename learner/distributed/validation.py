@@ -14,10 +14,12 @@ from typing import Mapping
 import grpc
 import numpy as np
 
-from protos.codec import WireError, decode_tensor, run_label  # noqa: F401 (run_label: re-exported)
+from protos.codec import WireError, decode_tensor, observation_parts, run_label, zstd_bound  # noqa: F401 (run_label: re-exported)
 from protos.wsrl.v1 import learner_pb2 as pb
 
 # (field, dtype, trailing shape key): "obs" -> (N, observation_dim), "act" -> (N, action_dim).
+# With observation parts (a spec with images) the two "obs" fields are absent and
+# OBSERVATION_PART_FIELDS carry one tensor per part instead.
 BATCH_FIELDS = (
     ("observations", "float32", "obs"),
     ("actions", "float32", "act"),
@@ -26,6 +28,7 @@ BATCH_FIELDS = (
     ("terminals", "bool", None),
     ("episode_ends", "bool", None),
 )
+OBSERVATION_PART_FIELDS = {"observations": "observation_parts", "next_observations": "next_observation_parts"}
 # Actions live in the policy's tanh range; the actor's env wrapper rescales to the env's own.
 ACTION_LOW, ACTION_HIGH = -1.0, 1.0
 # Ids: an actor id names a machine (a hostname fits); a run id is the run's secret (the actor
@@ -96,18 +99,30 @@ def batch_digest(batch: pb.TransitionBatch) -> bytes:
     if batch.HasField("interventions"):  # optional: batches without it hash as before
         t = batch.interventions
         h.update(b"interventions\0" + t.dtype.encode() + b"\0" + struct.pack(f"<Q{len(t.shape)}q", len(t.shape), *t.shape) + t.data)
+    for field in OBSERVATION_PART_FIELDS.values():  # observation parts: absent from flat batches
+        for part in getattr(batch, field):
+            t = part.tensor
+            h.update(field.encode() + b"\0" + part.name.encode() + b"\0" + t.dtype.encode() + b"\0" + t.encoding.encode() + b"\0")
+            h.update(struct.pack(f"<Q{len(t.shape)}qQ", len(t.shape), *t.shape, len(t.data)) + t.data)
     return h.digest()
 
 
 def max_request_bytes(spec: Mapping, max_batch_size: int) -> int:
     """The learner's per-message receive limit, derived from the handshake spec and
-    `max_batch_size`: the largest of a full batch (float32 observations, next observations,
+    `max_batch_size`: the largest of a full batch (observations and next observations, float32
     actions and rewards, bool terminals and episode ends), a full episode report and a
     handshake, times RECEIVE_HEADROOM, plus RECEIVE_EXTRA_BYTES (ids, tensor headers, framing).
-    Grows with the spec (e.g. camera observations), so nothing is hard-coded."""
+    With observation parts, each part's tensor counts at its raw size or, if larger, the
+    largest zstd frame of it (incompressible frames grow by ~0.4%). Grows with the spec (e.g.
+    camera observations), so nothing is hard-coded."""
     obs, act = int(spec["observation_dim"]), int(spec["action_dim"])
-    row = 4 * (2 * obs + act + 1) + 3  # + bool terminals, episode ends and interventions
-    batch = max_batch_size * row
+    parts = observation_parts(spec)
+    if parts:
+        part_bytes = [int(np.prod(p["shape"])) * np.dtype(p["dtype"]).itemsize for p in parts]
+        batch = 2 * sum(zstd_bound(max_batch_size * b) for b in part_bytes) + max_batch_size * (4 * (act + 1) + 3)
+    else:
+        row = 4 * (2 * obs + act + 1) + 3  # + bool terminals, episode ends and interventions
+        batch = max_batch_size * row
     report = MAX_EPISODES_PER_REPORT * 40  # an Episode: a double, two varints, a bool, tags
     handshake = 2 * 11 * act + MAX_TASK_CHARS + 4 * 64
     return int(max(batch, report, handshake) * RECEIVE_HEADROOM) + RECEIVE_EXTRA_BYTES
@@ -121,21 +136,35 @@ def validate_batch(batch: pb.TransitionBatch, spec: Mapping, max_batch_size: int
     actions inside [-1, 1], bool tensors 0/1, policy_version not from the future (when it was
     served by this learner, `learner_id`, or the batch names none: a version served by an
     earlier learner process, before a `--resume`, may lie above this one's count).
-    Returns {field: array}; raises BatchRejected.
+
+    A spec with observation parts (images): `observations` / `next_observations` absent and
+    `observation_parts` / `next_observation_parts` holding every part of the spec once, each of
+    the part's dtype and shape (N, *shape), a compressed one claiming exactly that size
+    (`codec.decode_tensor`); they come back as {part name: array}. A flat spec: no parts.
+    Returns {field: array or dict}; raises BatchRejected.
     """
     dims = {"obs": int(spec["observation_dim"]), "act": int(spec["action_dim"])}
+    parts = observation_parts(spec)
     if batch.policy_version > latest_version and batch.policy_learner_id in ("", learner_id):
         raise _invalid("policy_version", f"got {batch.policy_version}, expected <= {latest_version} (the latest published version)")
     # Size first, from the shape alone, so an oversized batch is refused before decoding.
-    first = batch.observations
+    first_field = "actions" if parts else "observations"
+    first = getattr(batch, first_field)
     if len(first.shape) >= 1 and first.shape[0] > max_batch_size:
         raise BatchRejected(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"field 'observations.shape': batch of {first.shape[0]} transitions, expected at most {max_batch_size} (max_batch_size)",
+            f"field '{first_field}.shape': batch of {first.shape[0]} transitions, expected at most {max_batch_size} (max_batch_size)",
         )
+    for field, part_field in OBSERVATION_PART_FIELDS.items():
+        if parts and batch.HasField(field):
+            raise _invalid(field, f"expected absent: the handshake spec has observation parts ({', '.join(p['name'] for p in parts)}); send them in '{part_field}'")
+        if not parts and len(getattr(batch, part_field)):
+            raise _invalid(part_field, f"got {len(getattr(batch, part_field))} parts, expected none: the handshake spec is a flat vector (send '{field}')")
     arrays: dict[str, np.ndarray] = {}
     n = None
     for field, dtype, dim_key in BATCH_FIELDS:
+        if parts and field in OBSERVATION_PART_FIELDS:
+            continue
         if not batch.HasField(field):
             raise _invalid(field, "missing")
         tensor = getattr(batch, field)
@@ -169,6 +198,9 @@ def validate_batch(batch: pb.TransitionBatch, spec: Mapping, max_batch_size: int
             bad = int(np.flatnonzero(~np.isfinite(array).reshape(n, -1).all(axis=1))[0])
             raise _invalid(field, f"row {bad} holds NaN or inf, expected finite values")
         arrays[field] = array
+    for field, part_field in OBSERVATION_PART_FIELDS.items():
+        if parts:
+            arrays[field] = _validate_parts(getattr(batch, part_field), part_field, parts, n)
     actions = arrays["actions"]
     outside = (actions < ACTION_LOW) | (actions > ACTION_HIGH)
     if outside.any():
@@ -178,6 +210,40 @@ def validate_batch(batch: pb.TransitionBatch, spec: Mapping, max_batch_size: int
         raise _invalid("episode_ends", "a terminal step must also end its episode")
     arrays["interventions"] = _optional_flags(batch, "interventions", len(actions))
     return arrays
+
+
+def _validate_parts(tensors, field: str, parts: list[dict], n: int) -> dict[str, np.ndarray]:
+    """The observation parts of a batch as {name: array}: every part of the spec exactly once,
+    each of its dtype and shape (n, *shape), checked BEFORE decoding (so a compressed tensor's
+    output size is the spec's), then decoded; a float part must be finite."""
+    by_name = {p["name"]: p for p in parts}
+    seen: dict[str, object] = {}
+    for i, named in enumerate(tensors):
+        if named.name not in by_name:
+            raise _invalid(f"{field}[{i}].name", f"got {short(named.name)}, expected one of the spec's parts {list(by_name)}")
+        if named.name in seen:
+            raise _invalid(f"{field}[{i}].name", f"part {named.name!r} appears twice, expected each part once")
+        seen[named.name] = named.tensor
+    missing = [name for name in by_name if name not in seen]
+    if missing:
+        raise _invalid(field, f"missing part(s) {missing}, expected every part of the spec {list(by_name)}")
+    out = {}
+    for name, part in by_name.items():
+        tensor, where = seen[name], f"{field}[{name!r}]"
+        if tensor.dtype != part["dtype"]:
+            raise _invalid(f"{where}.dtype", f"got {short(tensor.dtype)}, expected {part['dtype']!r} (the spec's part {name!r})")
+        want = [n, *part["shape"]]
+        if list(tensor.shape) != want:
+            raise _invalid(f"{where}.shape", f"got {short(list(tensor.shape))}, expected {want} (N x the spec's part {name!r} {part['shape']})")
+        try:
+            array = decode_tensor(tensor, where)
+        except WireError as e:
+            raise _invalid(e.field, str(e).split(": ", 1)[1]) from None
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            bad = int(np.flatnonzero(~np.isfinite(array).reshape(n, -1).all(axis=1))[0])
+            raise _invalid(where, f"row {bad} holds NaN or inf, expected finite values")
+        out[name] = array
+    return out
 
 
 def _optional_flags(batch: pb.TransitionBatch, field: str, n: int) -> np.ndarray:

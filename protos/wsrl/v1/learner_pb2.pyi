@@ -19,28 +19,50 @@ ACTOR_COMMAND_RESUME: ActorCommandKind
 ACTOR_COMMAND_ESTOP: ActorCommandKind
 
 class Tensor(_message.Message):
-    __slots__ = ("dtype", "shape", "data")
+    __slots__ = ("dtype", "shape", "data", "encoding")
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
     dtype: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
-    def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    encoding: str
+    def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., encoding: _Optional[str] = ...) -> None: ...
+
+class ObservationPart(_message.Message):
+    __slots__ = ("name", "dtype", "shape")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class NamedTensor(_message.Message):
+    __slots__ = ("name", "tensor")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tensor: Tensor
+    def __init__(self, name: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class Spec(_message.Message):
-    __slots__ = ("task", "observation_dim", "action_dim", "action_low", "action_high")
+    __slots__ = ("task", "observation_dim", "action_dim", "action_low", "action_high", "observation_parts")
     TASK_FIELD_NUMBER: _ClassVar[int]
     OBSERVATION_DIM_FIELD_NUMBER: _ClassVar[int]
     ACTION_DIM_FIELD_NUMBER: _ClassVar[int]
     ACTION_LOW_FIELD_NUMBER: _ClassVar[int]
     ACTION_HIGH_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATION_PARTS_FIELD_NUMBER: _ClassVar[int]
     task: str
     observation_dim: int
     action_dim: int
     action_low: _containers.RepeatedScalarFieldContainer[float]
     action_high: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, task: _Optional[str] = ..., observation_dim: _Optional[int] = ..., action_dim: _Optional[int] = ..., action_low: _Optional[_Iterable[float]] = ..., action_high: _Optional[_Iterable[float]] = ...) -> None: ...
+    observation_parts: _containers.RepeatedCompositeFieldContainer[ObservationPart]
+    def __init__(self, task: _Optional[str] = ..., observation_dim: _Optional[int] = ..., action_dim: _Optional[int] = ..., action_low: _Optional[_Iterable[float]] = ..., action_high: _Optional[_Iterable[float]] = ..., observation_parts: _Optional[_Iterable[_Union[ObservationPart, _Mapping]]] = ...) -> None: ...
 
 class HandshakeRequest(_message.Message):
     __slots__ = ("protocol_version", "spec", "config_fingerprint", "actor_id", "run_id", "next_sequence")
@@ -59,7 +81,7 @@ class HandshakeRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., spec: _Optional[_Union[Spec, _Mapping]] = ..., config_fingerprint: _Optional[str] = ..., actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., next_sequence: _Optional[int] = ...) -> None: ...
 
 class HandshakeResponse(_message.Message):
-    __slots__ = ("protocol_version", "spec", "config_fingerprint", "agent_config_json", "next_sequence", "policy_version", "mode", "warmup_steps", "max_batch_size", "learner_id", "actor_behaviour_json")
+    __slots__ = ("protocol_version", "spec", "config_fingerprint", "agent_config_json", "next_sequence", "policy_version", "mode", "warmup_steps", "max_batch_size", "learner_id", "actor_behaviour_json", "encodings")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +93,7 @@ class HandshakeResponse(_message.Message):
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LEARNER_ID_FIELD_NUMBER: _ClassVar[int]
     ACTOR_BEHAVIOUR_JSON_FIELD_NUMBER: _ClassVar[int]
+    ENCODINGS_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     spec: Spec
     config_fingerprint: str
@@ -82,10 +105,11 @@ class HandshakeResponse(_message.Message):
     max_batch_size: int
     learner_id: str
     actor_behaviour_json: str
-    def __init__(self, protocol_version: _Optional[int] = ..., spec: _Optional[_Union[Spec, _Mapping]] = ..., config_fingerprint: _Optional[str] = ..., agent_config_json: _Optional[str] = ..., next_sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., mode: _Optional[str] = ..., warmup_steps: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., learner_id: _Optional[str] = ..., actor_behaviour_json: _Optional[str] = ...) -> None: ...
+    encodings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, protocol_version: _Optional[int] = ..., spec: _Optional[_Union[Spec, _Mapping]] = ..., config_fingerprint: _Optional[str] = ..., agent_config_json: _Optional[str] = ..., next_sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., mode: _Optional[str] = ..., warmup_steps: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., learner_id: _Optional[str] = ..., actor_behaviour_json: _Optional[str] = ..., encodings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TransitionBatch(_message.Message):
-    __slots__ = ("actor_id", "run_id", "sequence", "policy_version", "observations", "actions", "rewards", "next_observations", "terminals", "episode_ends", "policy_learner_id", "interventions")
+    __slots__ = ("actor_id", "run_id", "sequence", "policy_version", "observations", "actions", "rewards", "next_observations", "terminals", "episode_ends", "policy_learner_id", "interventions", "observation_parts", "next_observation_parts")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +122,8 @@ class TransitionBatch(_message.Message):
     EPISODE_ENDS_FIELD_NUMBER: _ClassVar[int]
     POLICY_LEARNER_ID_FIELD_NUMBER: _ClassVar[int]
     INTERVENTIONS_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATION_PARTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OBSERVATION_PARTS_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     run_id: str
     sequence: int
@@ -110,7 +136,9 @@ class TransitionBatch(_message.Message):
     episode_ends: Tensor
     policy_learner_id: str
     interventions: Tensor
-    def __init__(self, actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., observations: _Optional[_Union[Tensor, _Mapping]] = ..., actions: _Optional[_Union[Tensor, _Mapping]] = ..., rewards: _Optional[_Union[Tensor, _Mapping]] = ..., next_observations: _Optional[_Union[Tensor, _Mapping]] = ..., terminals: _Optional[_Union[Tensor, _Mapping]] = ..., episode_ends: _Optional[_Union[Tensor, _Mapping]] = ..., policy_learner_id: _Optional[str] = ..., interventions: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    observation_parts: _containers.RepeatedCompositeFieldContainer[NamedTensor]
+    next_observation_parts: _containers.RepeatedCompositeFieldContainer[NamedTensor]
+    def __init__(self, actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., observations: _Optional[_Union[Tensor, _Mapping]] = ..., actions: _Optional[_Union[Tensor, _Mapping]] = ..., rewards: _Optional[_Union[Tensor, _Mapping]] = ..., next_observations: _Optional[_Union[Tensor, _Mapping]] = ..., terminals: _Optional[_Union[Tensor, _Mapping]] = ..., episode_ends: _Optional[_Union[Tensor, _Mapping]] = ..., policy_learner_id: _Optional[str] = ..., interventions: _Optional[_Union[Tensor, _Mapping]] = ..., observation_parts: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., next_observation_parts: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ...) -> None: ...
 
 class PushResponse(_message.Message):
     __slots__ = ("stored", "duplicate", "next_sequence", "policy_version", "env_steps", "updates", "durable_sequence")
