@@ -3,32 +3,51 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
+
+from envs.observations import IMAGE_DTYPE, STATE_DTYPE, ObservationPart, ObservationSpec, batch_size_of
 
 
 @dataclasses.dataclass
 class OfflineDataset:
-    """Flat arrays of N transitions. `episode_ends[i]` marks the last transition of a
-    trajectory (terminal or time limit); `terminals[i]` only true terminals."""
+    """N transitions. `episode_ends[i]` marks the last transition of a trajectory (terminal
+    or time limit); `terminals[i]` only true terminals.
 
-    observations: np.ndarray  # (N, obs_dim) float32
+    Observations (and next observations) are a float32 array (N, obs_dim) for flat
+    observations, or, for observations with camera images (envs/observations.py), a dict
+    {part: array (N, *shape)}: "state" float32 (N, d), cameras uint8 (N, H, W, C).
+    """
+
+    observations: Any  # (N, obs_dim) float32, or {part: (N, *shape)}
     actions: np.ndarray  # (N, act_dim) float32, in [-1, 1]
     rewards: np.ndarray  # (N,) float32, in the environment's own convention (unscaled)
-    next_observations: np.ndarray  # (N, obs_dim) float32
+    next_observations: Any  # like observations
     terminals: np.ndarray  # (N,) float32 0/1
     episode_ends: np.ndarray  # (N,) bool
 
     def __post_init__(self):
-        n = len(self.observations)
+        n = batch_size_of(self.observations)
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if len(value) != n:
-                raise ValueError(
-                    f"dataset field '{field.name}' has {len(value)} rows, expected {n} (as 'observations')"
-                )
-        for name in ("observations", "actions", "rewards", "next_observations"):
+            parts = value.items() if isinstance(value, Mapping) else [(None, value)]
+            for part, array in parts:
+                if len(array) != n:
+                    name = field.name if part is None else f"{field.name}[{part!r}]"
+                    raise ValueError(f"dataset field '{name}' has {len(array)} rows, expected {n} (as 'observations')")
+        spec = self.observation_spec  # checks each part's shape and dtype
+        if isinstance(self.next_observations, Mapping) != isinstance(self.observations, Mapping):
+            raise ValueError("dataset field 'next_observations': a dict and an array mixed; expected the form of 'observations'")
+        spec.check(self.next_observations, where="dataset field 'next_observations'")
+        for name in ("observations", "next_observations"):
+            value = getattr(self, name)
+            for part in spec.parts:
+                array = value[part.name] if isinstance(value, Mapping) else value
+                where = f"{name}[{part.name!r}]" if isinstance(value, Mapping) else name
+                if not part.is_image and not all_finite(array):  # (uint8 frames cannot be)
+                    raise ValueError(f"dataset field '{where}' contains NaN or inf")
+        for name in ("actions", "rewards"):
             if not all_finite(getattr(self, name)):
                 raise ValueError(f"dataset field '{name}' contains NaN or inf")
         if n and not self.episode_ends[-1]:
@@ -37,17 +56,39 @@ class OfflineDataset:
             self.episode_ends[-1] = True
 
     def __len__(self) -> int:
-        return len(self.observations)
+        return batch_size_of(self.observations)
+
+    @property
+    def observation_spec(self) -> ObservationSpec:
+        """The spec of the observations: flat for an array, else one part per key (a 1-D
+        float32 "state", uint8 H x W x C images); raises ValueError naming a bad part."""
+        obs = self.observations
+        if not isinstance(obs, Mapping):
+            if np.ndim(obs) != 2:
+                raise ValueError(f"dataset field 'observations': shape {np.shape(obs)}, expected (N, obs_dim) or a dict of parts")
+            return ObservationSpec.flat(np.shape(obs)[1])
+        parts = []
+        for name, array in obs.items():
+            array = np.asarray(array)
+            expected = IMAGE_DTYPE if array.ndim == 4 else STATE_DTYPE
+            if array.dtype != np.dtype(expected):
+                raise ValueError(f"dataset field 'observations[{name!r}]': dtype {array.dtype}, expected {expected}")
+            parts.append(ObservationPart(name, tuple(int(k) for k in array.shape[1:]), expected))
+        try:
+            return ObservationSpec(tuple(parts))
+        except ValueError as error:
+            raise ValueError(f"dataset field 'observations': {error}") from None
 
     @classmethod
     def from_columns(cls, columns: dict) -> "OfflineDataset":
         """A dataset from per-transition lists (or arrays) under the field names, cast to the
-        fields' dtypes (what the generators collect step by step)."""
+        fields' dtypes (what the generators collect step by step). Observations that are dicts
+        are stacked part by part: "state" as float32, images keeping their dtype (uint8)."""
         return cls(
-            observations=np.asarray(columns["observations"], np.float32),
+            observations=_stack_observations(columns["observations"]),
             actions=np.asarray(columns["actions"], np.float32),
             rewards=np.asarray(columns["rewards"], np.float32),
-            next_observations=np.asarray(columns["next_observations"], np.float32),
+            next_observations=_stack_observations(columns["next_observations"]),
             terminals=np.asarray(columns["terminals"], np.float32),
             episode_ends=np.asarray(columns["episode_ends"], bool),
         )
@@ -59,6 +100,18 @@ class OfflineDataset:
     def episode_returns(self) -> np.ndarray:
         starts = np.concatenate([[0], np.flatnonzero(self.episode_ends)[:-1] + 1])
         return np.add.reduceat(self.rewards, starts) if len(self) else np.zeros(0)
+
+
+def _stack_observations(values) -> Any:
+    """Per-step observations (arrays, or dicts of part arrays) as one batch."""
+    if isinstance(values, Mapping):  # already stacked, part by part
+        return {k: (np.asarray(v) if np.asarray(v).ndim == 4 else np.asarray(v, np.float32)) for k, v in values.items()}
+    if len(values) and isinstance(values[0], Mapping):
+        return {
+            k: (np.stack([v[k] for v in values]) if np.ndim(values[0][k]) == 3 else np.asarray([v[k] for v in values], np.float32))
+            for k in values[0]
+        }
+    return np.asarray(values, np.float32)
 
 
 def all_finite(values: np.ndarray) -> bool:
