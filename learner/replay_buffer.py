@@ -164,9 +164,10 @@ class ReplayBuffer:
             "mc_returns": np.full((capacity,), -np.inf, np.float32),
         }
         # Each slot refers to two frames at most, so 2 x capacity (+2 while a slot is being
-        # rewritten) bounds a pool; it starts at one frame per slot plus an eighth.
+        # rewritten) bounds a pool; it starts at one frame per slot plus a sixteenth (episodes of
+        # 16+ steps from a few actors never make it grow).
         self.frames = {
-            p.name: FramePool(p.shape, capacity + capacity // 8 + 2, 2 * capacity + 2) for p in spec.images
+            p.name: FramePool(p.shape, capacity + capacity // 16 + 2, 2 * capacity + 2) for p in spec.images
         }
         ref_dtype = np.int32 if 2 * capacity + 2 < 2**31 else np.int64
         self.frame_refs = {
