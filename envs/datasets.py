@@ -114,6 +114,14 @@ def _stack_observations(values) -> Any:
     return np.asarray(values, np.float32)
 
 
+def _own(observation):
+    """A dict observation's parts copied (a camera env may reuse its frame buffers); a flat
+    observation as it is."""
+    if isinstance(observation, Mapping):
+        return {k: np.array(v) for k, v in observation.items()}
+    return observation
+
+
 def all_finite(values: np.ndarray) -> bool:
     """Whether no entry is NaN or inf, without an (N, dim) boolean temporary.
 
@@ -197,11 +205,13 @@ def collect_dataset(
     columns: dict[str, list] = {f.name: [] for f in dataclasses.fields(OfflineDataset)}
     for episode in range(num_episodes):
         observation, _ = env.reset(seed=seed + episode)
+        observation = _own(observation)
         state: dict = {}
         done, total = False, 0.0
         while not done:
             action = np.asarray(policy(observation, state), np.float32)
             next_observation, reward, terminated, truncated, _ = env.step(action)
+            next_observation = _own(next_observation)
             done = terminated or truncated
             for name, value in (
                 ("observations", observation),

@@ -211,3 +211,14 @@ def index_observations(observations: Any, index) -> Any:
     if isinstance(observations, Mapping):
         return {k: v[index] for k, v in observations.items()}
     return observations[index]
+
+
+def observation_spec_of(spec: Mapping) -> ObservationSpec:
+    """The observation spec in a task's / run's / checkpoint's spec dict: its
+    `observation_spec` (named parts) where it has one, else the flat `observation_dim`
+    (every state task, every file written before named parts)."""
+    if spec.get("observation_spec") is not None:
+        return ObservationSpec.from_json(spec["observation_spec"])
+    if "observation_dim" not in spec:
+        raise ValueError(f"spec: keys {sorted(spec)}, expected 'observation_spec' or 'observation_dim'")
+    return ObservationSpec.flat(int(spec["observation_dim"]))

@@ -154,3 +154,12 @@ def test_minari_refuses_a_next_frame_that_is_not_the_following_observation(tmp_p
     data.next_observations["cam"][0, 0, 0, 0] ^= 1
     with pytest.raises(ValueError, match=r"next_observations\[0\] differs from observations\[1\]"):
         write_minari(data, tmp_path / "x")
+
+
+def test_observation_spec_of_a_spec_dict():
+    from envs.observations import observation_spec_of
+
+    assert observation_spec_of({"observation_dim": 4, "action_dim": 2}) == ObservationSpec.flat(4)
+    assert observation_spec_of({"observation_dim": 3, "observation_spec": SPEC.to_json()}) == SPEC
+    with pytest.raises(ValueError, match="expected 'observation_spec' or 'observation_dim'"):
+        observation_spec_of({"action_dim": 2})

@@ -97,3 +97,14 @@ def test_record_command_writes_compressed_camera_frames(tmp_path, capsys):
         assert f["observations/cam"].shape == (15, 8, 8, 3) and f["observations/cam"].compression == "gzip"
         assert f["observations/state"].dtype == np.float32
     assert read_dataset(out).observation_spec.names == ("cam", "state")
+
+
+def test_collect_dataset_keeps_each_frame_of_a_buffer_reusing_env():
+    from envs.datasets import collect_dataset
+
+    data = collect_dataset(TinyCameraEnv(), lambda observation, _: policy(observation), num_episodes=2, seed=3)
+    assert len(data) == 10 and data.observation_spec.names == ("cam", "state")
+    for row in (0, 4, 7):
+        seed, t = 3 + row // EPISODE_STEPS, row % EPISODE_STEPS
+        np.testing.assert_array_equal(data.observations["cam"][row], expected_frame(seed, t, 0.0 if t == 0 else 0.01 * t))
+        np.testing.assert_array_equal(data.next_observations["cam"][row], expected_frame(seed, t + 1, 0.01 * (t + 1)))
