@@ -236,12 +236,14 @@ class ReplayBuffer:
         else:
             if source.spec != self.spec:
                 raise ValueError(f"replay add_from: source spec {source.spec.to_json()}, expected {self.spec.to_json()}")
-            rows = source.rows(indices)
-            for k, slot in enumerate(slots):
-                for field in OBSERVATION_FIELDS:
-                    self._write_observation(field, slot, index_observations(rows[field], k))
-            for name in ("actions", "rewards", "terminals", "mc_returns"):
-                self.data[name][slots] = rows[name]
+            for start in range(0, len(indices), 1024):  # a bounded number of frames gathered at a time
+                part = slice(start, start + 1024)
+                rows = source.rows(indices[part])
+                for k, slot in enumerate(slots[part]):
+                    for field in OBSERVATION_FIELDS:
+                        self._write_observation(field, slot, index_observations(rows[field], k))
+                for name in ("actions", "rewards", "terminals", "mc_returns"):
+                    self.data[name][slots[part]] = rows[name]
         self.interventions[slots] = source.interventions[indices]
         self._next = int((self._next + len(indices)) % self.capacity)
         self._size = min(self._size + len(indices), self.capacity)
@@ -356,17 +358,39 @@ class ReplayBuffer:
             for name in ("actions", "rewards", "terminals"):
                 buffer.data[name][:n] = getattr(dataset, name)
             for field in OBSERVATION_FIELDS:
-                observations = getattr(dataset, field)
                 for part, array in buffer.data[field].items():
-                    array[:n] = observations[part]
-                for name, pool in buffer.frames.items():
-                    refs, frames = buffer.frame_refs[field][name], observations[name]
-                    for i in range(n):
-                        refs[i] = pool.put(frames[i])
+                    array[:n] = getattr(dataset, field)[part]
+            for name in list(buffer.frames):
+                buffer.frames[name] = _dataset_pool(buffer, name, dataset.observations[name], dataset.next_observations[name])
         if mc_returns is not None:
             buffer.data["mc_returns"][:n] = mc_returns
         buffer._size, buffer._next = n, n % buffer.capacity
         return buffer
+
+
+def _dataset_pool(buffer: ReplayBuffer, name: str, frames: np.ndarray, next_frames: np.ndarray) -> FramePool:
+    """The pool of one camera of a dataset, built in bulk: every observation frame, plus the
+    next frames that are not the following row's observation frame (episode ends), so a
+    dataset costs 1 + 1/T frames per transition as inserting it would. These frames are not
+    indexed by content: later inserts store their own copies (correct, just not shared)."""
+    n = len(frames)
+    same = np.zeros(n, bool)
+    for start in range(0, n - 1, 4096):  # in blocks: no (N, H, W, C) boolean temporary
+        stop = min(start + 4096, n - 1)
+        a, b = next_frames[start:stop], frames[start + 1 : stop + 1]
+        same[start:stop] = np.all((a == b).reshape(len(a), -1), axis=1)
+    extra = np.flatnonzero(~same)
+    old = buffer.frames[name]
+    pool = FramePool(old.shape, max(len(old.frames), n + len(extra)), old.max_capacity)
+    pool.frames[:n] = frames
+    pool.frames[n : n + len(extra)] = next_frames[extra]
+    pool.top = n + len(extra)
+    refs_next = np.arange(1, n + 1)
+    refs_next[extra] = n + np.arange(len(extra))
+    buffer.frame_refs["observations"][name][:n] = np.arange(n)
+    buffer.frame_refs["next_observations"][name][:n] = refs_next
+    pool.refcount[: pool.top] = np.bincount(np.concatenate([np.arange(n), refs_next]), minlength=pool.top)
+    return pool
 
 
 def _describe(state: Mapping) -> str:

@@ -201,6 +201,13 @@ def test_from_dataset_add_from_and_samplers_with_images():
     dataset, steps = image_dataset(rng, [3, 4])
     offline = ReplayBuffer.from_dataset(dataset, mc_returns=np.arange(7, dtype=np.float32))
     assert len(offline) == 7 and offline.frames["cam"].live == 9
+    again, naive = ReplayBuffer.from_dataset(dataset), NaiveReplay(7)
+    for step in steps:
+        naive.add(*step)
+    for step in episode(rng, 4):  # inserts after a bulk load overwrite its slots correctly
+        again.add(*step)
+        naive.add(*step)
+    check_equal_to_naive(again, naive)
     rows = offline.rows(np.arange(7))
     np.testing.assert_array_equal(rows["next_observations"]["cam"], dataset.next_observations["cam"])
     np.testing.assert_array_equal(rows["observations"]["state"], dataset.observations["state"])
