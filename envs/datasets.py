@@ -39,7 +39,18 @@ class OfflineDataset:
         spec = self.observation_spec  # checks each part's shape and dtype
         if isinstance(self.next_observations, Mapping) != isinstance(self.observations, Mapping):
             raise ValueError("dataset field 'next_observations': a dict and an array mixed; expected the form of 'observations'")
-        spec.check(self.next_observations, where="dataset field 'next_observations'")
+        if spec.is_flat:  # (a shape check only: no float32 copy of a large array)
+            if np.shape(self.next_observations) != np.shape(self.observations):
+                raise ValueError(
+                    f"dataset field 'next_observations': shape {np.shape(self.next_observations)}, expected "
+                    f"{np.shape(self.observations)} (as 'observations')"
+                )
+        else:
+            spec.check(self.next_observations, where="dataset field 'next_observations'")
+            for part in spec.parts:  # (check casts a state; the dataset must hold it as float32)
+                dtype = np.asarray(self.next_observations[part.name]).dtype
+                if dtype != np.dtype(part.dtype):
+                    raise ValueError(f"dataset field 'next_observations[{part.name!r}]': dtype {dtype}, expected {part.dtype}")
         for name in ("observations", "next_observations"):
             value = getattr(self, name)
             for part in spec.parts:
