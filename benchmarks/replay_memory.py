@@ -10,8 +10,8 @@ Workloads (all synthetic, numpy only):
     - shared: each next frame is the following step's observation frame, byte for byte
       (what the actors send), from 1 actor and from 4 actors whose transitions interleave;
     - never shared: each next frame differs from the following observation in one byte (a
-      codec that changes bytes): the buffer's fallback, 2 frames per transition - what a
-      buffer that copies both frames costs.
+      codec that changes bytes): the buffer's fallback, 2 frames per transition;
+    - the reference: a plain ring that copies both frames of every transition (`CopyBoth`).
 
 Measured: `ReplayBuffer.nbytes / capacity` after filling the ring twice (the frame pool at
 its final size, refs, state, actions, ...); inserts per second (`add`, one transition at a
@@ -92,7 +92,37 @@ def interleave(streams: list[list[tuple]], seed: int = 0) -> list[tuple]:
     return out
 
 
+class CopyBoth:
+    """The reference layout: both frames of every transition copied into the ring."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.next, self.size = capacity, 0, 0
+        self.data = {
+            "observations": {"cam": np.zeros((capacity, H, W, C), np.uint8), "state": np.zeros((capacity, STATE), np.float32)},
+            "next_observations": {"cam": np.zeros((capacity, H, W, C), np.uint8), "state": np.zeros((capacity, STATE), np.float32)},
+            "actions": np.zeros((capacity, ACT), np.float32), "rewards": np.zeros(capacity, np.float32),
+            "terminals": np.zeros(capacity, np.float32), "mc_returns": np.zeros(capacity, np.float32),
+        }
+
+    def add(self, obs, action, reward, nxt, terminal):
+        i, d = self.next, self.data
+        for part in ("cam", "state"):
+            d["observations"][part][i], d["next_observations"][part][i] = obs[part], nxt[part]
+        d["actions"][i], d["rewards"][i], d["terminals"][i] = action, reward, terminal
+        self.next, self.size = (i + 1) % self.capacity, min(self.size + 1, self.capacity)
+
+    def sample(self, rng, num_batches, batch_size):
+        idx = rng.integers(0, self.size, (num_batches, batch_size))
+        return {k: ({p: a[idx] for p, a in v.items()} if isinstance(v, dict) else v[idx]) for k, v in self.data.items()}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(sum(a.nbytes for a in v.values()) if isinstance(v, dict) else v.nbytes for v in self.data.values()) + self.capacity
+
+
 def timed(fn, repeats: int) -> float:
+    """Median seconds of `fn()` after two untimed calls (the first large outputs page-fault)."""
+    fn(), fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -142,8 +172,11 @@ def main() -> None:
         pool = buffer.frames["cam"]
         results[label] = buffer
         print(f"| {label} | {buffer.nbytes / capacity:,.0f} | {pool.live / capacity:.3f} | {rate:,.0f} | {sample * 1e3:.2f} |")
-    copy_both = 2 * frame_bytes + 2 * STATE * 4 + ACT * 4 + 3 * 4 + 1
-    print(f"| pixels, copy both frames (arithmetic) | {copy_both:,} | 2 | - | - |")
+    naive = CopyBoth(capacity)
+    rate = fill(naive, interleave(pixel_streams(2 * capacity, T, 1, True)))
+    sample = timed(lambda: naive.sample(rng, 4, 256), args.repeats)
+    copy_both = naive.nbytes / capacity
+    print(f"| pixels, copy both frames (reference) | {copy_both:,.0f} | 2 | {rate:,.0f} | {sample * 1e3:.2f} |")
     shared_bytes = results["pixels, shared, 1 actor"].nbytes / capacity
     print(f"\nshared / copy-both memory: {shared_bytes / copy_both:.3f} "
           f"(frame {frame_bytes} B; the pool is preallocated at capacity x 1.0625 frames and grows only past that)")
