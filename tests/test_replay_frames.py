@@ -266,3 +266,16 @@ def test_take_rows_gathers_on_the_device_inside_jit():
     flat = ReplayBuffer(4, 2, 1)
     flat.add(np.ones(2), np.ones(1), 1.0, np.ones(2), True)
     np.testing.assert_array_equal(take_rows(flat.storage(1), np.zeros((1, 2), int))["observations"], np.ones((1, 2, 2)))
+
+
+def test_held_out_sample_of_an_image_buffer_keeps_frames_uint8():
+    from learner.diagnostics import held_out_sample
+
+    rng = np.random.default_rng(9)
+    dataset, _ = image_dataset(rng, [3, 4])
+    sample = held_out_sample(ReplayBuffer.from_dataset(dataset), 4, seed=0)
+    from_dataset = held_out_sample(dataset, 4, seed=0)  # the same rows drawn from the dataset itself
+    for got in (sample, from_dataset):
+        assert got["observations"]["cam"].dtype == np.uint8 and got["observations"]["cam"].shape == (4, 4, 4, 3)
+        assert got["actions"].dtype == np.float32 and got["rewards"].shape == (4,)
+    np.testing.assert_array_equal(sample["next_observations"]["cam"], from_dataset["next_observations"]["cam"])
