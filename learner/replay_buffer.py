@@ -10,6 +10,7 @@ memory-efficient buffer does), while a sampled batch still gets full uint8 image
 
 from __future__ import annotations
 
+import json
 import zlib
 from typing import Any, Mapping, Optional, Union
 
@@ -293,7 +294,7 @@ class ReplayBuffer:
             "capacity": self.capacity,
         }
         if self.frames:
-            state["observation_spec"] = self.spec.to_json()
+            state["observation_spec"] = json.dumps(self.spec.to_json())  # (a string: msgpack-safe)
             state["frames"], state["frame_refs"] = {}, {field: {} for field in OBSERVATION_FIELDS}
             for name, pool in self.frames.items():
                 refs = np.concatenate([self.frame_refs[field][name][:n] for field in OBSERVATION_FIELDS])
@@ -312,6 +313,8 @@ class ReplayBuffer:
             shape_ok = not isinstance(saved, Mapping) and np.shape(saved)[1:] == self.data["observations"].shape[1:]
         else:
             saved_spec = state.get("observation_spec")
+            if isinstance(saved_spec, str):
+                saved_spec = json.loads(saved_spec)
             shape_ok = saved_spec is not None and ObservationSpec.from_json(saved_spec) == self.spec
         if capacity != self.capacity or not shape_ok:
             raise ValueError(

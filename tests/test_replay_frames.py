@@ -230,7 +230,10 @@ def test_state_dict_round_trip_keeps_frames_and_sharing():
     buffer, naive = ReplayBuffer(6, SPEC, 1), NaiveReplay(6)
     insert_interleaved(rng, [buffer, naive], [episode(rng, 4), episode(rng, 5)])
     buffer.set_mc_returns(np.arange(6), np.arange(6, dtype=np.float32))
-    state = buffer.state_dict()
+    from flax import serialization
+
+    # through the learner state file's msgpack, as save_learner_state / load_learner_state do
+    state = serialization.msgpack_restore(serialization.msgpack_serialize(buffer.state_dict()))
     assert len(state["frames"]["cam"]) == buffer.frames["cam"].live  # only the live frames travel
     restored = ReplayBuffer(6, SPEC, 1)
     restored.load_state_dict(state)

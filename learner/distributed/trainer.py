@@ -766,8 +766,7 @@ def save_learner_state(trainer: Trainer, directory: str) -> Path:
         "counters": json.dumps(counters),
         "actors": json.dumps(actors),
         "sample_rng": json.dumps(trainer.sample_rng.bit_generator.state),
-        "replay": {"data": {k: v[: replay._size] for k, v in replay.data.items()}, "interventions": replay.interventions[: replay._size],
-                   "next": replay._next, "size": replay._size, "capacity": replay.capacity},
+        "replay": replay.state_dict(),  # (camera frames: each live frame once)
         "queue": {str(i): q for i, q in enumerate(queue)},
         "open_episodes": json.dumps([[a, r, [int(x) for x in slots], rewards] for (a, r), (slots, rewards) in trainer._episodes.items()]),
     }
@@ -801,17 +800,10 @@ def load_learner_state(trainer: Trainer, directory: str) -> None:
         raise CheckpointError(f"learner state {str(path)!r}: algorithm {ckpt.algorithm!r}, this run has {trainer.agent.algorithm!r}")
     trainer.agent = serialization.from_state_dict(trainer.agent, ckpt.state)
     counters = json.loads(state["counters"])
-    replay = state["replay"]
-    capacity = int(replay.get("capacity", len(replay["data"]["observations"])))
-    saved_rows = replay["data"]["observations"].shape
-    if capacity != trainer.replay.capacity or saved_rows[1:] != trainer.replay.data["observations"].shape[1:]:
-        raise CheckpointError(f"learner state {str(path)!r}: replay of capacity {capacity} x {saved_rows[1:]}, this run has "
-                              f"{trainer.replay.data['observations'].shape} (finetune.replay_capacity / num_steps differ)")
-    for name, array in replay["data"].items():
-        trainer.replay.data[name][: len(array)] = array
-    if "interventions" in replay:  # (states saved before interventions travelled have none)
-        trainer.replay.interventions[: len(replay["interventions"])] = replay["interventions"]
-    trainer.replay._next, trainer.replay._size = int(replay["next"]), int(replay["size"])
+    try:
+        trainer.replay.load_state_dict(state["replay"])
+    except ValueError as e:
+        raise CheckpointError(f"learner state {str(path)!r}: {e} (finetune.replay_capacity / num_steps differ)") from None
     trainer.sample_rng.bit_generator.state = json.loads(state["sample_rng"])
     with trainer.cond:
         for key in ("env_steps", "processed", "updates", "episodes", "rejected", "duplicates", "conflicts", "intervention_steps"):
