@@ -97,6 +97,8 @@ def test_record_command_writes_compressed_camera_frames(tmp_path, capsys):
         assert f["observations/cam"].shape == (15, 8, 8, 3) and f["observations/cam"].compression == "gzip"
         assert f["observations/state"].dtype == np.float32
     assert read_dataset(out).observation_spec.names == ("cam", "state")
+    assert main(["dataset", "inspect", str(out)]) == 0
+    assert "transitions 15, episodes 3 (0 ending in a terminal), obs cam (8, 8, 3) uint8, state (3,) float32" in capsys.readouterr().out
 
 
 def test_collect_dataset_keeps_each_frame_of_a_buffer_reusing_env():
