@@ -1,12 +1,16 @@
 """Tasks: an environment, its training-reward convention, its offline data and its metrics.
 
 Every task's env takes and returns actions in [-1, 1] (the policy's tanh range) and flat Box
-observations; the training env applies the task's reward scale and bias (Appendix I
+observations, except the pixel task's, whose observations are a Dict of a camera image and a
+state vector (envs/observations.py); the training env applies the task's reward scale and bias (Appendix I
 conventions), the evaluation env reports the task's own (unscaled) rewards.
 
 Families (D4RL names, gymnasium / gymnasium-robotics envs; see envs/d4rl_envs.py):
 
-- builtin     `pointmass-goal`: the embedded point-mass room (envs/pointmass.py).
+- builtin     `pointmass-goal`: the embedded point-mass room (envs/pointmass.py); `pixel-reach`:
+  a MuJoCo point mass that reaches a goal only its 64x64 top-down camera shows
+  (envs/pixel_reach.py; observation {"camera": uint8 (64, 64, 3), "state": float32 (4,)}; data
+  from a noisy scripted controller, envs/pixel_data.py). Sparse +5 / -5 training reward.
 - maze        `pointmaze-{umaze,medium,large}` -> PointMaze_*-v3, and
 - antmaze     `antmaze-{umaze,umaze-diverse,medium-play,...,ultra-diverse}` -> AntMaze_*-v4 (ultra:
   AntMaze_Large-v4 with Jiang et al.'s ultra map): fixed start and
@@ -36,6 +40,7 @@ import numpy as np
 
 from envs import d4rl_envs, kitchen_data, maze_data, pointmass
 from envs.datasets import OfflineDataset, collect_dataset
+from envs.observations import ObservationSpec
 from envs.spaces import flatten_observation
 
 FAMILIES = ("builtin", "maze", "antmaze", "kitchen", "adroit", "locomotion", "custom")
@@ -44,7 +49,7 @@ FAMILIES = ("builtin", "maze", "antmaze", "kitchen", "adroit", "locomotion", "cu
 @dataclasses.dataclass(frozen=True)
 class Task:
     name: str
-    make_raw_env: Callable[[], gym.Env]  # flat observations, unscaled rewards, no time limit
+    make_raw_env: Callable[[], gym.Env]  # flat (or camera Dict) observations, unscaled rewards, no time limit
     max_episode_steps: int
     reward_scale: float = 1.0
     reward_bias: float = 0.0
@@ -83,13 +88,18 @@ class Task:
         return reward * self.reward_scale + self.reward_bias
 
     def spec(self) -> dict:
-        """The observation/action spec stored in checkpoints and checked on load."""
+        """The observation/action spec stored in checkpoints and checked on load:
+        `observation_spec` (`ObservationSpec.to_json()`, every task) and `observation_dim`, the
+        flat vector's length as before named parts existed; for a task with cameras the state
+        vector's length (0 without one), as the actor's and the wire's specs have it."""
         env = self.make_raw_env()
         obs_space, act_space = env.observation_space, env.action_space
         env.close()
+        observation_spec = ObservationSpec.from_space(obs_space)
         return {
             "task": self.name,
-            "observation_dim": int(np.prod(obs_space.shape)),
+            "observation_spec": observation_spec.to_json(),
+            "observation_dim": observation_spec.state_dim,
             "action_dim": int(np.prod(act_space.shape)),
             "action_low": np.asarray(act_space.low, float).ravel().tolist(),
             "action_high": np.asarray(act_space.high, float).ravel().tolist(),
@@ -231,6 +241,36 @@ def _pointmaze_tasks():
         )
 
 
+def _make_pixel_reach_env() -> gym.Env:
+    # Imported here, not at the top: the module sets MUJOCO_GL's default, which should happen
+    # only in processes that render.
+    from envs.pixel_reach import PixelReachEnv
+
+    return PixelReachEnv()
+
+
+def _pixel_reach_dataset(num_episodes: int, seed: int) -> OfflineDataset:
+    """The scripted-controller data of `pixel-reach` (envs/pixel_data.py)."""
+    from envs.pixel_data import generate_pixel_dataset
+
+    return generated_dataset(generate_pixel_dataset, "pixel-reach", num_episodes, seed)
+
+
+def _pixel_tasks():
+    """`pixel-reach`: the goal is visible only in the camera image (envs/pixel_reach.py); 50
+    steps at 20 Hz; the goal ends the episode, so the return is the success (references 0 / 1)."""
+    yield Task(
+        name="pixel-reach",
+        make_raw_env=_make_pixel_reach_env,
+        max_episode_steps=50,
+        **_SPARSE,
+        builtin_dataset=_pixel_reach_dataset,
+        env_id="envs.pixel_reach:PixelReachEnv",
+        ref_min_score=0.0,
+        ref_max_score=1.0,
+    )
+
+
 # Episode limits: D4RL's antmaze-*-v2 (umaze 700, medium/large 1000) and Jiang et al.'s
 # antmaze-ultra-*-v0 (2000).
 ANTMAZE_EPISODE_STEPS = {"umaze": 700, "medium": 1000, "large": 1000, "ultra": 2000}
@@ -344,7 +384,7 @@ def _locomotion_tasks():
             )
 
 
-for _task in (*_pointmaze_tasks(), *_antmaze_tasks(), *_kitchen_tasks(), *_adroit_tasks(), *_locomotion_tasks()):
+for _task in (*_pixel_tasks(), *_pointmaze_tasks(), *_antmaze_tasks(), *_kitchen_tasks(), *_adroit_tasks(), *_locomotion_tasks()):
     _register(_task)
 
 

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dataset_commands.add_commands(sub)  # dataset generate, dataset inspect
     record_command.add_commands(sub)  # record
-    experiment_commands.add_commands(sub)  # experiment, plot
+    experiment_commands.add_commands(sub)  # experiment, plot, evidence
     distributed.add_commands(sub, _add_config_args)  # learner, actor, run, status
     return parser
 

@@ -63,6 +63,10 @@ def generate_dataset(task, args):
         from envs.kitchen_data import generate_kitchen_dataset
 
         return generate_kitchen_dataset(task, args.episodes, args.seed, progress=True)
+    if task.name == "pixel-reach":  # a built-in task with a card of its own (episode kinds, success rate)
+        from envs.pixel_data import generate_pixel_dataset
+
+        return generate_pixel_dataset(task, args.episodes, args.seed, progress=True)
     if task.family == "builtin" and task.builtin_dataset is not None:
         dataset = task.builtin_dataset(args.episodes, args.seed)
         return dataset, {"task": task.name, "generator": "builtin", "seed": args.seed, "success_threshold": 1.0}

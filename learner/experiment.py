@@ -42,10 +42,11 @@ from typing import Any, Callable, Optional, Sequence, TextIO
 import yaml
 
 from envs.atomic_files import atomic_write_bytes
+from learner import evidence
 from learner.config import Config, ConfigError, config_path, load_config, parse_override, pretraining_agent_config, to_dict
 from learner.plots import DONE_FILE, METRICS
 
-COMMANDS = ("experiment", "plot")
+COMMANDS = ("experiment", "plot", "evidence")
 SPEC_KEYS = ("name", "family", "tasks", "seeds", "methods", "overrides", "budget", "jobs", "metric")
 METHOD_KEYS = ("variant", "overrides")
 BUDGET_KEYS = {"pretrain_steps": "pretrain.num_steps", "finetune_steps": "finetune.num_steps"}
@@ -660,7 +661,7 @@ def _spec_dict(spec: ExperimentSpec) -> dict:
 
 
 def add_commands(sub) -> None:
-    """Adds `wsrl experiment` and `wsrl plot` to the top-level subparsers."""
+    """Adds `wsrl experiment`, `wsrl plot` and `wsrl evidence` to the top-level subparsers."""
     p = sub.add_parser("experiment", help="run a grid of methods x seeds x tasks (resumable) and report it")
     p.add_argument("spec", help="experiment spec YAML (see configs/experiments/example.yaml, docs/experiments.md)")
     p.add_argument("--out", default=None, help="experiment directory (default: runs/experiments/<spec name>); rerun with the same one to resume")
@@ -676,8 +677,12 @@ def add_commands(sub) -> None:
     p.add_argument("--metric", choices=METRICS, default="auto", help="y axis and score (default auto: normalized_score, else success_rate, else return)")
     p.add_argument("--name", default="", help="title of summary.md (default: the runs' experiment name)")
 
+    evidence.add_command(sub)
+
 
 def run_command(args: argparse.Namespace) -> int:
+    if args.command == "evidence":
+        return evidence.run_command(args)
     if args.command == "experiment":
         if args.jobs is not None and args.jobs < 1:
             raise SpecError(f"--jobs: got {args.jobs}, expected an integer >= 1")

@@ -40,6 +40,10 @@ from envs.atomic_files import atomic_write_bytes
 METRICS = ("auto", "normalized_score", "success_rate", "return")
 DONE_FILE = "done.json"
 TIDY_KEYS = ("experiment", "task", "method", "variant", "seed", "warmup_steps", "step")
+# Optional tidy column (packages written before it lack it): the pre-training run a
+# fine-tuning run started from (its directory name; empty: none), so that comparisons can be
+# paired by seed exactly where two methods share each seed's pre-training.
+PRETRAINING_KEY = "pretraining"
 RESULTS_CSV, DIAGNOSTICS_CSV = "results.csv", "diagnostics.csv"
 
 
@@ -56,6 +60,7 @@ class RunRecord:
     warmup_steps: int
     rows: list[dict[str, str]]  # eval.csv, raw strings, in file order
     diagnostics: list[dict[str, str]] = dataclasses.field(default_factory=list)  # diagnostics.csv, if any
+    pretraining: str = ""  # the pre-training run directory's name ("" when none or unknown)
 
     def curve(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of `metric`, rows without a value dropped, sorted by step."""
@@ -88,6 +93,11 @@ class GroupSummary:
     finetune_auc_mean: float
     finetune_auc_se: float
     warmup_steps: list[int]  # distinct values over the seeds
+    # Per seed, in the order of `seeds`: the values the means above are taken over.
+    seed_final: list[float] = dataclasses.field(default_factory=list)
+    seed_auc: list[float] = dataclasses.field(default_factory=list)
+    seed_finetune_auc: list[float] = dataclasses.field(default_factory=list)
+    seed_pretraining: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -126,6 +136,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
         seed=int(config.get("seed", 0)),
         warmup_steps=_warmup_end(config.get("finetune") or {}),
         rows=rows,
+        pretraining=Path(str((config.get("finetune") or {}).get("checkpoint") or "")).parent.name,
         diagnostics=diagnostics,
     )
 
@@ -155,13 +166,14 @@ def read_results(directory: str | Path) -> list[RunRecord]:
             records[key] = RunRecord(
                 run_dir=path / f"{row['task']}/{row['method']}/seed{row['seed']}", experiment=row["experiment"], task=row["task"],
                 method=row["method"], variant=row["variant"], seed=int(row["seed"]), warmup_steps=int(row["warmup_steps"]), rows=[],
+                pretraining=row.get(PRETRAINING_KEY) or "",
             )
-        records[key].rows.append({k: v for k, v in row.items() if k == "step" or k not in TIDY_KEYS})
+        records[key].rows.append({k: v for k, v in row.items() if k == "step" or k not in (*TIDY_KEYS, PRETRAINING_KEY)})
     if (path / DIAGNOSTICS_CSV).is_file():
         for row in rows_of(path / DIAGNOSTICS_CSV):
             record = records.get((row["task"], row["method"], int(row["seed"])))
             if record is not None:
-                record.diagnostics.append({k: v for k, v in row.items() if k == "step" or k not in TIDY_KEYS})
+                record.diagnostics.append({k: v for k, v in row.items() if k == "step" or k not in (*TIDY_KEYS, PRETRAINING_KEY)})
     if not records:
         raise ValueError(f"{results}: no rows")
     return list(records.values())
@@ -319,6 +331,10 @@ def summarize_group(records: Sequence[RunRecord], metric: str) -> GroupSummary:
         finetune_auc_mean=finetune_auc_mean,
         finetune_auc_se=finetune_auc_se,
         warmup_steps=sorted({r.warmup_steps for r in records}),
+        seed_final=[float(v) for v in per_seed_final],
+        seed_auc=[float(v) for v in per_seed_auc],
+        seed_finetune_auc=[float(v) for v in per_seed_finetune_auc],
+        seed_pretraining=[r.pretraining for r in records],
     )
 
 
@@ -355,14 +371,14 @@ def results_csv(records: Sequence[RunRecord], experiment: str, source: str = "ro
     columns: list[str] = []
     for r in records:
         for row in getattr(r, source):
-            columns += [c for c in row if c not in columns and c not in TIDY_KEYS]
+            columns += [c for c in row if c not in columns and c not in (*TIDY_KEYS, PRETRAINING_KEY)]
     out = io.StringIO()
-    writer = csv.DictWriter(out, list(TIDY_KEYS) + columns, lineterminator="\n")
+    writer = csv.DictWriter(out, [*TIDY_KEYS, PRETRAINING_KEY, *columns], lineterminator="\n")
     writer.writeheader()
     for r in sorted(records, key=lambda r: (r.task, r.method, r.seed)):
         for row in sorted(getattr(r, source), key=lambda row: float(row["step"])):
             tidy = {"experiment": r.experiment or experiment, "task": r.task, "method": r.method, "variant": r.variant,
-                    "seed": r.seed, "warmup_steps": r.warmup_steps}
+                    "seed": r.seed, "warmup_steps": r.warmup_steps, PRETRAINING_KEY: r.pretraining}
             tidy.update({c: row.get(c, "") for c in ["step"] + columns})
             writer.writerow(tidy)
     return out.getvalue()

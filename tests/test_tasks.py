@@ -70,8 +70,9 @@ def test_registry_names_families_envs_and_datasets():
         assert (task.family, task.env_id, task.d4rl_dataset, task.minari_dataset) == (family, env_id, d4rl, minari)
         # The point and ant mazes and kitchen (and the built-in task) make their own data without training.
         assert (task.builtin_dataset is not None) == (family in ("maze", "antmaze", "kitchen"))
-    # 1 builtin + 3 pointmaze + 8 antmaze (ultra included) + 3 kitchen + 3 adroit + 3 robots x 5 datasets
-    assert len(TASKS) == 1 + 3 + 8 + 3 + 3 + 15
+    # 2 builtin (pointmass-goal, pixel-reach) + 3 pointmaze + 8 antmaze (ultra included) + 3 kitchen
+    # + 3 adroit + 3 robots x 5 datasets
+    assert len(TASKS) == 2 + 3 + 8 + 3 + 3 + 15
     # D4RL's KitchenMicrowaveKettleLightSliderV0 / KitchenMicrowaveKettleBottomBurnerLightV0
     assert KITCHEN_SUBTASKS["complete"] == KITCHEN_SUBTASKS["partial"] == (
         "microwave", "kettle", "light switch", "slide cabinet"
@@ -152,6 +153,7 @@ def test_spec_reports_flattened_dims():
     for name, (obs_dim, act_dim) in dims.items():
         spec = get_task(name).spec()
         assert (spec["observation_dim"], spec["action_dim"]) == (obs_dim, act_dim), name
+        assert spec["observation_spec"] == [{"name": "state", "shape": [obs_dim], "dtype": "float32"}], name
         assert spec["action_low"] == [-1.0] * act_dim and spec["action_high"] == [1.0] * act_dim
 
 
