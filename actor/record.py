@@ -34,7 +34,7 @@ import numpy as np
 from actor.envs import load_callable, make_actor_env, to_policy_units
 from envs.dataset_io import write_d4rl_hdf5, write_minari
 from envs.datasets import OfflineDataset
-from envs.observations import ObservationSpec
+from envs.observations import ObservationSpec, observation_spec_of
 from actor.teleop import close_teleop, make_teleop
 from envs.robot import INTERVENTION_KEY, find_attribute, intervention_action
 
@@ -55,7 +55,8 @@ class Recorder:
     ):
         self.env, self.spec = make_actor_env(env_name, seed, max_episode_steps)
         # Named parts (cameras) for a Dict observation space; None for a flat vector.
-        self.observation_spec = ObservationSpec.from_space(self.env.observation_space) if "observation_spec" in self.spec else None
+        spec = observation_spec_of(self.spec)
+        self.observation_spec: Optional[ObservationSpec] = None if spec.is_flat else spec
         self.out = Path(out)
         self.is_file = self.out.suffix in (".hdf5", ".h5")
         if not overwrite and (self.out.exists() if self.is_file else (self.out / "data").exists()):
