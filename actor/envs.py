@@ -8,6 +8,8 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 
+from envs.observations import ObservationSpec
+
 
 def make_actor_env(name: str, seed: int, max_episode_steps: int = 0) -> tuple[gym.Env, dict]:
     """(env, spec) for `name`: a task of `envs.tasks` (training reward convention included),
@@ -36,21 +38,17 @@ def make_actor_env(name: str, seed: int, max_episode_steps: int = 0) -> tuple[gy
         env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
     env.reset(seed=seed)
     env.action_space.seed(seed)
+    observations = env.observation_space
+    named = isinstance(observations, gym.spaces.Dict)  # camera images + state (envs/observations.py)
     spec = {
         "task": name,
-        "observation_dim": int(np.prod(env.observation_space.shape)) if env.observation_space.shape is not None else 0,
+        "observation_dim": ObservationSpec.from_space(observations).state_dim if named else int(np.prod(observations.shape)),
         "action_dim": int(np.prod(space.shape)),
         "action_low": np.asarray(space.low, float).ravel().tolist(),
         "action_high": np.asarray(space.high, float).ravel().tolist(),
     }
-    if isinstance(env.observation_space, gym.spaces.Dict):
-        # Named parts (a state vector and cameras, envs/observations.py); observation_dim is
-        # then the state vector's length.
-        from envs.observations import ObservationSpec
-
-        observations = ObservationSpec.from_space(env.observation_space)
-        spec["observation_dim"] = observations.state_dim
-        spec["observation_spec"] = observations.to_json()
+    if named:
+        spec["observation_spec"] = ObservationSpec.from_space(observations).to_json()
     return env, spec
 
 

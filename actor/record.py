@@ -14,6 +14,11 @@ through either hook, and the takeover is what gets stored:
 Every completed episode is saved at once (the whole file rewritten atomically), so stopping
 the recorder (Ctrl-C, SIGTERM, a crash) keeps every finished episode; the card beside the file
 counts episodes, interventions and successes. Imports no training code.
+
+Envs with a `Dict` observation space (camera images + a state vector, envs/observations.py)
+are recorded as named parts: frames stay uint8 and are stored chunked and gzip-compressed
+(envs/dataset_io.py), the Minari layout holding each frame once. Each save rewrites (and
+recompresses) everything recorded so far: record long camera sessions in several outputs.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import numpy as np
 from actor.envs import load_callable, make_actor_env, to_policy_units
 from envs.dataset_io import write_d4rl_hdf5, write_minari
 from envs.datasets import OfflineDataset
+from envs.observations import ObservationSpec, observation_spec_of
 from actor.teleop import close_teleop, make_teleop
 from envs.robot import INTERVENTION_KEY, find_attribute, intervention_action
 
@@ -48,6 +54,9 @@ class Recorder:
         overwrite: bool = False,
     ):
         self.env, self.spec = make_actor_env(env_name, seed, max_episode_steps)
+        # Named parts (cameras) for a Dict observation space; None for a flat vector.
+        spec = observation_spec_of(self.spec)
+        self.observation_spec: Optional[ObservationSpec] = None if spec.is_flat else spec
         self.out = Path(out)
         self.is_file = self.out.suffix in (".hdf5", ".h5")
         if not overwrite and (self.out.exists() if self.is_file else (self.out / "data").exists()):
@@ -80,6 +89,7 @@ class Recorder:
         if callable(wait_for_reset):
             wait_for_reset()
         observation, _ = self.env.reset(seed=self.seed + self.episodes)
+        observation = self._keep(observation)
         rows: list[tuple] = []
         total, success, interventions = 0.0, False, 0
         next_tick = time.monotonic()
@@ -88,6 +98,7 @@ class Recorder:
                 return {"stopped": True}
             action, by_human = self._act(observation)
             next_observation, reward, terminated, truncated, info = self.env.step(action)
+            next_observation = self._keep(next_observation)  # before the env's next step reuses its buffers
             executed = intervention_action(info, self.env.unwrapped.action_space) if INTERVENTION_KEY in info else None
             if executed is not None:
                 action, by_human = to_policy_units(executed, self.env_low, self.env_high), True
@@ -111,8 +122,18 @@ class Recorder:
         self.save()
         return {"return": total, "length": len(rows), "success": success, "interventions": interventions}
 
+    def _keep(self, observation):
+        """A copy of a dict observation checked against the spec (an env may reuse its frame
+        buffers between steps); flat observations as they are."""
+        if self.observation_spec is None:
+            return observation
+        checked = self.observation_spec.check(observation, batch_ndim=0, where="env observation")
+        return {name: np.array(value) for name, value in checked.items()}
+
     def dataset(self) -> OfflineDataset:
         c = self.columns
+        if self.observation_spec is not None:
+            return OfflineDataset.from_columns(c)
         return OfflineDataset(
             observations=np.asarray(c["observations"], np.float32).reshape(len(c["observations"]), -1),
             actions=np.asarray(c["actions"], np.float32),

@@ -4,6 +4,12 @@ Everything returns the in-memory `OfflineDataset` (envs/datasets.py): flat float
 transitions with `terminals` (true terminals only) and `episode_ends` (terminal or time limit).
 No transition ever crosses from one episode into the next.
 
+Observations with camera images (envs/observations.py) are named parts in both layouts: a
+group `observations/<part>` (D4RL: also `next_observations/<part>`; Minari: per episode, T + 1
+rows) holding a float32 "state" (steps, d) and uint8 frames (steps, H, W, C), the frames
+chunked (whole frames, ~256 KiB a chunk) and gzip-compressed, so they read back bit for bit
+as dict observations. Flat files are read and written exactly as before.
+
 D4RL HDF5 (`read_d4rl_hdf5`): keys `observations`, `actions`, `rewards`, `terminals`,
 optionally `timeouts` and `next_observations`; `infos/*` and other keys are ignored.
 
@@ -47,6 +53,7 @@ import numpy as np
 
 from envs.atomic_files import atomic_path, atomic_write_bytes
 from envs.datasets import OfflineDataset, all_finite
+from envs.observations import IMAGE_DTYPE, STATE_DTYPE, ObservationPart, ObservationSpec
 
 PathLike = Union[str, os.PathLike]
 
@@ -57,6 +64,11 @@ MINARI_METADATA_FILE = "metadata.json"
 # Rows per block when copying a large array out of an HDF5 file: the copy never holds more
 # than the outputs plus one block of about this many bytes.
 BLOCK_BYTES = 2 << 20
+# Camera frames are written gzip-compressed (HDF5's built-in filter: every HDF5 reader has it)
+# in chunks of about this many bytes (whole frames), so reading a few frames decompresses little.
+IMAGE_COMPRESSION = "gzip"
+IMAGE_COMPRESSION_LEVEL = 4
+IMAGE_CHUNK_BYTES = 256 << 10
 
 
 class DatasetError(ValueError):
@@ -69,10 +81,15 @@ class DatasetError(ValueError):
 
 
 def read_d4rl_hdf5(
-    path: PathLike, observation_dim: Optional[int] = None, action_dim: Optional[int] = None
+    path: PathLike,
+    observation_dim: Optional[int] = None,
+    action_dim: Optional[int] = None,
+    observation_spec: Optional[ObservationSpec] = None,
 ) -> OfflineDataset:
     """Reads a D4RL-layout HDF5 file into an `OfflineDataset` (see the module docstring for
-    how episodes are split). `observation_dim` / `action_dim`, when given, must match."""
+    how episodes are split). `observation_dim` / `action_dim` / `observation_spec`, when
+    given, must match. A file whose `observations` is a group of named parts (camera images)
+    gives dict observations; `observation_dim` does not describe those (pass the spec)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"D4RL dataset file {str(path)!r} does not exist")
@@ -83,6 +100,14 @@ def read_d4rl_hdf5(
         raise DatasetError(f"{where}: not a readable HDF5 file ({error})") from None
     with file:
         _check_d4rl_keys(file, where)
+        if isinstance(file["observations"], h5py.Group):
+            return _read_d4rl_parts(file, where, observation_dim, action_dim, observation_spec)
+        if observation_spec is not None and not observation_spec.is_flat:
+            raise DatasetError(
+                f"{where}: key 'observations' is a flat array, the task expects named parts {observation_spec.to_json()}"
+            )
+        if observation_spec is not None:
+            observation_dim = observation_spec.parts[0].shape[0]
         obs_ds = _array(file["observations"], "observations", where, rank=2)
         num_steps = obs_ds.shape[0]
         if num_steps == 0:
@@ -147,6 +172,109 @@ def _d4rl_without_next(where, obs_ds, act_ds, rewards, terminals, timeouts) -> O
         terminals=terminals[keep].astype(np.float32),
         episode_ends=ends[keep],
     )
+
+
+def _read_d4rl_parts(file, where, observation_dim, action_dim, observation_spec) -> OfflineDataset:
+    """A D4RL file with `observations/<part>` (and `next_observations/<part>`): the same episode
+    rules as the flat layout, part by part; images come back uint8, bit for bit."""
+    spec, num_steps = _group_spec(file["observations"], where, "observations")
+    if observation_spec is not None and spec != observation_spec:
+        raise DatasetError(f"{where}: key 'observations' has parts {spec.to_json()}, the task expects {observation_spec.to_json()}")
+    if observation_dim is not None and observation_spec is None:
+        raise DatasetError(
+            f"{where}: key 'observations' holds named parts {spec.to_json()}, the task expects flat observations of dim "
+            f"{observation_dim}"
+        )
+    act_ds = _array(file["actions"], "actions", where, rank=2, rows=num_steps)
+    _check_dim(where, "actions", act_ds.shape[1], action_dim)
+    rewards = _read_vector(file, "rewards", where, num_steps).astype(np.float32)
+    terminals = _read_flags(file, "terminals", where, num_steps)
+    timeouts = _read_flags(file, "timeouts", where, num_steps) if "timeouts" in file else None
+    observations = _read_parts(file["observations"], spec, where, "observations")
+    (actions,) = _read_rows(act_ds, where, "actions", [None])
+    if "next_observations" in file:
+        next_spec, next_steps = _group_spec(file["next_observations"], where, "next_observations")
+        if next_spec != spec or next_steps != num_steps:
+            raise DatasetError(
+                f"{where}: key 'next_observations' has parts {next_spec.to_json()} x {next_steps} rows, "
+                f"'observations' {spec.to_json()} x {num_steps}"
+            )
+        next_observations = _read_parts(file["next_observations"], spec, where, "next_observations")
+        if timeouts is not None:
+            ends = terminals | timeouts
+        else:
+            ends = terminals.copy()
+            for name in spec.names:
+                a, b = next_observations[name][:-1], observations[name][1:]
+                ends[:-1] |= np.any((a != b).reshape(len(a), -1), axis=1)
+        return OfflineDataset(observations, actions, rewards, next_observations, terminals.astype(np.float32), ends)
+    no_successor = timeouts.copy() if timeouts is not None else np.zeros(num_steps, bool)
+    no_successor[-1] = True
+    keep = ~no_successor | terminals
+    if not keep.any():
+        raise DatasetError(f"{where}: no step has a next observation (every step is a timeout)")
+    rows = np.flatnonzero(keep)
+    successors = rows + ~terminals[rows]  # a terminal's successor is its own row (never used)
+    ends = terminals | ~np.append(keep[1:], False)
+    return OfflineDataset(
+        observations={k: v[rows] for k, v in observations.items()},
+        actions=actions[rows],
+        rewards=rewards[rows],
+        next_observations={k: v[successors] for k, v in observations.items()},
+        terminals=terminals[rows].astype(np.float32),
+        episode_ends=ends[rows],
+    )
+
+
+def _group_spec(group, where: str, key: str) -> tuple[ObservationSpec, int]:
+    """The spec of a group of per-step part arrays (2-D float "state", 4-D uint8 images) and
+    its row count, every part checked (nothing read)."""
+    parts, num_rows = [], None
+    for name in sorted(group.keys()):
+        node = group[name]
+        if not isinstance(node, h5py.Dataset):
+            raise DatasetError(f"{where}: key '{key}/{name}' is a group, expected an array")
+        if node.ndim == 4:
+            if node.dtype != np.uint8:
+                raise DatasetError(f"{where}: key '{key}/{name}' has dtype {node.dtype}, expected uint8 (a camera image)")
+            dtype = IMAGE_DTYPE
+        elif node.ndim == 2:
+            if node.dtype.kind not in "biuf":
+                raise DatasetError(f"{where}: key '{key}/{name}' has dtype {node.dtype}, expected numbers")
+            dtype = STATE_DTYPE
+        else:
+            raise DatasetError(
+                f"{where}: key '{key}/{name}' has shape {node.shape}, expected (steps, dim) for the state or "
+                "(steps, H, W, C) for an image"
+            )
+        if num_rows is None:
+            num_rows = node.shape[0]
+        elif node.shape[0] != num_rows:
+            raise DatasetError(f"{where}: key '{key}/{name}' has {node.shape[0]} rows, expected {num_rows} like the other parts")
+        parts.append(ObservationPart(name, tuple(int(n) for n in node.shape[1:]), dtype))
+    if not parts:
+        raise DatasetError(f"{where}: key '{key}' is an empty group, expected one array per observation part")
+    try:
+        spec = ObservationSpec(tuple(parts))
+    except ValueError as error:
+        raise DatasetError(f"{where}: key '{key}': {error}") from None
+    if num_rows == 0:
+        raise DatasetError(f"{where}: key '{key}' has no rows")
+    return spec, num_rows
+
+
+def _read_parts(group, spec: ObservationSpec, where: str, key: str) -> dict:
+    """Each part of `group` in full: images as stored (uint8), the state as finite float32."""
+    out = {}
+    for part in spec.parts:
+        array = group[part.name][()]
+        if not part.is_image:
+            array = array.astype(np.float32, copy=False)
+            if not all_finite(array):
+                row = int(np.argmax(~np.isfinite(array).all(axis=1)))
+                raise DatasetError(f"{where}: key '{key}/{part.name}' contains NaN or inf (first at row {row})")
+        out[part.name] = array
+    return out
 
 
 def _check_d4rl_keys(file: h5py.File, where: str) -> None:
@@ -337,12 +465,15 @@ def read_minari(
     observation_keys: Optional[Sequence[str]] = None,
     observation_dim: Optional[int] = None,
     action_dim: Optional[int] = None,
+    observation_spec: Optional[ObservationSpec] = None,
 ) -> OfflineDataset:
     """Reads a Minari dataset (directory or local id, see `resolve_minari_dataset`).
 
     Dict observations are flattened by `observation_keys` (required for them: the error lists
     the keys there are); Box observations are already flat and ignore them. `observation_dim` / `action_dim`, when
-    given, must match the (flattened) data.
+    given, must match the (flattened) data. Dict observations with camera images (uint8
+    (steps, H, W, C) members; HDF5 layout) are kept as named parts instead, giving dict
+    observations (without `observation_keys`; `observation_spec`, when given, must match).
     """
     data_dir = resolve_minari_dataset(dataset)
     metadata = _read_metadata(data_dir)
@@ -359,11 +490,11 @@ def read_minari(
         with file:
             episodes = _hdf5_episodes(file, f"file {main}", keys)
             _check_total(metadata, data_dir, episodes)
-            return _assemble(episodes, f"file {main}", observation_dim, action_dim)
+            return _assemble(episodes, f"file {main}", observation_dim, action_dim, observation_spec)
     if data_format == "arrow":
         episodes = _arrow_episodes(data_dir, keys)
         _check_total(metadata, data_dir, episodes)
-        return _assemble(episodes, f"Minari dataset {data_dir}", observation_dim, action_dim)
+        return _assemble(episodes, f"Minari dataset {data_dir}", observation_dim, action_dim, observation_spec)
     raise DatasetError(
         f"file {data_dir / MINARI_METADATA_FILE}: key 'data_format' is {data_format!r}, expected 'hdf5' or 'arrow'"
     )
@@ -374,7 +505,8 @@ class _Episode(NamedTuple):
     steps: int
     observation_dim: int
     action_dim: int
-    load: Callable[[], dict]  # -> the MINARI_EPISODE_KEYS as numpy arrays, observations flat
+    load: Callable[[], dict]  # -> the MINARI_EPISODE_KEYS as numpy arrays, observations flat (or parts)
+    observation_spec: Optional[ObservationSpec] = None  # named parts (camera images): not flattened
 
 
 def _check_total(metadata: dict, data_dir: Path, episodes: list) -> None:
@@ -387,12 +519,19 @@ def _check_total(metadata: dict, data_dir: Path, episodes: list) -> None:
 
 
 def _assemble(
-    episodes: list[_Episode], where: str, observation_dim: Optional[int], action_dim: Optional[int]
+    episodes: list[_Episode], where: str, observation_dim: Optional[int], action_dim: Optional[int],
+    observation_spec: Optional[ObservationSpec] = None,
 ) -> OfflineDataset:
     """Concatenates episodes into preallocated arrays (shapes were checked before any load)."""
     if not episodes:
         raise DatasetError(f"{where}: no episodes")
     first = episodes[0]
+    if first.observation_spec is not None or any(e.observation_spec is not None for e in episodes):
+        return _assemble_parts(episodes, where, observation_dim, action_dim, observation_spec)
+    if observation_spec is not None:
+        if not observation_spec.is_flat:
+            raise DatasetError(f"{first.where}: key 'observations' is flat, the task expects named parts {observation_spec.to_json()}")
+        observation_dim = observation_spec.state_dim
     _check_dim(first.where, "observations", first.observation_dim, observation_dim)
     _check_dim(first.where, "actions", first.action_dim, action_dim)
     for episode in episodes[1:]:
@@ -426,6 +565,62 @@ def _assemble(
         truncations = _episode_flags(data, "truncations", episode.where)
         out["observations"][start:stop] = data["observations"][:-1]
         out["next_observations"][start:stop] = data["observations"][1:]
+        out["actions"][start:stop] = data["actions"]
+        out["rewards"][start:stop] = data["rewards"]
+        out["terminals"][start:stop] = terminations
+        ends = out["episode_ends"][start:stop]
+        np.logical_or(terminations, truncations, out=ends)
+        ends[-1] = True
+        start = stop
+    return OfflineDataset(**out)
+
+
+def _assemble_parts(episodes, where, observation_dim, action_dim, observation_spec) -> OfflineDataset:
+    """`_assemble` for episodes whose observations are named parts (dicts of arrays)."""
+    first = episodes[0]
+    spec = first.observation_spec
+    for episode in episodes:
+        if episode.observation_spec != spec:
+            got = None if episode.observation_spec is None else episode.observation_spec.to_json()
+            raise DatasetError(f"{episode.where}: key 'observations' has parts {got}, the first episode has {spec.to_json()}")
+        if episode.action_dim != first.action_dim:
+            raise DatasetError(f"{episode.where}: key 'actions' has dim {episode.action_dim}, the first episode has {first.action_dim}")
+    if observation_spec is not None and observation_spec != spec:
+        raise DatasetError(f"{first.where}: key 'observations' has parts {spec.to_json()}, the task expects {observation_spec.to_json()}")
+    if observation_dim is not None and observation_spec is None:
+        raise DatasetError(
+            f"{first.where}: key 'observations' holds named parts {spec.to_json()}, the task expects flat observations "
+            f"of dim {observation_dim}"
+        )
+    _check_dim(first.where, "actions", first.action_dim, action_dim)
+    total = sum(episode.steps for episode in episodes)
+    if total == 0:
+        raise DatasetError(f"{where}: no steps (every episode is empty)")
+    out = dict(
+        observations=spec.zeros((total,)),
+        actions=np.empty((total, first.action_dim), np.float32),
+        rewards=np.empty(total, np.float32),
+        next_observations=spec.zeros((total,)),
+        terminals=np.empty(total, np.float32),
+        episode_ends=np.empty(total, bool),
+    )
+    start = 0
+    for episode in episodes:
+        if episode.steps == 0:
+            continue
+        stop = start + episode.steps
+        data = episode.load()
+        for key in ("actions", "rewards"):
+            if not all_finite(data[key]):
+                raise DatasetError(f"{episode.where}: key '{key}' contains NaN or inf")
+        for part in spec.parts:
+            values = data["observations"][part.name]
+            if not part.is_image and not all_finite(values):
+                raise DatasetError(f"{episode.where}: key 'observations/{part.name}' contains NaN or inf")
+            out["observations"][part.name][start:stop] = values[:-1]
+            out["next_observations"][part.name][start:stop] = values[1:]
+        terminations = _episode_flags(data, "terminations", episode.where)
+        truncations = _episode_flags(data, "truncations", episode.where)
         out["actions"][start:stop] = data["actions"]
         out["rewards"][start:stop] = data["rewards"]
         out["terminals"][start:stop] = terminations
@@ -478,7 +673,23 @@ def _hdf5_episode(group: h5py.Group, where: str, keys: Optional[tuple]) -> _Epis
         raise DatasetError(f"{where}: key 'actions' has shape {shape}, expected ({steps}, action_dim) like 'rewards'")
     if actions.dtype.kind not in "biuf":
         raise DatasetError(f"{where}: key 'actions' has dtype {actions.dtype}, expected numbers")
-    leaves = _observation_leaves(nodes["observations"], keys, where)
+    observations = nodes["observations"]
+    if keys is None and isinstance(observations, h5py.Group) and _has_images(observations):
+        spec, rows = _group_spec(observations, where, "observations")
+        if rows != steps + 1:
+            raise DatasetError(
+                f"{where}: key 'observations' has {rows} rows, expected {steps + 1} "
+                "(one more than 'rewards': the final observation)"
+            )
+
+        def load_parts() -> dict:
+            data = {key: nodes[key][()] for key in ("rewards", "terminations", "truncations")}
+            data["actions"] = actions[()].reshape(steps, -1)
+            data["observations"] = {p.name: observations[p.name][()] for p in spec.parts}
+            return data
+
+        return _Episode(where, steps, 0, _row_size(actions.shape), load_parts, spec)
+    leaves = _observation_leaves(observations, keys, where)
     for name, leaf in leaves:
         if leaf.dtype.kind not in "biuf":
             raise DatasetError(f"{where}: key '{name}' has dtype {leaf.dtype}, expected numbers")
@@ -495,6 +706,11 @@ def _hdf5_episode(group: h5py.Group, where: str, keys: Optional[tuple]) -> _Epis
         return data
 
     return _Episode(where, steps, _leaves_dim(leaf.shape for _, leaf in leaves), _row_size(actions.shape), load)
+
+
+def _has_images(group: h5py.Group) -> bool:
+    """Whether a dict observation group holds a camera image (uint8, steps x H x W x C)."""
+    return any(isinstance(node, h5py.Dataset) and node.ndim == 4 and node.dtype == np.uint8 for node in group.values())
 
 
 def _observation_leaves(observations, keys: Optional[tuple], where: str) -> list[tuple[str, Any]]:
@@ -664,19 +880,21 @@ def read_dataset(
     observation_keys: Optional[Sequence[str]] = None,
     observation_dim: Optional[int] = None,
     action_dim: Optional[int] = None,
+    observation_spec: Optional[ObservationSpec] = None,
 ) -> OfflineDataset:
     """Reads a `.hdf5`/`.h5` file as D4RL, a directory or anything else as a Minari dataset
     (directory or local id). `observation_keys` flatten dict observations (Minari); flat
-    (Box) observations, which D4RL files always hold, are taken as they are."""
+    (Box) observations are taken as they are; observations with camera images come back as
+    dicts of named parts (checked against `observation_spec` when given)."""
     path = Path(path_or_id)
     if path.suffix in (".hdf5", ".h5"):
-        return read_d4rl_hdf5(path, observation_dim, action_dim)
+        return read_d4rl_hdf5(path, observation_dim, action_dim, observation_spec)
     if path.is_file():
         raise DatasetError(
             f"file {path}: unknown dataset format; expected a D4RL .hdf5/.h5 file, "
             "a Minari dataset directory or a Minari dataset id"
         )
-    return read_minari(path_or_id, observation_keys, observation_dim, action_dim)
+    return read_minari(path_or_id, observation_keys, observation_dim, action_dim, observation_spec)
 
 
 # --------------------------------------------------------------------------------------------
@@ -699,6 +917,7 @@ CARD_STATS = (
     "num_episodes",
     "num_terminal_episodes",
     "observation_dim",
+    "observation_spec",
     "action_dim",
     "episode_length_mean",
     "episode_length_min",
@@ -722,7 +941,7 @@ def dataset_stats(dataset: OfflineDataset, success_threshold: Optional[float] = 
         "num_transitions": len(dataset),
         "num_episodes": dataset.num_episodes,
         "num_terminal_episodes": int(np.count_nonzero(dataset.terminals[end_rows])),
-        "observation_dim": int(dataset.observations.shape[1]),
+        **_observation_stats(dataset),
         "action_dim": int(dataset.actions.shape[1]),
         "episode_length_mean": float(lengths.mean()),
         "episode_length_min": int(lengths.min()),
@@ -737,6 +956,33 @@ def dataset_stats(dataset: OfflineDataset, success_threshold: Optional[float] = 
     return stats
 
 
+def _observation_stats(dataset: OfflineDataset) -> dict:
+    """`observation_dim` for flat observations; `observation_spec` (its JSON) for named parts."""
+    spec = dataset.observation_spec
+    if spec.is_flat:
+        return {"observation_dim": spec.state_dim}
+    return {"observation_spec": spec.to_json()}
+
+
+def _write_observations(group: h5py.Group, key: str, observations) -> None:
+    """`observations` under `key`: a float32 array, or a group with one array per part, camera
+    frames uint8 in chunks of whole frames, gzip-compressed (lossless: read back bit for bit)."""
+    if not isinstance(observations, Mapping):
+        group.create_dataset(key, data=np.asarray(observations, np.float32))
+        return
+    parts = group.create_group(key)
+    for name, array in observations.items():
+        array = np.asarray(array)
+        if array.ndim == 4:
+            rows = max(1, min(len(array), IMAGE_CHUNK_BYTES // max(1, array[0].nbytes)))
+            parts.create_dataset(
+                name, data=array, chunks=(rows, *array.shape[1:]),
+                compression=IMAGE_COMPRESSION, compression_opts=IMAGE_COMPRESSION_LEVEL,
+            )
+        else:
+            parts.create_dataset(name, data=array.astype(np.float32, copy=False))
+
+
 def write_d4rl_hdf5(
     dataset: OfflineDataset, path: PathLike, card: Optional[Mapping] = None, overwrite: bool = False
 ) -> Path:
@@ -744,7 +990,10 @@ def write_d4rl_hdf5(
 
     Keys: observations, actions, rewards, next_observations (float32), terminals and
     timeouts = episode_ends & ~terminals (bool), so `read_d4rl_hdf5` gives back the same
-    arrays. The card (`card_path(path)`) holds `card`'s entries plus `dataset_stats` (with
+    arrays. Dict observations (camera images) go to groups `observations/<part>` and
+    `next_observations/<part>`: images uint8 (N, H, W, C), chunked and gzip-compressed (each
+    frame is in the file twice, as an observation and as the previous step's next
+    observation; the Minari layout holds it once). The card (`card_path(path)`) holds `card`'s entries plus `dataset_stats` (with
     `card["success_threshold"]`, if set) and the file's name and size. Both files are written
     atomically; existing ones are refused unless `overwrite`.
     """
@@ -761,10 +1010,10 @@ def write_d4rl_hdf5(
     ends = dataset.episode_ends.astype(bool)
     terminals = dataset.terminals != 0
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as file:
-        file.create_dataset("observations", data=np.asarray(dataset.observations, np.float32))
+        _write_observations(file, "observations", dataset.observations)
         file.create_dataset("actions", data=np.asarray(dataset.actions, np.float32))
         file.create_dataset("rewards", data=np.asarray(dataset.rewards, np.float32))
-        file.create_dataset("next_observations", data=np.asarray(dataset.next_observations, np.float32))
+        _write_observations(file, "next_observations", dataset.next_observations)
         file.create_dataset("terminals", data=terminals)
         file.create_dataset("timeouts", data=ends & ~terminals)
     full_card = {**card, "format": "d4rl-hdf5", "file": path.name, "file_bytes": path.stat().st_size, **stats}
@@ -783,8 +1032,9 @@ def write_minari(
     `episode_{i}` group per trajectory, observations with the final next observation
     appended) and `<directory>/data/metadata.json`; returns `directory`.
 
-    Box spaces are recorded as unbounded observations and actions in [-1, 1] unless
-    `metadata` gives `observation_space` / `action_space` (Minari's JSON form); `metadata`
+    Box spaces are recorded as unbounded observations and actions in [-1, 1] (dict
+    observations: a Dict space, camera frames uint8 per part, chunked and gzip-compressed,
+    each frame once) unless `metadata` gives `observation_space` / `action_space` (Minari's JSON form); `metadata`
     may add e.g. `ref_min_score`, `ref_max_score`, `author`. `dataset_id` defaults to the
     directory's name. Needs next_obs[i] == obs[i + 1] within each trajectory (that is how
     Minari stores them). metadata.json is written last, so it marks a complete dataset.
@@ -797,7 +1047,15 @@ def write_minari(
         raise ValueError(f"metadata key(s) {reserved} are computed by the writer; remove them")
     _check_writable(dataset)
     ends = dataset.episode_ends.astype(bool)
-    broken = np.flatnonzero(_rows_differ(dataset.next_observations[:-1], dataset.observations[1:]) & ~ends[:-1])
+    spec = dataset.observation_spec
+    if spec.is_flat:
+        differ = _rows_differ(dataset.next_observations[:-1], dataset.observations[1:])
+    else:
+        differ = np.zeros(max(len(dataset) - 1, 0), bool)
+        for name in spec.names:
+            a, b = dataset.next_observations[name][:-1], dataset.observations[name][1:]
+            differ |= np.any((a != b).reshape(len(a), -1), axis=1)
+    broken = np.flatnonzero(differ & ~ends[:-1])
     if len(broken):
         raise ValueError(
             f"dataset: next_observations[{broken[0]}] differs from observations[{broken[0] + 1}] inside a "
@@ -814,20 +1072,24 @@ def write_minari(
             group.attrs["id"] = i
             group.attrs["total_steps"] = stop - start
             # Minari keeps T + 1 observations: the trajectory's, then its final next observation
-            observations = np.concatenate(
-                [dataset.observations[start:stop], dataset.next_observations[stop - 1 : stop]]
-            )
-            group.create_dataset("observations", data=observations.astype(np.float32, copy=False))
+            if spec.is_flat:
+                observations = np.concatenate([dataset.observations[start:stop], dataset.next_observations[stop - 1 : stop]])
+            else:
+                observations = {
+                    name: np.concatenate([dataset.observations[name][start:stop], dataset.next_observations[name][stop - 1 : stop]])
+                    for name in spec.names
+                }
+            _write_observations(group, "observations", observations)
             group.create_dataset("actions", data=np.asarray(dataset.actions[start:stop], np.float32))
             group.create_dataset("rewards", data=np.asarray(dataset.rewards[start:stop], np.float64))
             group.create_dataset("terminations", data=terminals[start:stop])
             group.create_dataset("truncations", data=ends[start:stop] & ~terminals[start:stop])
             group.create_group("infos")
-    obs_dim, act_dim = dataset.observations.shape[1], dataset.actions.shape[1]
+    act_dim = dataset.actions.shape[1]
     full = {
         "dataset_id": dataset_id or directory.name,
         "minari_version": ">=0.5.0",
-        "observation_space": _box_json(obs_dim, -math.inf, math.inf),
+        "observation_space": _space_json(spec),
         "action_space": _box_json(act_dim, -1.0, 1.0),
         **metadata,
         "total_episodes": len(starts),
@@ -840,7 +1102,26 @@ def write_minari(
 
 def _box_json(dim: int, low: float, high: float) -> str:
     """Minari's serialization of a float32 Box((dim,), low, high)."""
-    return json.dumps({"type": "Box", "dtype": "float32", "shape": [dim], "low": [low] * dim, "high": [high] * dim})
+    return json.dumps(_box(dim, low, high))
+
+
+def _box(dim: int, low: float, high: float) -> dict:
+    return {"type": "Box", "dtype": "float32", "shape": [dim], "low": [low] * dim, "high": [high] * dim}
+
+
+def _space_json(spec: ObservationSpec) -> str:
+    """Minari's serialization of the observation space: a Box when flat, else a Dict of an
+    unbounded float32 "state" Box and uint8 Boxes in [0, 255] for the cameras."""
+    if spec.is_flat:
+        return _box_json(spec.state_dim, -math.inf, math.inf)
+    subspaces = {}
+    for p in spec.parts:
+        if p.is_image:
+            low, high = np.zeros(p.shape, int).tolist(), np.full(p.shape, 255).tolist()  # nested, as Minari's tolist()
+            subspaces[p.name] = {"type": "Box", "dtype": "uint8", "shape": list(p.shape), "low": low, "high": high}
+        else:
+            subspaces[p.name] = _box(p.shape[0], -math.inf, math.inf)
+    return json.dumps({"type": "Dict", "subspaces": subspaces})
 
 
 def _check_writable(dataset: OfflineDataset) -> None:

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from envs.observations import batch_size_of
+from envs.observations import IMAGE_DTYPE, STATE_DTYPE, ObservationPart, ObservationSpec, batch_size_of
 
 
 @dataclasses.dataclass
 class OfflineDataset:
-    """Flat arrays of N transitions. `episode_ends[i]` marks the last transition of a
-    trajectory (terminal or time limit); `terminals[i]` only true terminals."""
+    """N transitions. `episode_ends[i]` marks the last transition of a trajectory (terminal
+    or time limit); `terminals[i]` only true terminals.
 
-    # (N, obs_dim) float32, or for a task with cameras a dict {part: (N, *shape)} (envs/observations.py)
-    observations: np.ndarray
+    Observations (and next observations) are a float32 array (N, obs_dim) for flat
+    observations, or, for observations with camera images (envs/observations.py), a dict
+    {part: array (N, *shape)}: "state" float32 (N, d), cameras uint8 (N, H, W, C).
+    """
+
+    observations: Any  # (N, obs_dim) float32, or {part: (N, *shape)}
     actions: np.ndarray  # (N, act_dim) float32, in [-1, 1]
     rewards: np.ndarray  # (N,) float32, in the environment's own convention (unscaled)
-    next_observations: np.ndarray  # as observations
+    next_observations: Any  # like observations
     terminals: np.ndarray  # (N,) float32 0/1
     episode_ends: np.ndarray  # (N,) bool
 
@@ -32,11 +36,30 @@ class OfflineDataset:
                 if len(array) != n:
                     name = field.name if part is None else f"{field.name}[{part!r}]"
                     raise ValueError(f"dataset field '{name}' has {len(array)} rows, expected {n} (as 'observations')")
-        for name in ("observations", "actions", "rewards", "next_observations"):
+        spec = self.observation_spec  # checks each part's shape and dtype
+        if isinstance(self.next_observations, Mapping) != isinstance(self.observations, Mapping):
+            raise ValueError("dataset field 'next_observations': a dict and an array mixed; expected the form of 'observations'")
+        if spec.is_flat:  # (a shape check only: no float32 copy of a large array)
+            if np.shape(self.next_observations) != np.shape(self.observations):
+                raise ValueError(
+                    f"dataset field 'next_observations': shape {np.shape(self.next_observations)}, expected "
+                    f"{np.shape(self.observations)} (as 'observations')"
+                )
+        else:
+            spec.check(self.next_observations, where="dataset field 'next_observations'")
+            for part in spec.parts:  # (check casts a state; the dataset must hold it as float32)
+                dtype = np.asarray(self.next_observations[part.name]).dtype
+                if dtype != np.dtype(part.dtype):
+                    raise ValueError(f"dataset field 'next_observations[{part.name!r}]': dtype {dtype}, expected {part.dtype}")
+        for name in ("observations", "next_observations"):
             value = getattr(self, name)
-            # Images are uint8 and always finite; only float parts can hold NaN or inf.
-            arrays = value.values() if isinstance(value, Mapping) else [value]
-            if not all(all_finite(a) for a in arrays if np.issubdtype(a.dtype, np.floating)):
+            for part in spec.parts:
+                array = value[part.name] if isinstance(value, Mapping) else value
+                where = f"{name}[{part.name!r}]" if isinstance(value, Mapping) else name
+                if not part.is_image and not all_finite(array):  # (uint8 frames cannot be)
+                    raise ValueError(f"dataset field '{where}' contains NaN or inf")
+        for name in ("actions", "rewards"):
+            if not all_finite(getattr(self, name)):
                 raise ValueError(f"dataset field '{name}' contains NaN or inf")
         if n and not self.episode_ends[-1]:
             # A trailing partial trajectory still ends where the data ends.
@@ -46,11 +69,32 @@ class OfflineDataset:
     def __len__(self) -> int:
         return batch_size_of(self.observations)
 
+    @property
+    def observation_spec(self) -> ObservationSpec:
+        """The spec of the observations: flat for an array, else one part per key (a 1-D
+        float32 "state", uint8 H x W x C images); raises ValueError naming a bad part."""
+        obs = self.observations
+        if not isinstance(obs, Mapping):
+            if np.ndim(obs) != 2:
+                raise ValueError(f"dataset field 'observations': shape {np.shape(obs)}, expected (N, obs_dim) or a dict of parts")
+            return ObservationSpec.flat(np.shape(obs)[1])
+        parts = []
+        for name, array in obs.items():
+            array = np.asarray(array)
+            expected = IMAGE_DTYPE if array.ndim == 4 else STATE_DTYPE
+            if array.dtype != np.dtype(expected):
+                raise ValueError(f"dataset field 'observations[{name!r}]': dtype {array.dtype}, expected {expected}")
+            parts.append(ObservationPart(name, tuple(int(k) for k in array.shape[1:]), expected))
+        try:
+            return ObservationSpec(tuple(parts))
+        except ValueError as error:
+            raise ValueError(f"dataset field 'observations': {error}") from None
+
     @classmethod
     def from_columns(cls, columns: dict) -> "OfflineDataset":
         """A dataset from per-transition lists (or arrays) under the field names, cast to the
-        fields' dtypes (what the generators collect step by step). Dict observations (cameras)
-        are stacked per part, each keeping its dtype (uint8 images, float32 state)."""
+        fields' dtypes (what the generators collect step by step). Observations that are dicts
+        are stacked part by part: "state" as float32, images keeping their dtype (uint8)."""
         return cls(
             observations=_stack_observations(columns["observations"]),
             actions=np.asarray(columns["actions"], np.float32),
@@ -69,13 +113,24 @@ class OfflineDataset:
         return np.add.reduceat(self.rewards, starts) if len(self) else np.zeros(0)
 
 
-def _stack_observations(rows):
-    """Per-step observations as one batch: a float32 array, or a dict of stacked parts."""
-    if len(rows) and isinstance(rows[0], Mapping):
-        return {k: np.stack([row[k] for row in rows]) for k in rows[0]}
-    if isinstance(rows, Mapping):
-        return {k: np.asarray(v) for k, v in rows.items()}
-    return np.asarray(rows, np.float32)
+def _stack_observations(values) -> Any:
+    """Per-step observations (arrays, or dicts of part arrays) as one batch."""
+    if isinstance(values, Mapping):  # already stacked, part by part
+        return {k: (np.asarray(v) if np.asarray(v).ndim == 4 else np.asarray(v, np.float32)) for k, v in values.items()}
+    if len(values) and isinstance(values[0], Mapping):
+        return {
+            k: (np.stack([v[k] for v in values]) if np.ndim(values[0][k]) == 3 else np.asarray([v[k] for v in values], np.float32))
+            for k in values[0]
+        }
+    return np.asarray(values, np.float32)
+
+
+def _own(observation):
+    """A dict observation's parts copied (a camera env may reuse its frame buffers); a flat
+    observation as it is."""
+    if isinstance(observation, Mapping):
+        return {k: np.array(v) for k, v in observation.items()}
+    return observation
 
 
 def all_finite(values: np.ndarray) -> bool:
@@ -161,11 +216,13 @@ def collect_dataset(
     columns: dict[str, list] = {f.name: [] for f in dataclasses.fields(OfflineDataset)}
     for episode in range(num_episodes):
         observation, _ = env.reset(seed=seed + episode)
+        observation = _own(observation)
         state: dict = {}
         done, total = False, 0.0
         while not done:
             action = np.asarray(policy(observation, state), np.float32)
             next_observation, reward, terminated, truncated, _ = env.step(action)
+            next_observation = _own(next_observation)
             done = terminated or truncated
             for name, value in (
                 ("observations", observation),

@@ -214,9 +214,11 @@ def index_observations(observations: Any, index) -> Any:
 
 
 def observation_spec_of(spec: Mapping) -> ObservationSpec:
-    """The observations of a checkpoint-style task spec dict ({"task", "observation_dim",
-    "action_dim", ...}): its "observation_spec" (`ObservationSpec.to_json()`) when it has one,
-    else the flat vector of "observation_dim" (every spec written before named parts)."""
+    """The observation spec in a task's / run's / checkpoint's spec dict: its
+    `observation_spec` (named parts) where it has one, else the flat `observation_dim`
+    (every state task, every file written before named parts)."""
     if spec.get("observation_spec") is not None:
         return ObservationSpec.from_json(spec["observation_spec"])
+    if "observation_dim" not in spec:
+        raise ValueError(f"spec: keys {sorted(spec)}, expected 'observation_spec' or 'observation_dim'")
     return ObservationSpec.flat(int(spec["observation_dim"]))

@@ -123,6 +123,14 @@ def dataset_summary(dataset, success_threshold=None) -> dict:
     return stats
 
 
+def observation_text(dataset) -> str:
+    """"obs dim d", or the named parts ("obs state (8,) float32, cam (64, 64, 3) uint8")."""
+    spec = dataset.observation_spec
+    if spec.is_flat:
+        return f"obs dim {spec.state_dim}"
+    return "obs " + ", ".join(f"{p.name} {p.shape} {p.dtype}" for p in spec.parts)
+
+
 def return_histogram(returns: np.ndarray, bins: int = 10, width: int = 40) -> list[str]:
     """A text histogram of the episode returns, one line per bin."""
     counts, edges = np.histogram(returns, bins=bins)
@@ -145,15 +153,18 @@ def card_success_rate(card: dict):
 def inspect(args) -> int:
     from envs.dataset_io import card_path, read_dataset, read_minari_metadata
 
-    keys = dims = None
+    keys = dims = observation_spec = None
     if args.task:
+        from envs.observations import observation_spec_of
         from envs.tasks import get_task
 
         task = get_task(args.task)
         spec = task.spec()
         keys, dims = task.observation_keys, (spec["observation_dim"], spec["action_dim"])
+        if not observation_spec_of(spec).is_flat:  # a camera task: its named parts, checked
+            keys, dims, observation_spec = None, (None, spec["action_dim"]), observation_spec_of(spec)
     path = Path(args.path)
-    dataset = read_dataset(path, keys, *(dims or (None, None)))
+    dataset = read_dataset(path, keys, *(dims or (None, None)), observation_spec=observation_spec)
     card: dict = {}
     if path.suffix in (".hdf5", ".h5"):
         if card_path(path).is_file():
@@ -163,7 +174,7 @@ def inspect(args) -> int:
     threshold = args.success_threshold if args.success_threshold is not None else card.get("success_threshold")
     stats = dataset_summary(dataset, threshold)
     kitchen_task = args.task or card.get("task", "")
-    if str(kitchen_task).startswith("kitchen-") and dataset.observations.shape[1] == 59:
+    if str(kitchen_task).startswith("kitchen-") and dataset.observation_spec.is_flat and dataset.observations.shape[1] == 59:
         stats["kitchen_subtasks"] = kitchen_subtask_summary(dataset, kitchen_task)
     counted = card_success_rate(card) if threshold is None else None
     if counted is not None:  # `wsrl record`: the env's info["success"], counted per episode
@@ -173,7 +184,7 @@ def inspect(args) -> int:
         return 0
     print(f"{path}")
     print(f"  transitions {stats['num_transitions']}, episodes {stats['num_episodes']} "
-          f"({stats['num_terminal_episodes']} ending in a terminal), obs dim {stats['observation_dim']}, "
+          f"({stats['num_terminal_episodes']} ending in a terminal), {observation_text(dataset)}, "
           f"action dim {stats['action_dim']}")
     print(f"  episode length mean {stats['episode_length_mean']:.1f} (min {stats['episode_length_min']}, "
           f"max {stats['episode_length_max']})")

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from actor import distributions
+from envs.observations import index_observations
 from learner import losses
 from learner.agents.common import batch_masks, repeat_states
 
@@ -226,14 +227,24 @@ def _rows(sample, indices: Optional[np.ndarray] = None) -> dict:
     as float32 numpy arrays (optionally only the given rows)."""
     if hasattr(sample, "data") and hasattr(sample, "capacity"):  # ReplayBuffer: its filled rows
         n = len(sample)
+        if not sample.spec.is_flat:  # camera frames live in a shared pool: gather the rows asked for
+            rows = sample.rows(np.arange(n) if indices is None else np.asarray(indices))
+            return {k: _as_float(rows[k]) for k in BATCH_FIELDS}
         fields = {k: sample.data[k][:n] for k in BATCH_FIELDS}
     elif isinstance(sample, Mapping):
         fields = {k: sample[k] for k in BATCH_FIELDS}
     else:
         fields = {k: getattr(sample, k) for k in BATCH_FIELDS}
     if indices is not None:
-        fields = {k: np.asarray(v)[indices] for k, v in fields.items()}
-    return {k: np.asarray(v, np.float32) for k, v in fields.items()}
+        fields = {k: index_observations(v, indices) if isinstance(v, Mapping) else np.asarray(v)[indices] for k, v in fields.items()}
+    return {k: _as_float(v) for k, v in fields.items()}
+
+
+def _as_float(value):
+    """float32 arrays; dict observations keep their parts' dtypes (camera frames stay uint8)."""
+    if isinstance(value, Mapping):
+        return {k: np.asarray(v) for k, v in value.items()}
+    return np.asarray(value, np.float32)
 
 
 def _num_rows(sample) -> int:

@@ -104,12 +104,14 @@ def load_offline_dataset(config: Config, task: Task) -> OfflineDataset:
         dataset = task.builtin_dataset(config.pretrain.dataset_episodes, config.seed)
     else:
         spec = task.spec()
+        observations = observation_spec_of(spec)
         try:
             dataset = read_dataset(
                 source,
-                observation_keys=task.observation_keys,
-                observation_dim=spec["observation_dim"],
+                observation_keys=task.observation_keys if observations.is_flat else None,
+                observation_dim=spec["observation_dim"] if observations.is_flat else None,
                 action_dim=spec["action_dim"],
+                observation_spec=None if observations.is_flat else observations,
             )
         except DatasetError as e:
             raise ConfigError(f"config field 'pretrain.dataset': {e}") from e
@@ -161,9 +163,7 @@ def online_replay(config: Config, task: Task, spec: dict) -> tuple[ReplayBuffer,
     f = config.finetune
     dataset_warmup = f.warmup == "dataset" and f.warmup_steps > 0
     capacity = (f.replay_capacity or f.num_steps) + (f.warmup_steps if dataset_warmup else 0)
-    # A flat-vector task's buffer as before; one with camera parts gets their ObservationSpec.
-    observations = observation_spec_of(spec)
-    replay = ReplayBuffer(capacity, spec["observation_dim"] if observations.is_flat else observations, spec["action_dim"])
+    replay = ReplayBuffer(capacity, observation_spec_of(spec), spec["action_dim"])
     offline = offline_replay(config, task) if f.offline_mixing_ratio > 0 or dataset_warmup else None
     sampler = MixedSampler(replay, offline, f.offline_mixing_ratio) if f.offline_mixing_ratio > 0 else replay
     if f.intervention_ratio > 0:

@@ -768,8 +768,7 @@ def save_learner_state(trainer: Trainer, directory: str) -> Path:
         "counters": json.dumps(counters),
         "actors": json.dumps(actors),
         "sample_rng": json.dumps(trainer.sample_rng.bit_generator.state),
-        "replay": {"data": _filled_rows(replay.data, replay._size), "interventions": replay.interventions[: replay._size],
-                   "next": replay._next, "size": replay._size, "capacity": replay.capacity},
+        "replay": replay.state_dict(),  # (camera frames: each live frame once)
         "queue": {str(i): q for i, q in enumerate(queue)},
         "open_episodes": json.dumps([[a, r, [int(x) for x in slots], rewards] for (a, r), (slots, rewards) in trainer._episodes.items()]),
     }
@@ -781,25 +780,6 @@ def save_learner_state(trainer: Trainer, directory: str) -> Path:
         if old.name != agent_file:
             old.unlink(missing_ok=True)
     return path / STATE_FILE
-
-
-def _filled_rows(data: dict, size: int) -> dict:
-    """The first `size` rows of every replay column (nested dicts for observation parts)."""
-    return {k: _filled_rows(v, size) if isinstance(v, dict) else v[:size] for k, v in data.items()}
-
-
-def _row_shapes(data: dict) -> dict:
-    """{column: shape of one row} of replay columns (nested dicts for observation parts)."""
-    return {k: _row_shapes(v) if isinstance(v, dict) else tuple(v.shape[1:]) for k, v in data.items()}
-
-
-def _copy_rows(saved: dict, data: dict) -> None:
-    """Copies the saved rows of every column (nested dicts for observation parts) into `data`."""
-    for name, array in saved.items():
-        if isinstance(array, dict):
-            _copy_rows(array, data[name])
-        else:
-            data[name][: len(array)] = array
 
 
 def load_learner_state(trainer: Trainer, directory: str) -> None:
@@ -822,17 +802,10 @@ def load_learner_state(trainer: Trainer, directory: str) -> None:
         raise CheckpointError(f"learner state {str(path)!r}: algorithm {ckpt.algorithm!r}, this run has {trainer.agent.algorithm!r}")
     trainer.agent = serialization.from_state_dict(trainer.agent, ckpt.state)
     counters = json.loads(state["counters"])
-    replay = state["replay"]
-    capacity = int(replay.get("capacity", len(replay["data"]["rewards"])))
-    saved_rows = _row_shapes(replay["data"])
-    rows = {k: v for k, v in _row_shapes(trainer.replay.data).items() if k in saved_rows}
-    if capacity != trainer.replay.capacity or saved_rows != rows:
-        raise CheckpointError(f"learner state {str(path)!r}: replay of capacity {capacity} x {saved_rows}, this run has "
-                              f"{trainer.replay.capacity} x {rows} (finetune.replay_capacity / num_steps or the observation spec differ)")
-    _copy_rows(replay["data"], trainer.replay.data)
-    if "interventions" in replay:  # (states saved before interventions travelled have none)
-        trainer.replay.interventions[: len(replay["interventions"])] = replay["interventions"]
-    trainer.replay._next, trainer.replay._size = int(replay["next"]), int(replay["size"])
+    try:
+        trainer.replay.load_state_dict(state["replay"])
+    except ValueError as e:
+        raise CheckpointError(f"learner state {str(path)!r}: {e} (finetune.replay_capacity / num_steps differ)") from None
     trainer.sample_rng.bit_generator.state = json.loads(state["sample_rng"])
     with trainer.cond:
         for key in ("env_steps", "processed", "updates", "episodes", "rejected", "duplicates", "conflicts", "intervention_steps"):
