@@ -124,10 +124,14 @@ VARIANTS = {
         ("bf16",),
     ),
     "fp32": ("agent.critic_matmul_dtype=float32 (what 'auto' gives on CPUs without AVX512-BF16)", {}, ("fp32",)),
+    # Initializations (values only, same shapes): does the default's small last-layer gain cost time?
+    "no-final-scale": ("agent.kernel_scale_final=null (gain sqrt(2) on the last hidden layer too)", {}, ("no-final-scale",)),
+    "xavier": ("agent.kernel_init=xavier_uniform, agent.kernel_scale_final=null (the initialization before the fidelity changes, "
+               "but for the old 1e-2 on the policy heads)", {}, ("xavier",)),
 }
 
 # Variants that change only what is compiled, so `--interleaved` can time them in one process.
-INTERLEAVABLE_SETTINGS = {"vmap", "donate", "unrolled", "bf16", "fp32"}
+INTERLEAVABLE_SETTINGS = {"vmap", "donate", "unrolled", "bf16", "fp32", "no-final-scale", "xavier"}
 
 
 def resolve_variant(name: str) -> tuple[str, dict, tuple]:
@@ -291,7 +295,12 @@ def _agent_config(spec: dict, settings):
 
     dtype = {"bf16": "bfloat16", "fp32": "float32"}
     chosen = [dtype[k] for k in settings if k in dtype]
-    return AgentConfig(**spec["agent"], **({"critic_matmul_dtype": chosen[-1]} if chosen else {}))
+    init = {}
+    if "no-final-scale" in settings or "xavier" in settings:
+        init["kernel_scale_final"] = None
+    if "xavier" in settings:
+        init["kernel_init"] = "xavier_uniform"
+    return AgentConfig(**spec["agent"], **({"critic_matmul_dtype": chosen[-1]} if chosen else {}), **init)
 
 
 def measure_interleaved(shape: str, variants: list, repeats: int, warmup: int, utd: int = 4) -> dict:

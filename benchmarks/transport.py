@@ -17,6 +17,8 @@ Prints, as medians (the machine is shared: compare within a run, look at the rat
   command's wall time is printed too.
 
     PYTHONPATH=. python benchmarks/transport.py [--seconds 3] [--rounds 3] [--only inserts,pull,run]
+    PYTHONPATH=. python benchmarks/transport.py --only run --commands "finetune,run x1" --baseline /tmp/old-checkout
+    PYTHONPATH=. python benchmarks/transport.py --only run --commands "finetune,run x2" --taskset "0;0,1"
 """
 
 from __future__ import annotations
@@ -126,9 +128,20 @@ def _rate(times: dict[int, float], start: int, end: int) -> float:
     return (end - start) / (times[end] - times[start])
 
 
-def run_vs_finetune(rounds: int, warmup: int, steps: int, log_every: int, work: Path) -> dict[str, list]:
+COMMANDS = {
+    "finetune": ["finetune"],
+    "run x1": ["run", "--num-actors", "1"],
+    "run x2": ["run", "--num-actors", "2"],
+}
+
+
+def run_vs_finetune(rounds: int, warmup: int, steps: int, log_every: int, work: Path, names: list[str] = list(COMMANDS),
+                    baseline: str = "", taskset: list[str] = ()) -> dict[str, list]:
     """Env steps/s of `wsrl finetune`, `wsrl run --num-actors 1` and `--num-actors 2` on the same
-    config and checkpoint (fresh processes, rounds interleaved): {command: [(rate, wall s)]}."""
+    config and checkpoint (fresh processes, rounds interleaved): {command: [(rate, wall s, CPU s)]}.
+    `names`: which of COMMANDS; `baseline`: another checkout (e.g. `git archive` of an older
+    commit) whose commands run too, as "<name> @base"; `taskset`: CPU lists (`taskset -c`), every
+    command runs once per list in each round, as "<name> cpus=<list>"."""
     from learner.agents import make_agent
     from learner.checkpoint import save_checkpoint
     from learner.config import load_config
@@ -145,29 +158,41 @@ def run_vs_finetune(rounds: int, warmup: int, steps: int, log_every: int, work: 
     # Steady state: from 2 x warmup (the first update's compilation and the actors' queue of
     # up to --max-lead steps are behind) to the end; both ends are logged steps.
     start = max(2 * warmup, warmup + 4 * log_every) // log_every * log_every
-    commands = {
-        "finetune": ["finetune"],
-        "run x1": ["run", "--num-actors", "1"],
-        "run x2": ["run", "--num-actors", "2"],
-    }
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    results: dict[str, list] = {name: [] for name in commands}
+    # (label, command, checkout, CPU list)
+    variants = [(name, COMMANDS[name], ROOT, None) for name in names]
+    if baseline:
+        variants += [(f"{name} @base", COMMANDS[name], Path(baseline).resolve(), None) for name in names if name != "finetune"]
+    if taskset:
+        variants = [(f"{label} cpus={cpus}", command, checkout, cpus) for cpus in taskset for label, command, checkout, _ in variants]
+    results: dict[str, list] = {label: [] for label, *_ in variants}
     for r in range(rounds):
-        for name, command in commands.items():
-            run_dir = work / f"{name.replace(' ', '')}-{r}"
-            t = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "learner.cli", *command, "--config", "pointmass", "--checkpoint", str(checkpoint),
-                                   "--run-dir", str(run_dir), *overrides], cwd=ROOT, env=env, capture_output=True, text=True)
-            wall = time.perf_counter() - t
+        for label, command, checkout, cpus in variants:
+            name = label.split(" @")[0].split(" cpus=")[0]
+            run_dir = work / f"{label.replace(' ', '').replace('@', '').replace('=', '').replace(',', '')}-{r}"
+            env = {**os.environ, "PYTHONPATH": str(checkout)}
+            pin = ["taskset", "-c", cpus] if cpus else []
+            t, cpu = time.perf_counter(), _children_cpu()
+            done = subprocess.run([*pin, sys.executable, "-m", "learner.cli", *command, "--config", "pointmass", "--checkpoint", str(checkpoint),
+                                   "--run-dir", str(run_dir), *overrides], cwd=checkout, env=env, capture_output=True, text=True)
+            wall, cpu = time.perf_counter() - t, _children_cpu() - cpu
             if done.returncode != 0:
-                raise RuntimeError(f"{name} failed:\n{done.stderr[-2000:]}")
+                raise RuntimeError(f"{label} failed:\n{done.stderr[-2000:]}")
             if name == "finetune":  # train.csv: env_steps_per_s = step / seconds since the loop began
                 times = {int(row["step"]): row["step"] / row["env_steps_per_s"] for row in _read_csv(run_dir / "train.csv")}
             else:  # learner.csv: time_s since the learner started, per inserted env step
                 times = {int(row["processed_steps"]): row["time_s"] for row in _read_csv(run_dir / "learner.csv")}
-            results[name].append((_rate(times, start, steps), wall))
-            print(f"  round {r + 1} {name:8s}: {results[name][-1][0]:7.1f} env steps/s (steps {start}..{steps}), {wall:5.1f} s wall", flush=True)
+            results[label].append((_rate(times, start, steps), wall, cpu))
+            print(f"  round {r + 1} {label:8s}: {results[label][-1][0]:7.1f} env steps/s (steps {start}..{steps}), {wall:5.1f} s wall, "
+                  f"{cpu:5.1f} CPU s (all its processes), load {os.getloadavg()[0]:.1f}", flush=True)
     return results
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes (and theirs) so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -177,6 +202,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--only", default="inserts,pull,run", help="comma-separated subset of inserts, pull, run")
+    parser.add_argument("--commands", default=",".join(COMMANDS), help=f"run: comma-separated subset of {', '.join(COMMANDS)}")
+    parser.add_argument("--baseline", default="", help="run: also run the `wsrl run` commands of this other checkout, interleaved")
+    parser.add_argument("--taskset", default="", help="run: CPU lists separated by ';' (e.g. '0;0,1'): every command pinned to each")
     args = parser.parse_args()
     parts = set(args.only.split(","))
     print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)", flush=True)
@@ -190,11 +218,17 @@ def main() -> None:
                   f"raw grpcio unary of the same bytes: {r['raw_ms']:.2f} ms ({r['raw_p10_ms']:.2f} p10)", flush=True)
     if "run" in parts:
         with tempfile.TemporaryDirectory() as work:
-            results = run_vs_finetune(args.rounds, args.warmup, args.steps, 50, Path(work))
-        base = statistics.median(r for r, _ in results["finetune"])
-        for name, values in results.items():
-            rate, wall = statistics.median(r for r, _ in values), statistics.median(w for _, w in values)
-            print(f"{name:8s}: {rate:7.1f} env steps/s median of {len(values)} ({rate / base:.2f}x finetune), {wall:.1f} s wall median", flush=True)
+            taskset = [c for c in args.taskset.split(";") if c]
+            results = run_vs_finetune(args.rounds, args.warmup, args.steps, 50, Path(work), args.commands.split(","), args.baseline, taskset)
+        for label, values in results.items():
+            rate, wall, cpu = (statistics.median(v[i] for v in values) for i in range(3))
+            line = f"{label:8s}: {rate:7.1f} env steps/s median of {len(values)}"
+            suffix = label[len(label.split(' cpus=')[0]):]
+            base = results.get("finetune" + suffix)
+            if base is not None:  # ratios per round (same round = same load), then their median
+                ratios = [v[0] / b[0] for v, b in zip(values, base)]
+                line += f" ({statistics.median(ratios):.2f}x finetune{suffix}, per round: {', '.join(f'{x:.2f}' for x in ratios)})"
+            print(f"{line}, {wall:.1f} s wall, {cpu:.1f} CPU s median", flush=True)
     print(f"load average at end: {os.getloadavg()[0]:.2f}", flush=True)
 
 

@@ -232,6 +232,92 @@ def test_sync_actor_reproduces_finetune_for_method_variants(checkpoint, method):
         server.stop(grace=0)
 
 
+def test_sync_learner_logs_the_diagnostics_finetune_logs(checkpoint, tmp_path):
+    """The forgetting diagnostics come at the steps `wsrl finetune` logs them (step 0 before
+    any data, then every diagnostics_every inserted env steps, warmup steps included) with the
+    same values (one sync actor reproduces the run exactly)."""
+    import csv
+
+    from learner.config import to_dict
+    from learner.finetune import finetune
+    from learner.run_logger import RunLogger
+
+    config = tiny_config(finetune={"checkpoint": str(checkpoint), "warmup_steps": 5, "num_steps": 12, "utd_ratio": 2, "diagnostics_every": 4,
+                                   "diagnostics_states": 16})
+    finetune(config, str(tmp_path / "finetune"))
+    logger = RunLogger(tmp_path / "learner", config.logging, to_dict(config), "learner")
+    server = LearnerServer(Trainer(config, SPEC, DistributedSettings(max_lead=0), logger=logger)).start()
+    try:
+        loop = ActorLoop(ActorSettings(learner=server.address, seed=config.seed, batch_size=1, pull_every=1, actor_id="solo"))
+        loop.connect()
+        loop.run(12)
+        assert server.trainer.wait_processed(12, 30)
+    finally:
+        loop.close()
+        server.stop(grace=0)
+        logger.close()
+
+    def rows(path):
+        with open(path / "diagnostics.csv", newline="") as f:
+            return list(csv.DictReader(f))
+
+    expected, got = rows(tmp_path / "finetune"), rows(tmp_path / "learner")
+    assert [r["step"] for r in expected] == ["0", "4", "8", "12"]
+    assert got == expected
+
+
+class _Pending:
+    """A stand-in for an update's output: records when the training thread waits for it."""
+
+    def __init__(self, index: int, log: list):
+        self.index, self.log = index, log
+
+    def block_until_ready(self):  # what jax.block_until_ready calls on a leaf
+        self.log.append(("waited", self.index))
+        return self
+
+
+class _RecordingAgent:
+    """An agent whose updates only record their order (no computation)."""
+
+    def __init__(self, params, log: list, count: int = 0):
+        self.actor = type("Actor", (), {"params": params})()
+        self.log, self.count = log, count
+
+    def update(self, batch):
+        self.log.append(("dispatched", self.count + 1))
+        return _RecordingAgent(self.actor.params, self.log, self.count + 1), {"loss": _Pending(self.count + 1, self.log)}
+
+    update_critics = update
+
+
+def test_sync_learner_keeps_at_most_two_updates_in_flight():
+    """JAX dispatches updates asynchronously; the training thread waits for update t - 2
+    before it dispatches update t, so a policy pull (which needs the latest version computed)
+    never waits behind a long queue of updates."""
+    from learner.distributed import trainer as trainer_module
+
+    log: list = []
+    config = tiny_config(finetune={"warmup_steps": 2, "num_steps": 100, "utd_ratio": 1})
+    params = make_agent("sac", config.agent, 2, 2, seed=0).actor.params
+    trainer = Trainer(config, SPEC, DistributedSettings(max_lead=1000), agent=_RecordingAgent(params, log))
+    trainer.start()
+    try:
+        trainer.register("a", rid("r1"), 0)
+        batch = make_batch(12, actor_id="a")
+        arrays = {name: codec.decode_tensor(getattr(batch, name), name) for name in ("observations", "actions", "rewards", "next_observations", "terminals", "episode_ends")}
+        trainer.submit("a", rid("r1"), 0, arrays)
+        assert trainer.wait_processed(12, 30)
+    finally:
+        trainer.stop()
+    assert trainer_module.DISPATCH_AHEAD == 2 and trainer.updates == 10
+    # Before dispatching update t (t > 2) the thread has waited for update t - 2, in order.
+    for t in range(3, 11):
+        assert log.index(("waited", t - 2)) < log.index(("dispatched", t))
+        assert ("waited", t - 1) not in log[: log.index(("dispatched", t))]
+    assert [i for kind, i in log if kind == "waited"] == list(range(1, 9))
+
+
 def test_actors_follow_the_learners_random_warmup_and_jsrl_rollins(checkpoint):
     config = tiny_config(finetune={"checkpoint": str(checkpoint), "warmup_steps": 5, "num_steps": 40, "warmup": "random"})
     server = start_learner(config, max_lead=0)

@@ -19,6 +19,12 @@ Every `finetune.log_every` inserted env steps (and once at start) the thread log
 to the `learner` group (`learner.csv`): accepted and inserted env steps, fused and critic
 updates, policy version, buffer size, seconds since start. Rows are written on the training
 thread between steps, so each is a consistent snapshot (in sync mode the step's update is done).
+The forgetting diagnostics (`diagnostics.csv`) come at the steps `wsrl finetune` logs them: at
+step 0, before any data, and every `finetune.diagnostics_every` inserted env steps.
+
+Updates are dispatched asynchronously (JAX), at most DISPATCH_AHEAD ahead of the computation,
+so the thread prepares the next update while one runs, and a policy pull, which serializes the
+latest version, waits for at most that many updates.
 
 Durability: the per-run sequence numbers stored in the last saved state are the "durable"
 watermark answered with every push; an actor keeps acknowledged batches above it, so a learner
@@ -50,6 +56,10 @@ from envs.observations import index_observations
 from learner.config import Config
 
 MODES = ("sync", "async")
+# Fused updates the training thread may have dispatched but not yet computed. 2 lets it
+# prepare the next update (insert, sample, dispatch) while the previous one runs; more only
+# lengthens the queue a policy pull waits behind.
+DISPATCH_AHEAD = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +240,9 @@ class Trainer:
         self._saved_time = time.monotonic()
         self._saved_env_steps = 0  # `env_steps` (accepted) at the last state save
         self._logged_at = -1  # `processed` at the last `learner` counters row
+        self._diagnosed_at = 0  # `processed` at the last diagnostics row
+        # Outputs of the updates dispatched but maybe not yet computed (see DISPATCH_AHEAD).
+        self._inflight: collections.deque = collections.deque()
         # (actor id, run id) -> sequence numbers below this are in the last saved state.
         self.durable: dict[tuple[str, str], int] = {}
         # Policy snapshots for the evaluators at step 0, every eval_every steps and at num_steps.
@@ -534,6 +547,11 @@ class Trainer:
 
     def _run(self) -> None:
         try:
+            if self.diagnostics is not None and self.processed == 0:
+                # Step 0, before any data, as `wsrl finetune` does (it also compiles the
+                # diagnostics here rather than in the middle of training).
+                self._diagnose()
+            self._diagnosed_at = self.processed
             if self.settings.mode == "sync":
                 self._run_sync()
             else:
@@ -569,6 +587,7 @@ class Trainer:
                     self.cond.notify_all()
                 self._observe()
                 self._maybe_log_counters()
+                self._maybe_diagnose()
             self._maybe_save_state()
 
     def _run_async(self) -> None:
@@ -603,6 +622,7 @@ class Trainer:
                     print(f"[wsrl learner] warning: achieved UTD {utd:.2f} is below min_utd={s.min_utd} (the learner cannot keep up with the actors)", flush=True)
             self._observe()
             self._maybe_log_counters()
+            self._maybe_diagnose()
 
     def _record_inserted(self, actor_id: str, n: int) -> None:
         record = self.actors.get(actor_id)  # (never forgotten while it has pending transitions)
@@ -645,23 +665,44 @@ class Trainer:
             self._log_episodes((actor_id, run_id))
 
     def _update(self) -> None:
+        import jax  # (not at module level: `wsrl run`'s parent imports this module for its settings)
+
         f = self.config.finetune
+        # Bounded run-ahead: JAX dispatches asynchronously, so without this the thread would
+        # queue an update for every transition waiting (up to max_lead + a batch), and a policy
+        # pull (which serializes the latest version) would wait for all of them, leaving the
+        # actor blocked and, once the queue drained, the learner idle (docs: benchmarks/README).
+        while len(self._inflight) >= DISPATCH_AHEAD:
+            jax.block_until_ready(self._inflight.popleft())
         batch = self.sampler.sample(self.sample_rng, f.utd_ratio, self.config.agent.batch_size)
         if self.updates < f.freeze_policy_steps:  # critics only at first (Appendix F), as Finetuner
             self.agent, info = self.agent.update_critics(batch)
         else:
             self.agent, info = self.agent.update(batch)
+        # One output of this update's computation: ready when the update is done.
+        self._inflight.append((jax.tree_util.tree_leaves(info) or jax.tree_util.tree_leaves(self.agent.critic.params))[0])
         with self.cond:
             self.updates += 1
             if self.updates % self.settings.publish_every == 0:
                 self.policy_version, self.policy_params = self.updates, self.agent.actor.params
-        if self.diagnostics is not None and self.processed % f.diagnostics_every == 0:
-            with self.log_lock:
-                self.logger.log("diagnostics", self.processed, self.diagnostics.compute(self.agent, self.replay))
         if self.logger is not None and f.log_every and self.processed % f.log_every == 0:
             elapsed = time.perf_counter() - self._started
+            info = jax.device_get(info)  # (waits for the update: not while holding the log lock)
             with self.log_lock:
                 self.logger.log("train", self.processed, {**info, "env_steps": self.processed, "updates": self.updates, "env_steps_per_s": self.processed / elapsed})
+
+    def _maybe_diagnose(self) -> None:
+        every = self.config.finetune.diagnostics_every
+        if self.diagnostics is not None and every and self.processed // every > self._diagnosed_at // every:
+            self._diagnose()
+
+    def _diagnose(self) -> None:
+        """One `diagnostics` row at the current inserted env step (as `wsrl finetune`: at step
+        0 and every `finetune.diagnostics_every` env steps, warmup included)."""
+        row = self.diagnostics.compute(self.agent, self.replay)  # (not under the log lock: handlers log too)
+        self._diagnosed_at = self.processed
+        with self.log_lock:
+            self.logger.log("diagnostics", self.processed, row)
 
     def _observe(self) -> None:
         """Hands the policy current at this env step to the evaluation schedule (a reference)."""
