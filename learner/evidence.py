@@ -213,7 +213,7 @@ def forgetting_figure(records: Sequence[RunRecord], task: str) -> bytes:
                 ax.fill_between(steps, mean - se, mean + se, color=f"C{j}", alpha=0.2, lw=0)
         ax.set_title(label, fontsize="medium")
         ax.set_xlabel("fine-tuning env steps (after the warmup)")
-        if key.startswith("offline_td") or key.startswith("kl"):
+        if key.startswith(("offline_td", "kl")):
             ax.set_yscale("symlog", linthresh=0.1)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")

@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from learner.cli import main
-from learner.evidence import claims_block, difference, shares_pretraining, fill_document, forgetting_curves, package_blocks, verdict
+from learner.evidence import (
+    claims_block,
+    difference,
+    fill_document,
+    forgetting_curves,
+    package_blocks,
+    shares_pretraining,
+    verdict,
+)
 from learner.plots import read_results, summarize
 
 REPO = Path(__file__).resolve().parents[1]
