@@ -91,7 +91,7 @@ class SeparateEncodersSAC(SACAgent):
         picked = critic_subsample_indices(k_subsample, c.critic_ensemble_size, c.critic_subsample_size)
         target_features = self._encode_each(_tree_index(self.encoder.target_params, picked), next_observations)
         next_qs = self._q_each(_tree_index(self.critic.target_params, picked), target_features, next_actions)
-        next_q, _ = losses.reduce_target_q(next_qs, next_log_probs, "min")
+        next_q, _ = losses.reduce_target_q(next_qs[..., None], next_log_probs[..., None], "min")  # one next action
         target = jax.lax.stop_gradient(losses.td_target(batch["rewards"], batch_masks(batch), next_q, c.discount, None, self.temperature_value))
 
         def loss_fn(params):

@@ -104,7 +104,9 @@ def check_compatible(checkpoint: Checkpoint, agent_config: AgentConfig, spec: di
     """Raises CheckpointError naming both sides of every mismatch in dims or architecture."""
     problems = []
     theirs_obs, ours_obs = _observation_spec(checkpoint.spec, "checkpoint"), _observation_spec(spec, "run")
-    if theirs_obs != ours_obs:
+    if theirs_obs != ours_obs and theirs_obs.is_flat and ours_obs.is_flat:
+        problems.append(f"observation_dim: checkpoint has {theirs_obs.state_dim}, this run expects {ours_obs.state_dim}")
+    elif theirs_obs != ours_obs:
         problems.append(f"observation_spec: checkpoint has {theirs_obs.to_json()}, this run expects {ours_obs.to_json()}")
     if checkpoint.spec.get("action_dim") != spec.get("action_dim"):
         problems.append(f"action_dim: checkpoint has {checkpoint.spec.get('action_dim')}, this run expects {spec.get('action_dim')}")
