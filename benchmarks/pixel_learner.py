@@ -146,15 +146,18 @@ def time_updates(agents: dict, batch: dict, repeats: int) -> dict:
     """Median seconds per `update` call of each agent, calls alternating between agents."""
     batch = jax.device_put(batch)
     for name in agents:  # compile + warm up
+        start = time.perf_counter()
         agents[name], _ = agents[name].update(batch)
         jax.block_until_ready(agents[name])
+        print(f"# {name}: first call (compiling) {time.perf_counter() - start:.1f} s", flush=True)
     times = {name: [] for name in agents}
-    for _ in range(repeats):
+    for i in range(repeats):
         for name in agents:
             start = time.perf_counter()
             agents[name], _ = agents[name].update(batch)
             jax.block_until_ready(agents[name])
             times[name].append(time.perf_counter() - start)
+            print(f"# {name}: call {i + 1}: {times[name][-1] * 1e3:.1f} ms", flush=True)
     return times
 
 
@@ -168,7 +171,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed update calls per variant")
     parser.add_argument("--steps", type=int, default=300, help="timed policy steps on the actor")
     parser.add_argument("--matmul-dtype", default="auto", choices=("auto", "float32", "bfloat16"))
-    parser.add_argument("--skip-separate", action="store_true")
+    parser.add_argument("--skip-separate", action="store_true", help="time the shared encoder only")
+    parser.add_argument("--skip-learner", action="store_true", help="time the actor's policy inference only")
     args = parser.parse_args()
 
     spec = ObservationSpec((ObservationPart("state", (args.state_dim,), "float32"), ObservationPart("camera", (args.image, args.image, 3), "uint8")))
@@ -180,21 +184,9 @@ def main() -> None:
           f"strides {list(config.encoder_strides)} -> {config.encoder_feature_dim}")
 
     shared = SACAgent.create(config, spec, args.action_dim, seed=0)
-    agents = {"shared": shared}
-    if not args.skip_separate:
-        agents["separate"] = SeparateEncodersSAC.create_separate(config, spec, args.action_dim, seed=0)
-    batch = make_batch(spec, args.utd, args.batch_size, args.action_dim)
-    times = time_updates(agents, batch, args.repeats)
-    medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-    print("\n## learner: fused UTD-%d update (ms per call, median of %d)" % (args.utd, args.repeats))
-    for name, ms in medians.items():
-        print(f"{name:>9}: {ms:9.1f} ms   (min {min(times[name]) * 1e3:.1f}, max {max(times[name]) * 1e3:.1f})")
-    if "separate" in medians:
-        print(f"    ratio: separate / shared = {medians['separate'] / medians['shared']:.2f}x")
-
     # The actor: published parameters -> Policy (actor/ only), one observation per step.
     policy = Policy(config, args.action_dim, spec)
-    params = jax.device_put(agents["shared"].policy_params())
+    params = jax.device_put(shared.policy_params())
     rng = np.random.default_rng(1)
     obs = [{"state": rng.normal(size=args.state_dim).astype(np.float32),
             "camera": rng.integers(0, 256, (args.image, args.image, 3), dtype=np.uint8)} for _ in range(16)]
@@ -211,6 +203,20 @@ def main() -> None:
     print(f"\n## actor: policy inference, batch 1 ({args.steps} steps)")
     print(f"median {median:.2f} ms, p99 {p99:.2f} ms, max {step_ms[-1]:.2f} ms per step; "
           f"{median / CONTROL_PERIOD_MS:.1%} of a 10 Hz control period ({CONTROL_PERIOD_MS:.0f} ms)")
+
+    if args.skip_learner:
+        return
+    agents = {"shared": shared}
+    if not args.skip_separate:
+        agents["separate"] = SeparateEncodersSAC.create_separate(config, spec, args.action_dim, seed=0)
+    batch = make_batch(spec, args.utd, args.batch_size, args.action_dim)
+    times = time_updates(agents, batch, args.repeats)
+    medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    print("\n## learner: fused UTD-%d update (ms per call, median of %d)" % (args.utd, args.repeats))
+    for name, ms in medians.items():
+        print(f"{name:>9}: {ms:9.1f} ms   (min {min(times[name]) * 1e3:.1f}, max {max(times[name]) * 1e3:.1f})")
+    if "separate" in medians:
+        print(f"    ratio: separate / shared = {medians['separate'] / medians['shared']:.2f}x")
 
 
 if __name__ == "__main__":
