@@ -88,9 +88,122 @@ class TanhGaussianPolicy(nn.Module):
         return means, jnp.clip(log_stds, self.log_std_min, self.log_std_max)
 
 
-def make_policy(agent_config, action_dim: int) -> TanhGaussianPolicy:
-    """The policy module described by an `AgentConfig` (used by learner and actor alike)."""
-    return TanhGaussianPolicy(
+# ---- camera observations: the DrQ-style encoder ----------------------------------------------
+#
+# A spec with images (envs/observations.py) gives dict observations {part name: (..., *shape)}:
+# uint8 cameras (H, W, C) and an optional float32 "state" vector. `ObservationEncoder` maps
+# them to one flat float32 feature vector: per camera a conv trunk trained from scratch (DrQ,
+# Kostrikov et al. 2020; Yarats et al. 2021): 3x3 convolutions with ReLU, the first strided,
+# then Dense -> LayerNorm -> tanh to `feature_dim` features; the cameras' features and the
+# state are concatenated. On the learner the critic ensemble owns it (all critics share it,
+# the critic loss trains it) and the policy reads its features through a stop_gradient; on the
+# actor `EncodedPolicy` runs it in front of the policy.
+
+ENCODER_DTYPES = ("float32", "bfloat16")
+
+
+class ConvEncoder(nn.Module):
+    """One camera's trunk: uint8 images (..., H, W, C) -> features (..., feature_dim) in [-1, 1].
+
+    `dtype` is the element type the convolutions and the Dense layer compute in ("bfloat16":
+    bf16 inputs and outputs, float32 parameters, as `CriticEnsemble.matmul_dtype`); LayerNorm
+    and the output are float32.
+    """
+
+    channels: Sequence[int] = (32, 32, 32, 32)
+    strides: Sequence[int] = (2, 1, 1, 1)
+    kernel_size: int = 3
+    feature_dim: int = 50
+    dtype: str = "float32"
+
+    @nn.compact
+    def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
+        if self.dtype not in ENCODER_DTYPES:
+            raise ValueError(f"ConvEncoder.dtype: got {self.dtype!r}, expected one of {ENCODER_DTYPES}")
+        lead, frame = images.shape[:-3], images.shape[-3:]
+        # Cast on the device: frames travel and are stored as uint8 (a quarter of float32).
+        x = images.reshape((-1,) + frame).astype(self.dtype) / 255.0
+        for channels, stride in zip(self.channels, self.strides):
+            x = nn.Conv(channels, (self.kernel_size,) * 2, strides=(stride,) * 2, padding="VALID",
+                        kernel_init=default_init(), dtype=self.dtype)(x)
+            x = nn.relu(x)
+        x = x.reshape((x.shape[0], -1))
+        x = nn.Dense(self.feature_dim, kernel_init=default_init(), dtype=self.dtype)(x)
+        x = jnp.tanh(nn.LayerNorm()(x.astype(jnp.float32)))
+        return x.reshape(lead + (self.feature_dim,))
+
+
+class ObservationEncoder(nn.Module):
+    """Dict observations -> flat float32 features: one `ConvEncoder` per camera (parameters
+    "conv_<camera>"), their features then the "state" vector, concatenated in the spec's (name)
+    order. Leading batch dims are kept."""
+
+    camera_names: Sequence[str]
+    has_state: bool
+    channels: Sequence[int] = (32, 32, 32, 32)
+    strides: Sequence[int] = (2, 1, 1, 1)
+    kernel_size: int = 3
+    feature_dim: int = 50
+    dtype: str = "float32"
+
+    @nn.compact
+    def __call__(self, observations) -> jnp.ndarray:
+        features = [
+            ConvEncoder(self.channels, self.strides, self.kernel_size, self.feature_dim, self.dtype, name=f"conv_{name}")(observations[name])
+            for name in self.camera_names
+        ]
+        if self.has_state:
+            features.append(jnp.asarray(observations["state"], jnp.float32))
+        return jnp.concatenate(features, axis=-1)
+
+
+def _has_images(observation_spec) -> bool:
+    """True for an ObservationSpec with cameras; False for None, an int dimension or a flat spec."""
+    return observation_spec is not None and not isinstance(observation_spec, int) and not observation_spec.is_flat
+
+
+def make_encoder(agent_config, observation_spec, dtype: str = "float32") -> Optional[ObservationEncoder]:
+    """The observation encoder an `AgentConfig` describes for `observation_spec` (an
+    envs.observations.ObservationSpec), or None when there is nothing to encode (a flat spec,
+    an int dimension or None: the networks take the vector as it is). `dtype`: the element
+    type of its convolutions (the learner resolves "auto" to one of `ENCODER_DTYPES`)."""
+    if not _has_images(observation_spec):
+        return None
+    return ObservationEncoder(
+        camera_names=tuple(p.name for p in observation_spec.images),
+        has_state=observation_spec.state_dim > 0,
+        channels=tuple(agent_config.encoder_channels),
+        strides=tuple(agent_config.encoder_strides),
+        kernel_size=agent_config.encoder_kernel_size,
+        feature_dim=agent_config.encoder_feature_dim,
+        dtype=dtype,
+    )
+
+
+class EncodedPolicy(nn.Module):
+    """`policy(encoder(observations))`: what the actor runs on camera observations.
+
+    Parameters {"encoder": the learner's critic encoder, "policy": the policy network}, the
+    tree the learner publishes (`learner.agents.policy_params`)."""
+
+    encoder: ObservationEncoder
+    policy: TanhGaussianPolicy
+
+    def __call__(self, observations) -> tuple[jnp.ndarray, jnp.ndarray]:
+        return self.policy(self.encoder(observations))
+
+
+def make_policy(agent_config, action_dim: int, observation_spec=None):
+    """The policy module described by an `AgentConfig` (used by learner and actor alike).
+
+    Without `observation_spec`, or with a flat one (or an int dimension), the
+    `TanhGaussianPolicy` on the observation vector, exactly as before camera observations
+    existed. With an `envs.observations.ObservationSpec` holding images, an `EncodedPolicy`:
+    the critic's observation encoder (`make_encoder`) followed by that policy, to apply to the
+    parameters the learner publishes ({"encoder": ..., "policy": ...}). Its convolutions run in
+    float32 here: the actor's batch-1 inference gains nothing from bf16.
+    """
+    policy = TanhGaussianPolicy(
         action_dim=action_dim,
         hidden_dims=tuple(agent_config.actor_hidden_dims),
         layer_norm=agent_config.actor_layer_norm,
@@ -101,3 +214,5 @@ def make_policy(agent_config, action_dim: int) -> TanhGaussianPolicy:
         # Initialization only: an actor process applies received parameters and never reads it.
         kernel_init=getattr(agent_config, "kernel_init", "orthogonal"),
     )
+    encoder = make_encoder(agent_config, observation_spec)
+    return policy if encoder is None else EncodedPolicy(encoder, policy)

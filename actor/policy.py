@@ -7,12 +7,13 @@ Needs only jax and flax, never optax or the training code.
 from __future__ import annotations
 
 from functools import partial
+from typing import Mapping
 
 import jax
 import numpy as np
 
 from actor import distributions
-from actor.networks import make_policy
+from actor.networks import EncodedPolicy, make_policy
 
 
 @partial(jax.jit, static_argnames=("policy", "deterministic"))
@@ -31,25 +32,47 @@ def _split_and_act(policy, params, observations, rng):
 
 
 class Policy:
-    """Maps one observation (or a batch) to actions in [-1, 1] with given parameters."""
+    """Maps one observation (or a batch) to actions in [-1, 1] with given parameters.
 
-    def __init__(self, agent_config, action_dim: int):
-        self.module = make_policy(agent_config, action_dim)
+    Without `observation_spec` (or with a flat one) observations are float vectors (d,) or
+    batches (N, d) and the parameters are the policy network's. With an
+    `envs.observations.ObservationSpec` holding cameras, observations are dicts {part: array}
+    (uint8 images (H, W, C), the float32 "state"), one or a batch (N, ...), and the
+    parameters those the learner publishes ({"encoder", "policy"}: the agent's
+    `policy_params()`)."""
 
-    def __call__(self, params, observation: np.ndarray, rng: jax.Array, deterministic: bool = False) -> np.ndarray:
+    def __init__(self, agent_config, action_dim: int, observation_spec=None):
+        self.module = make_policy(agent_config, action_dim, observation_spec)
+        self.observation_spec = observation_spec if isinstance(self.module, EncodedPolicy) else None
+
+    def _batched(self, observation) -> tuple[object, bool]:
+        """(the observation(s) as a batch in the networks' dtypes, whether it was one)."""
         # Shapes are fixed in numpy: every jax op outside the jitted call is one more dispatch
         # (~0.1 ms each on a CPU), which is what a robot's control loop would feel.
-        obs = np.asarray(observation, np.float32)
-        single = obs.ndim == 1
-        actions = np.asarray(_act(self.module, params, obs[None] if single else obs, rng, deterministic))
+        spec = self.observation_spec
+        if spec is None:
+            obs = np.asarray(observation, np.float32)
+            single = obs.ndim == 1
+            return (obs[None] if single else obs), single
+        if not isinstance(observation, Mapping):
+            raise ValueError(f"observation: got {type(observation).__name__}, expected a dict with keys {list(spec.names)}")
+        first = spec.parts[0]
+        single = np.ndim(observation.get(first.name)) == len(first.shape)
+        # Images stay uint8 up to the device (the encoder casts them); check() names any
+        # part whose key, shape or dtype is off.
+        obs = spec.check({k: np.asarray(v)[None] if single else v for k, v in observation.items()})
+        return obs, single
+
+    def __call__(self, params, observation, rng: jax.Array, deterministic: bool = False) -> np.ndarray:
+        obs, single = self._batched(observation)
+        actions = np.asarray(_act(self.module, params, obs, rng, deterministic))
         return actions[0] if single else actions
 
-    def sample(self, params, observation: np.ndarray, rng: jax.Array) -> tuple[np.ndarray, jax.Array]:
+    def sample(self, params, observation, rng: jax.Array) -> tuple[np.ndarray, jax.Array]:
         """`rng, key = split(rng)` then `self(params, observation, key)`, in one compiled call:
         the same actions and key stream, at the cost of a single dispatch. Returns (action, rng)."""
-        obs = np.asarray(observation, np.float32)
-        single = obs.ndim == 1
-        actions, rng = _split_and_act(self.module, params, obs[None] if single else obs, rng)
+        obs, single = self._batched(observation)
+        actions, rng = _split_and_act(self.module, params, obs, rng)
         actions = np.asarray(actions)
         return (actions[0] if single else actions), rng
 

@@ -3,6 +3,11 @@
 Contents: format tag, algorithm, resolved config, observation/action spec, step counters and
 the agent's state (params, target params, optimizer states, RNG) as a flax state dict.
 
+The spec carries `observation_spec` (`envs.observations.ObservationSpec.to_json()`: the
+observation's named parts); checkpoints written before named parts existed have only
+`observation_dim`, read as a flat spec of that dimension. With cameras the state dict has an
+"encoder" entry (the critic ensemble's observation encoder and its target copy).
+
 Loading into another algorithm (pre-trained -> fine-tuning agent) copies the networks both
 agents own, with their optimizer states (Appendix I keeps them):
 - CQL / CalQL -> SAC: actor, critic ensemble (+ target), temperature; CQL's Lagrange
@@ -25,7 +30,7 @@ import numpy as np
 from flax import serialization
 
 from envs.atomic_files import atomic_write_bytes
-from learner.agents import AGENTS
+from learner.agents import AGENTS, observation_spec_of
 from learner.config import AgentConfig, Config, config_from_dict, to_dict
 from learner.networks import inverse_softplus
 
@@ -39,6 +44,8 @@ ARCHITECTURE_FIELDS = (
     "actor_layer_norm",
     "std_parameterization",
 )
+# ... and those that decide the observation encoder's, compared only when there is one.
+ENCODER_FIELDS = ("encoder_channels", "encoder_strides", "encoder_kernel_size", "encoder_feature_dim")
 
 
 class CheckpointError(ValueError):
@@ -56,7 +63,10 @@ class Checkpoint:
 
 
 def save_checkpoint(path: str | Path, agent: Any, config: Config, spec: dict, counters: Optional[dict] = None) -> Path:
+    """Writes `agent` with its config, `spec` (the task's spec dict; `observation_spec` is
+    added from its `observation_dim` where it has none) and `counters`, atomically."""
     state = jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(agent))
+    spec = {**spec, "observation_spec": observation_spec_of(spec).to_json()}
     payload = {
         "format": FORMAT,
         "algorithm": agent.algorithm,
@@ -93,15 +103,27 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 def check_compatible(checkpoint: Checkpoint, agent_config: AgentConfig, spec: dict) -> None:
     """Raises CheckpointError naming both sides of every mismatch in dims or architecture."""
     problems = []
-    for key in ("observation_dim", "action_dim"):
-        if checkpoint.spec.get(key) != spec.get(key):
-            problems.append(f"{key}: checkpoint has {checkpoint.spec.get(key)}, this run expects {spec.get(key)}")
-    for name in ARCHITECTURE_FIELDS:
+    theirs_obs, ours_obs = _observation_spec(checkpoint.spec, "checkpoint"), _observation_spec(spec, "run")
+    if theirs_obs != ours_obs and theirs_obs.is_flat and ours_obs.is_flat:
+        problems.append(f"observation_dim: checkpoint has {theirs_obs.state_dim}, this run expects {ours_obs.state_dim}")
+    elif theirs_obs != ours_obs:
+        problems.append(f"observation_spec: checkpoint has {theirs_obs.to_json()}, this run expects {ours_obs.to_json()}")
+    if checkpoint.spec.get("action_dim") != spec.get("action_dim"):
+        problems.append(f"action_dim: checkpoint has {checkpoint.spec.get('action_dim')}, this run expects {spec.get('action_dim')}")
+    fields = ARCHITECTURE_FIELDS + (ENCODER_FIELDS if not ours_obs.is_flat else ())
+    for name in fields:
         theirs, ours = getattr(checkpoint.config.agent, name), getattr(agent_config, name)
         if theirs != ours:
             problems.append(f"agent.{name}: checkpoint has {theirs!r}, this run has {ours!r}")
     if problems:
         raise CheckpointError(f"checkpoint {checkpoint.path!r} does not fit this run: " + "; ".join(problems))
+
+
+def _observation_spec(spec: dict, where: str):
+    try:
+        return observation_spec_of(spec)
+    except ValueError as e:
+        raise CheckpointError(f"{where} spec: {e}") from None
 
 
 def _check_shapes(template: Any, loaded: Any, where: str) -> None:
@@ -132,7 +154,7 @@ def restore_agent(
     agent_config = agent_config or checkpoint.config.agent
     spec = spec or checkpoint.spec
     check_compatible(checkpoint, agent_config, spec)
-    agent = AGENTS[algorithm].create(agent_config, spec["observation_dim"], spec["action_dim"], seed)
+    agent = AGENTS[algorithm].create(agent_config, _observation_spec(spec, "run"), spec["action_dim"], seed)
     template = serialization.to_state_dict(agent)
     loaded = _upgrade_lagrange(template, checkpoint.state)
     shared = [k for k in template if k != "rng" and k in loaded and template[k] is not None and loaded[k] is not None]

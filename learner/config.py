@@ -67,6 +67,28 @@ class AgentConfig:
     log_std_min: float = -20.0
     log_std_max: float = 2.0
 
+    # Camera observations (tasks whose observation spec has images; ignored by flat-vector
+    # tasks, which build no encoder). Per camera a DrQ-style conv trunk trained from scratch
+    # (actor/networks.py ObservationEncoder): `encoder_channels[i]` filters of
+    # `encoder_kernel_size`^2 with stride `encoder_strides[i]` and ReLU, then Dense to
+    # `encoder_feature_dim` + LayerNorm + tanh; the cameras' features and the state vector are
+    # concatenated. One encoder is shared by all critics and trained by the critic loss; the
+    # target critics use a Polyak-averaged copy (rate `tau`); the policy reads its features
+    # without passing gradients into it. Its convolutions compute in the critic ensemble's
+    # `critic_matmul_dtype`.
+    encoder_channels: tuple[int, ...] = (32, 32, 32, 32)
+    encoder_strides: tuple[int, ...] = (2, 1, 1, 1)
+    encoder_kernel_size: int = 3
+    encoder_feature_dim: int = 50
+    # DrQ's random shift on the learner: images padded by this many pixels (edge pixels
+    # repeated) and cropped back to their size at a random offset, per sample, for
+    # observations and next observations; 0 turns augmentation off.
+    encoder_augment_pad: int = 4
+    # A local file of pre-trained conv-trunk parameters loaded into every camera's trunk of a
+    # fresh agent (learner/networks.py load_pretrained_encoder: flax msgpack of one
+    # `ConvEncoder`'s parameter tree, as `save_encoder_params` writes it); "" trains from scratch.
+    encoder_pretrained: str = ""
+
     # SAC (Haarnoja et al. 2018; RLPD's high-UTD recipe, Appendix I).
     discount: float = 0.99
     tau: float = 5e-3
@@ -455,6 +477,13 @@ def validate(config: Config) -> None:
         v = getattr(a, name)
         _check(v > 0 and math.isfinite(v), f"agent.{name}", v, "a finite number > 0")
     _check(a.kernel_scale_final is None or a.kernel_scale_final > 0, "agent.kernel_scale_final", a.kernel_scale_final, "a number > 0 or null")
+    _check(len(a.encoder_channels) >= 1 and all(c >= 1 for c in a.encoder_channels), "agent.encoder_channels",
+           list(a.encoder_channels), "a non-empty list of positive integers")
+    _check(len(a.encoder_strides) == len(a.encoder_channels) and all(s >= 1 for s in a.encoder_strides), "agent.encoder_strides",
+           list(a.encoder_strides), f"{len(a.encoder_channels)} positive integers (one per agent.encoder_channels entry)")
+    _check(a.encoder_kernel_size >= 1, "agent.encoder_kernel_size", a.encoder_kernel_size, "an integer >= 1")
+    _check(a.encoder_feature_dim >= 1, "agent.encoder_feature_dim", a.encoder_feature_dim, "an integer >= 1")
+    _check(a.encoder_augment_pad >= 0, "agent.encoder_augment_pad", a.encoder_augment_pad, "an integer >= 0 (0: no augmentation)")
     _check(a.log_std_min < a.log_std_max, "agent.log_std_min", a.log_std_min, f"a number < agent.log_std_max={a.log_std_max}")
     _check(a.batch_size >= 1, "agent.batch_size", a.batch_size, "an integer >= 1")
     _check(a.max_target_backup_num_actions >= 1, "agent.max_target_backup_num_actions", a.max_target_backup_num_actions, "an integer >= 1")

@@ -29,6 +29,7 @@ from actor.evaluation import evaluate
 from actor.policy import Policy, jsrl_rollin_steps
 from envs.datasets import mc_returns
 from envs.tasks import get_task
+from learner.agents import observation_spec_of
 from learner.checkpoint import save_checkpoint
 from learner.config import Config, to_dict
 from learner.diagnostics import RenderUnavailable, record_episode_video
@@ -61,9 +62,10 @@ class Finetuner:
         self.spec = self.task.spec()
         act_dim = self.spec["action_dim"]
         self.agent = initial_agent(config, self.spec)
-        # The frozen pre-trained policy acts during warmup: an independent copy of its params.
-        self.pretrained_actor_params = jax.tree_util.tree_map(jnp.array, self.agent.actor.params)
-        self.policy = Policy(config.agent, act_dim)
+        # The frozen pre-trained policy acts during warmup: an independent copy of its params
+        # (with cameras, of the encoder it reads too).
+        self.pretrained_actor_params = jax.tree_util.tree_map(jnp.array, self.agent.policy_params())
+        self.policy = Policy(config.agent, act_dim, observation_spec_of(self.spec))
         self.replay, self.sampler, self.warmup_env_steps = online_replay(config, self.task, self.spec)
         self.uses_mc_returns = f.algorithm == "calql"
         self.env = self.task.make_env(config.seed, training=True)
@@ -101,7 +103,7 @@ class Finetuner:
         frozen = self.in_warmup or self.rollin_steps_left > 0
         if self.rollin_steps_left > 0:
             self.rollin_steps_left -= 1
-        params = self.pretrained_actor_params if frozen else self.agent.actor.params
+        params = self.pretrained_actor_params if frozen else self.agent.policy_params()
         action, self.action_rng = self.policy.sample(params, observation, self.action_rng)
         return action
 
@@ -148,7 +150,7 @@ class Finetuner:
         return stats
 
     def evaluate(self) -> dict:
-        params = self.agent.actor.params
+        params = self.agent.policy_params()
         c = self.config
         return evaluate(
             lambda o: self.policy(params, o, None, deterministic=True),
@@ -248,7 +250,7 @@ def finetune(config: Config, run_dir: Optional[str] = None) -> Path:
 
 def record_eval_video(runner: Finetuner, path: Path, seed: int) -> None:
     """One deterministic evaluation episode rendered to `path` (+ the format's suffix)."""
-    params = runner.agent.actor.params
+    params = runner.agent.policy_params()
     try:
         record_episode_video(lambda o: runner.policy(params, o, None, deterministic=True), runner.task, path, seed)
     except RenderUnavailable as e:

@@ -474,3 +474,90 @@ class ValueFunction(nn.Module):
     def __call__(self, observations: jnp.ndarray) -> jnp.ndarray:
         h = MLP(self.hidden_dims, self.layer_norm, self.kernel_init, self.kernel_scale_final)(observations)
         return nn.Dense(1, kernel_init=default_init(None, self.kernel_init))(h)[..., 0]
+
+
+# ---- camera observations: encoder precision, augmentation, pre-trained weights ---------------
+
+
+def encoder_dtype(matmul_dtype: str) -> str:
+    """The element type of the observation encoder's convolutions: that of the critic
+    ensemble's matmuls (`resolve_matmul_dtype`), so a run computes in bf16 everywhere the
+    state networks do and nowhere else."""
+    return resolve_matmul_dtype(matmul_dtype)
+
+
+def random_shift(rng: jax.Array, images: jnp.ndarray, pad: int) -> jnp.ndarray:
+    """DrQ's random shift: each image (..., H, W, C) padded by `pad` pixels on every side (edge
+    pixels repeated) and cropped back to H x W at an offset drawn uniformly from
+    {0..2 pad}^2, independently per image. The dtype (uint8 frames) is kept."""
+    if pad == 0:
+        return images
+    lead, (h, w, c) = images.shape[:-3], images.shape[-3:]
+    flat = images.reshape((-1, h, w, c))
+    padded = jnp.pad(flat, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    offsets = jax.random.randint(rng, (flat.shape[0], 2), 0, 2 * pad + 1)
+    crop = jax.vmap(lambda image, offset: lax.dynamic_slice(image, (offset[0], offset[1], 0), (h, w, c)))
+    return crop(padded, offsets).reshape(images.shape)
+
+
+def augment_observations(rng: jax.Array, observations, pad: int):
+    """`random_shift` of every camera of dict observations (an independent key per camera);
+    the state vector, and flat observations, pass through unchanged."""
+    if pad == 0 or not isinstance(observations, dict):
+        return observations
+    names = sorted(name for name, x in observations.items() if x.ndim >= 3 and x.dtype == jnp.uint8)
+    keys = jax.random.split(rng, max(len(names), 1))
+    return {**observations, **{name: random_shift(key, observations[name], pad) for name, key in zip(names, keys)}}
+
+
+def save_encoder_params(path, trunk_params) -> None:
+    """Writes one camera trunk's parameters (a `ConvEncoder` parameter tree, e.g.
+    `agent.encoder.params["conv_<camera>"]`) as flax msgpack, the file
+    `load_pretrained_encoder` (`agent.encoder_pretrained`) reads."""
+    from pathlib import Path
+
+    import numpy as np
+    from flax import serialization
+
+    from envs.atomic_files import atomic_write_bytes
+
+    state = jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(trunk_params))
+    atomic_write_bytes(Path(path), serialization.msgpack_serialize(state))
+
+
+def load_pretrained_encoder(encoder_params: dict, path: str) -> dict:
+    """The hook for pre-trained encoder weights (no download: a local file): `encoder_params`
+    (an `ObservationEncoder` parameter tree) with every camera trunk ("conv_<camera>")
+    replaced by the `ConvEncoder` parameters stored in `path` (flax msgpack, as
+    `save_encoder_params` writes). The stored tree must have the trunk's exact structure and
+    shapes (the configured `agent.encoder_*` architecture); a ValueError names the first
+    difference. To start from weights trained elsewhere, convert them into that tree first."""
+    from pathlib import Path
+
+    import numpy as np
+    from flax import serialization
+
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"config field 'agent.encoder_pretrained': {str(file)!r} does not exist, expected a local msgpack file")
+    try:
+        stored = serialization.msgpack_restore(file.read_bytes())
+    except Exception as e:  # msgpack raises several unrelated types on corrupt input
+        raise ValueError(f"config field 'agent.encoder_pretrained': {str(file)!r} is not flax msgpack ({type(e).__name__}: {e})") from None
+    out = dict(encoder_params)
+    for name, trunk in encoder_params.items():
+        if not name.startswith("conv_"):
+            continue
+        want = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_flatten_with_path(trunk)[0]}
+        try:
+            got = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_flatten_with_path(stored)[0]}
+        except Exception:
+            got = {}
+        if want != got:
+            diff = sorted(set(want.items()) ^ set(got.items()))[:3]
+            raise ValueError(
+                f"config field 'agent.encoder_pretrained': {str(file)!r} does not fit the encoder trunk {name!r} "
+                f"(agent.encoder_* architecture); first differences (path, shape): {diff}"
+            )
+        out[name] = jax.tree_util.tree_map(lambda ref, new: jnp.asarray(new, ref.dtype), trunk, stored)
+    return out

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from actor.evaluation import evaluate
 from actor.policy import Policy
 from envs.tasks import get_task
-from learner.agents import make_agent
+from learner.agents import make_agent, observation_spec_of
 from learner.checkpoint import save_checkpoint
 from learner.config import Config, pretraining_agent_config, to_dict
 from learner.networks import describe_matmul_dtype
@@ -56,11 +56,12 @@ def steps_per_dispatch(num_steps: int, periods: tuple[int, ...], limit: int = MA
 
 
 def device_dataset(data: ReplayBuffer) -> dict[str, jax.Array]:
-    """The buffer's filled part as device arrays (one copy, made once)."""
+    """The buffer's filled part as device arrays (one copy, made once). Fields may be dicts
+    of arrays (camera observations: {part: (N, ...)}); images go to the device as uint8."""
     n = len(data)
     if n == 0:
         raise ValueError("pretrain: the offline dataset is empty")
-    return {name: jax.device_put(array[:n]) for name, array in data.data.items()}
+    return {name: jax.tree_util.tree_map(lambda array: jax.device_put(array[:n]), field) for name, field in data.data.items()}
 
 
 def make_train_chunk(batch_size: int, num_steps: int) -> Callable:
@@ -70,13 +71,14 @@ def make_train_chunk(batch_size: int, num_steps: int) -> Callable:
 
     @jax.jit
     def train_chunk(agent, dataset, key):
-        size = next(iter(dataset.values())).shape[0]
+        size = jax.tree_util.tree_leaves(dataset)[0].shape[0]
 
         def step(carry, _):
             agent, key = carry
             key, k_sample = jax.random.split(key)
             idx = jax.random.randint(k_sample, (1, batch_size), 0, size)  # M = 1 update per step
-            batch = {name: jnp.take(array, idx, axis=0) for name, array in dataset.items()}
+            # tree_map: observation fields may be dicts of per-part arrays (cameras).
+            batch = jax.tree_util.tree_map(lambda array: jnp.take(array, idx, axis=0), dataset)
             agent, info = agent.update(batch)
             return (agent, key), info
 
@@ -96,8 +98,9 @@ def pretrain(config: Config, run_dir: Optional[str] = None) -> Path:
         path = prepare_run_dir(config, "pretrain", run_dir)
         data = offline_replay(config, task)
         guard.keep()
-    agent = make_agent(p.algorithm, pretraining_agent_config(config.agent), spec["observation_dim"], spec["action_dim"], config.seed)
-    policy = Policy(config.agent, spec["action_dim"])
+    observation_spec = observation_spec_of(spec)
+    agent = make_agent(p.algorithm, pretraining_agent_config(config.agent), observation_spec, spec["action_dim"], config.seed)
+    policy = Policy(config.agent, spec["action_dim"], observation_spec)
     # pretrain.eval_every = 0 turns evaluation off altogether: no env is even built (a task
     # whose env is a real robot pre-trains from its demonstrations without touching it).
     eval_env = task.make_env(config.seed + 10_000, training=False) if p.eval_every else None
@@ -110,7 +113,7 @@ def pretrain(config: Config, run_dir: Optional[str] = None) -> Path:
     key = jax.random.fold_in(jax.random.key(config.seed), 0x5EED)
 
     def run_eval(step: int) -> dict:
-        params = agent.actor.params
+        params = agent.policy_params()
         stats = evaluate(lambda o: policy(params, o, None, deterministic=True), eval_env, p.eval_episodes, config.seed + 10_000, task.normalizer)
         logger.log("eval", step, stats)
         return stats

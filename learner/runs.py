@@ -13,7 +13,7 @@ from envs.dataset_io import DatasetError, read_dataset
 from envs.datasets import OfflineDataset, mc_returns
 from envs.observations import observation_spec_of
 from envs.tasks import Task
-from learner.agents import make_agent
+from learner.agents import make_agent, observation_spec_of
 from learner.agents.common import configure_cpu_malloc
 from learner.checkpoint import atomic_write_bytes, read_checkpoint, restore_agent
 from learner.config import Config, ConfigError, dump_yaml
@@ -141,12 +141,13 @@ def initial_agent(config: Config, spec: dict):
         )
     if f.jsrl and not f.checkpoint:
         raise ConfigError("config field 'finetune.checkpoint': JSRL (finetune.jsrl=true) needs the pre-trained policy's checkpoint")
-    fresh = make_agent(f.algorithm, config.agent, spec["observation_dim"], spec["action_dim"], config.seed)
+    fresh = make_agent(f.algorithm, config.agent, observation_spec_of(spec), spec["action_dim"], config.seed)
     if not f.checkpoint:
         return fresh
     restored = restore_agent(read_checkpoint(f.checkpoint), f.algorithm, config.agent, spec, config.seed)
     if f.init == "actor":
-        return fresh.replace(actor=restored.actor)
+        # With cameras the policy reads the critic encoder's features: it comes with it.
+        return fresh.replace(actor=restored.actor, encoder=restored.encoder)
     return restored
 
 

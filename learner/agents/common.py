@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import sys
-from typing import Any
+from typing import Any, Mapping, Optional
 
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from flax import serialization
 from flax.training import train_state
 
 from actor import distributions
+from actor.networks import make_encoder
+from envs.observations import ObservationSpec
 from learner import losses
-from learner.networks import CriticEnsemble, map_in_chunks
+from learner.networks import CriticEnsemble, encoder_dtype, load_pretrained_encoder, map_in_chunks
 
 Batch = dict[str, jnp.ndarray]
 
@@ -40,6 +45,69 @@ def make_state(module: flax.linen.Module, rng: jax.Array, inputs: tuple, learnin
     )
     # A concrete int32 step (not a weak-typed Python int) so `update` compiles only once.
     return state.replace(step=jnp.zeros((), jnp.int32))
+
+
+def observation_spec_of(observations: Any) -> ObservationSpec:
+    """The ObservationSpec of an agent's observations, given as an ObservationSpec, an int
+    (the dimension of a flat vector, as before named parts existed) or a checkpoint-style spec
+    dict ("observation_spec" when present, else "observation_dim")."""
+    if isinstance(observations, ObservationSpec):
+        return observations
+    if isinstance(observations, Mapping):
+        if "observation_spec" in observations:
+            return ObservationSpec.from_json(observations["observation_spec"])
+        if "observation_dim" in observations:
+            return ObservationSpec.flat(int(observations["observation_dim"]))
+        raise ValueError(f"spec: keys {sorted(observations)}, expected 'observation_spec' or 'observation_dim'")
+    if isinstance(observations, (int, np.integer)) and not isinstance(observations, bool):
+        return ObservationSpec.flat(int(observations))
+    raise ValueError(f"observation spec: got {observations!r}, expected an ObservationSpec, an int dimension or a spec dict")
+
+
+def make_encoder_state(config, spec: ObservationSpec, rng: jax.Array) -> tuple[Optional[TrainState], int]:
+    """(the critic encoder's train state, the width of the vectors the MLPs take): no encoder
+    and the state dimension for a flat spec; for a spec with cameras the shared
+    `ObservationEncoder` (Adam at `critic_lr`, the critic loss trains it; target parameters
+    for the target critics), loaded from `agent.encoder_pretrained` when set, and its feature
+    width."""
+    encoder = make_encoder(config, spec, encoder_dtype(config.critic_matmul_dtype))
+    if encoder is None:
+        return None, spec.state_dim
+    zeros = jax.tree_util.tree_map(jnp.asarray, spec.zeros((1,)))
+    params = encoder.init(rng, zeros)["params"]
+    if config.encoder_pretrained:
+        params = load_pretrained_encoder(params, config.encoder_pretrained)
+    state = TrainState.create(apply_fn=encoder.apply, params=params, tx=optax.adam(config.critic_lr), target_params=params)
+    features = jax.eval_shape(encoder.apply, {"params": params}, zeros)
+    return state.replace(step=jnp.zeros((), jnp.int32)), int(features.shape[-1])
+
+
+def register_optional_networks(cls, names: tuple[str, ...] = ("encoder",)) -> None:
+    """Serializes agent class `cls` (flax state dicts: checkpoints) leaving out the networks
+    in `names` while they are absent (None), so an agent without an encoder (every flat-vector
+    task) writes exactly the state dict it wrote before encoders existed, and such state
+    dicts restore into it."""
+    data_fields = [f.name for f in dataclasses.fields(cls) if f.metadata.get("pytree_node", True)]
+
+    def to_state(agent):
+        return {
+            name: serialization.to_state_dict(getattr(agent, name))
+            for name in data_fields if not (name in names and getattr(agent, name) is None)
+        }
+
+    def from_state(agent, state):
+        state, updates = dict(state), {}
+        for name in data_fields:
+            if name not in state:
+                if name in names and getattr(agent, name) is None:
+                    continue
+                raise ValueError(f"missing field {name} in the state dict of a {cls.__name__}")
+            updates[name] = serialization.from_state_dict(getattr(agent, name), state.pop(name), name=name)
+        if state:
+            raise ValueError(f"unknown field(s) {', '.join(state)} in the state dict of a {cls.__name__}")
+        return agent.replace(**updates)
+
+    serialization.register_serialization_state(cls, to_state, from_state, override=True)
 
 
 def apply_gradients(state: TrainState, loss_fn, *args) -> tuple[TrainState, Any]:

@@ -34,6 +34,7 @@ from learner.agents.common import (
     repeat_states,
     sample_policy,
 )
+from envs.observations import ObservationSpec
 from learner.agents.sac import SACAgent
 from learner.config import AgentConfig
 from learner.networks import LagrangeMultiplier
@@ -46,9 +47,9 @@ class CQLAgent(SACAgent):
     use_mc_lower_bound: ClassVar[bool] = False
 
     @classmethod
-    def network_states(cls, config: AgentConfig, observation_dim: int, action_dim: int, rng: jax.Array) -> dict:
+    def network_states(cls, config: AgentConfig, observations: ObservationSpec | int, action_dim: int, rng: jax.Array) -> dict:
         rng, k_lagrange = jax.random.split(rng)
-        states = super().network_states(config, observation_dim, action_dim, rng)
+        states = super().network_states(config, observations, action_dim, rng)
         if config.cql_lagrange:
             states["lagrange"] = make_state(
                 LagrangeMultiplier(config.cql_alpha_lagrange_init), k_lagrange, (), config.cql_alpha_lagrange_lr
@@ -80,7 +81,10 @@ class CQLAgent(SACAgent):
         obs = batch["observations"]
         k_random, k_policy, k_next, k_subsample = jax.random.split(rng, 4)
         random_actions = jax.random.uniform(k_random, (obs.shape[0], n, self.action_dim), minval=-1.0, maxval=1.0)
-        policy_actions, policy_log_probs = sample_policy(self.actor, self.actor.params, repeat_states(obs, n), k_policy)
+        # The policy reads the observations without passing gradients back (with cameras they
+        # are the encoder's features, which only the Q-values train; a no-op on flat vectors).
+        policy_obs = repeat_states(jax.lax.stop_gradient(obs), n)
+        policy_actions, policy_log_probs = sample_policy(self.actor, self.actor.params, policy_obs, k_policy)
         next_actions, next_log_probs = sample_policy(
             self.actor, self.actor.params, repeat_states(batch["next_observations"], n), k_next
         )

@@ -4,11 +4,18 @@ One call of `update` on a batch shaped (M, B, ...) does Algorithm 1's inner step
 compiled function: M critic updates, each on its own batch of B transitions with a soft target
 update after it, then one actor and temperature update on the union of the M batches
 (actor delay M).
+
+Camera observations (a spec with images): the critic ensemble reads the features of one
+`ObservationEncoder` shared by all its critics (`encoder`), trained by the critic loss, with a
+Polyak-averaged target copy for the target critics; the policy and the TD target's next
+actions read its features through a stop_gradient, and every update shifts the images at
+random (DrQ's recipe). The critic ensemble itself runs on the features unchanged. Without
+images there is no encoder and every computation is the one of a flat-vector agent.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import flax
 import flax.linen as nn
@@ -16,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from actor.networks import make_policy
+from envs.observations import ObservationSpec
 from learner import losses
 from learner.agents.common import (
     Batch,
@@ -23,14 +31,17 @@ from learner.agents.common import (
     apply_gradients,
     batch_masks,
     flatten_updates,
+    make_encoder_state,
     make_state,
+    observation_spec_of,
     reduced_q_with_action_grad,
+    register_optional_networks,
     repeat_states,
     sample_policy,
     subsample_critics,
 )
 from learner.config import AgentConfig
-from learner.networks import CriticEnsemble, Temperature
+from learner.networks import CriticEnsemble, Temperature, augment_observations
 
 
 class SACAgent(flax.struct.PyTreeNode):
@@ -43,26 +54,38 @@ class SACAgent(flax.struct.PyTreeNode):
     target_entropy: float = flax.struct.field(pytree_node=False)
     # The ensemble module sized to the sub-sampled target critics.
     target_critic_module: nn.Module = flax.struct.field(pytree_node=False)
+    # The critic ensemble's observation encoder (camera observations only; None for a flat
+    # vector); target_params holds the target critics' encoder.
+    encoder: Optional[TrainState] = None
 
     algorithm: ClassVar[str] = "sac"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        register_optional_networks(cls)
 
     # ---- construction --------------------------------------------------------------
 
     @classmethod
-    def network_states(cls, config: AgentConfig, observation_dim: int, action_dim: int, rng: jax.Array) -> dict:
-        """Freshly initialized train states of every network this agent owns."""
+    def network_states(cls, config: AgentConfig, observations: ObservationSpec | int, action_dim: int, rng: jax.Array) -> dict:
+        """Freshly initialized train states of every network this agent owns; `observations`
+        is the ObservationSpec (or the dimension of a flat vector)."""
         k_actor, k_critic, k_temp = jax.random.split(rng, 3)
-        obs = jnp.zeros((1, observation_dim), jnp.float32)
+        encoder, feature_dim = make_encoder_state(config, observation_spec_of(observations), jax.random.fold_in(rng, 0xE4C))
+        obs = jnp.zeros((1, feature_dim), jnp.float32)
         act = jnp.zeros((1, action_dim), jnp.float32)
         critic = CriticEnsemble(
             config.critic_ensemble_size, tuple(config.critic_hidden_dims), config.critic_layer_norm, config.critic_matmul_dtype,
             config.kernel_init, config.kernel_scale_final,
         )
-        return {
+        states = {
             "actor": make_state(make_policy(config, action_dim), k_actor, (obs,), config.actor_lr),
             "critic": make_state(critic, k_critic, (obs, act), config.critic_lr, with_target=True),
             "temperature": make_state(Temperature(config.initial_temperature), k_temp, (), config.temperature_lr),
         }
+        if encoder is not None:
+            states["encoder"] = encoder
+        return states
 
     @classmethod
     def static_fields(cls, config: AgentConfig, action_dim: int) -> dict:
@@ -76,9 +99,12 @@ class SACAgent(flax.struct.PyTreeNode):
         }
 
     @classmethod
-    def create(cls, config: AgentConfig, observation_dim: int, action_dim: int, seed: int = 0) -> "SACAgent":
+    def create(cls, config: AgentConfig, observations: ObservationSpec | int, action_dim: int, seed: int = 0) -> "SACAgent":
+        """A freshly initialized agent for observations described by `observations`: an
+        `envs.observations.ObservationSpec` (with cameras: an encoder is built) or, for a flat
+        vector, its dimension (an int, as before named parts existed)."""
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
-        states = cls.network_states(config, observation_dim, action_dim, init_rng)
+        states = cls.network_states(config, observations, action_dim, init_rng)
         return cls(rng=rng, **states, **cls.static_fields(config, action_dim))
 
     # ---- acting --------------------------------------------------------------------
@@ -87,9 +113,27 @@ class SACAgent(flax.struct.PyTreeNode):
     def temperature_value(self) -> jnp.ndarray:
         return self.temperature.apply_fn({"params": self.temperature.params})
 
-    def q_values(self, observations: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
+    def features(self, observations: Any, target: bool = False) -> jnp.ndarray:
+        """What the critics and the policy read: the observations themselves (flat vector), or
+        the encoder's features of the (dict) observations, with the target encoder if `target`.
+        No augmentation."""
+        if self.encoder is None:
+            return observations
+        params = self.encoder.target_params if target else self.encoder.params
+        return self.encoder.apply_fn({"params": params}, observations)
+
+    def policy_params(self) -> Any:
+        """The parameters an actor's policy applies (`actor.networks.make_policy(config,
+        action_dim, observation_spec)`, `actor.policy.Policy`): the policy network's for a
+        flat vector, exactly `actor.params`; with cameras {"encoder": the critic encoder's
+        parameters, "policy": actor.params}. What the learner publishes and evaluates."""
+        if self.encoder is None:
+            return self.actor.params
+        return {"encoder": self.encoder.params, "policy": self.actor.params}
+
+    def q_values(self, observations: Any, actions: jnp.ndarray) -> jnp.ndarray:
         """Q of every critic, shape (E, ...)."""
-        return self.critic.apply_fn({"params": self.critic.params}, observations, actions)
+        return self.critic.apply_fn({"params": self.critic.params}, self.features(observations), actions)
 
     # ---- the critic ----------------------------------------------------------------
 
@@ -98,12 +142,16 @@ class SACAgent(flax.struct.PyTreeNode):
         CQL/CalQL read `agent.cql_max_target_backup`)."""
         return self.config.max_target_backup
 
-    def critic_target(self, batch: Batch, action_rng: jax.Array, subsample_rng: jax.Array) -> tuple[jnp.ndarray, dict]:
-        """The TD target y (B,) for `batch`, from the target critics and the current policy."""
+    def critic_target(self, batch: Batch, action_rng: jax.Array, subsample_rng: jax.Array,
+                      next_target_observations: Optional[jnp.ndarray] = None) -> tuple[jnp.ndarray, dict]:
+        """The TD target y (B,) for `batch`, from the target critics and the current policy.
+        The policy reads batch["next_observations"], the target critics
+        `next_target_observations` when given (the target encoder's features), else the same."""
         c = self.config
         backup = self.target_backup()
         num_next = c.max_target_backup_num_actions if backup == "sampled_actions" else 1
         next_obs = repeat_states(batch["next_observations"], num_next)
+        target_obs = next_obs if next_target_observations is None else repeat_states(next_target_observations, num_next)
         if c.target_action_noise_variance > 0:
             action_rng, noise_rng = jax.random.split(action_rng)
         next_actions, next_log_probs = sample_policy(self.actor, self.actor.params, next_obs, action_rng)
@@ -113,11 +161,11 @@ class SACAgent(flax.struct.PyTreeNode):
                 next_actions, noise, c.target_action_noise_variance, c.target_action_noise_clip
             )
         if backup == "ensemble_max":
-            next_qs = self.critic.apply_fn({"params": self.critic.target_params}, next_obs, next_actions)
+            next_qs = self.critic.apply_fn({"params": self.critic.target_params}, target_obs, next_actions)
             reduction = "max"
         else:
             params = subsample_critics(subsample_rng, self.critic.target_params, c.critic_ensemble_size, c.critic_subsample_size)
-            next_qs = self.target_critic_module.apply({"params": params}, next_obs, next_actions)
+            next_qs = self.target_critic_module.apply({"params": params}, target_obs, next_actions)
             reduction = "min"
         next_q, next_log_prob = losses.reduce_target_q(next_qs, next_log_probs, reduction)
         target = losses.td_target(
@@ -134,32 +182,69 @@ class SACAgent(flax.struct.PyTreeNode):
         """Extra critic loss term; none for SAC (CQL/CalQL override this)."""
         return jnp.zeros(()), {}
 
+    def critic_loss(self, params: Any, batch: Batch, target: jnp.ndarray, rng: jax.Array) -> tuple[jnp.ndarray, dict]:
+        """TD loss (+ the regularizer) of the critics `params` on `batch`, whose observations
+        are what the critics read (the flat vectors, or the encoder's features)."""
+        qs = self.critic.apply_fn({"params": params}, batch["observations"], batch["actions"])
+        td_loss = losses.critic_loss(qs, target)
+        reg_loss, reg_info = self.critic_regularizer(params, batch, qs, rng)
+        return td_loss + reg_loss, {
+            "critic_loss": td_loss,
+            "q_mean": qs.mean(),
+            "q_min": qs.min(),
+            "q_max": qs.max(),
+            **reg_info,
+        }
+
     def update_critic(self, batch: Batch) -> tuple["SACAgent", dict]:
+        if self.encoder is not None:
+            return self._update_critic_and_encoder(batch)
         rng, k_actions, k_subsample, k_reg = jax.random.split(self.rng, 4)
         target, info = self.critic_target(batch, k_actions, k_subsample)
-
-        def loss_fn(params):
-            qs = self.critic.apply_fn({"params": params}, batch["observations"], batch["actions"])
-            td_loss = losses.critic_loss(qs, target)
-            reg_loss, reg_info = self.critic_regularizer(params, batch, qs, k_reg)
-            return td_loss + reg_loss, {
-                "critic_loss": td_loss,
-                "q_mean": qs.mean(),
-                "q_min": qs.min(),
-                "q_max": qs.max(),
-                **reg_info,
-            }
-
-        critic, loss_info = apply_gradients(self.critic, loss_fn)
+        critic, loss_info = apply_gradients(self.critic, lambda params: self.critic_loss(params, batch, target, k_reg))
         critic = critic.soft_update_target(self.config.tau)
         return self.replace(critic=critic, rng=rng), {**info, **loss_info}
+
+    def _update_critic_and_encoder(self, batch: Batch) -> tuple["SACAgent", dict]:
+        """One critic step on camera observations (DrQ): observations and next observations
+        randomly shifted; the critic loss trains the critics and the shared encoder together;
+        the TD target's next actions come from the policy on the encoder's features (no
+        gradient), its Q-values from the target critics on the target encoder's features.
+        Both targets then move by `tau`."""
+        c = self.config
+        rng, k_actions, k_subsample, k_reg, k_aug = jax.random.split(self.rng, 5)
+        k_obs, k_next = jax.random.split(k_aug)
+        observations = augment_observations(k_obs, batch["observations"], c.encoder_augment_pad)
+        next_observations = augment_observations(k_next, batch["next_observations"], c.encoder_augment_pad)
+        encode = self.encoder.apply_fn
+        next_features = jax.lax.stop_gradient(encode({"params": self.encoder.params}, next_observations))
+        next_target_features = encode({"params": self.encoder.target_params}, next_observations)
+        features_batch = {**batch, "next_observations": next_features}
+        target, info = self.critic_target(features_batch, k_actions, k_subsample, next_target_features)
+
+        def loss_fn(params):
+            critic_params, encoder_params = params
+            features = encode({"params": encoder_params}, observations)
+            return self.critic_loss(critic_params, {**features_batch, "observations": features}, target, k_reg)
+
+        grads, loss_info = jax.grad(loss_fn, has_aux=True)((self.critic.params, self.encoder.params))
+        critic = self.critic.apply_gradients(grads=grads[0]).soft_update_target(c.tau)
+        encoder = self.encoder.apply_gradients(grads=grads[1]).soft_update_target(c.tau)
+        return self.replace(critic=critic, encoder=encoder, rng=rng), {**info, **loss_info}
 
     # ---- actor and temperature -----------------------------------------------------
 
     def update_actor(self, batch: Batch) -> tuple["SACAgent", dict]:
-        rng, key = jax.random.split(self.rng)
+        if self.encoder is None:
+            rng, key = jax.random.split(self.rng)
+            obs = batch["observations"]
+        else:
+            # DrQ: the policy reads the critic encoder's features of shifted images, and its
+            # loss passes no gradient into the encoder.
+            rng, key, k_aug = jax.random.split(self.rng, 3)
+            shifted = augment_observations(k_aug, batch["observations"], self.config.encoder_augment_pad)
+            obs = jax.lax.stop_gradient(self.features(shifted))
         temperature = self.temperature_value
-        obs = batch["observations"]
 
         reduction = self.config.actor_q_reduction
 
@@ -217,3 +302,6 @@ class SACAgent(flax.struct.PyTreeNode):
         """`update` without the actor and temperature update: the policy stays frozen
         (`finetune.freeze_policy_steps`, Appendix F)."""
         return self._critic_updates(batch)
+
+
+register_optional_networks(SACAgent)
