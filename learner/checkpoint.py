@@ -20,6 +20,7 @@ agents own, with their optimizer states (Appendix I keeps them):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +155,10 @@ def restore_agent(
     agent_config = agent_config or checkpoint.config.agent
     spec = spec or checkpoint.spec
     check_compatible(checkpoint, agent_config, spec)
-    agent = AGENTS[algorithm].create(agent_config, _observation_spec(spec, "run"), spec["action_dim"], seed)
+    # The checkpoint's encoder replaces any pre-trained one: do not read (or need) that file.
+    template_config = dataclasses.replace(agent_config, encoder_pretrained="")
+    agent = AGENTS[algorithm].create(template_config, _observation_spec(spec, "run"), spec["action_dim"], seed)
+    agent = agent.replace(config=agent_config)
     template = serialization.to_state_dict(agent)
     loaded = _upgrade_lagrange(template, checkpoint.state)
     shared = [k for k in template if k != "rng" and k in loaded and template[k] is not None and loaded[k] is not None]

@@ -270,6 +270,14 @@ def test_pretrained_encoder_hook_loads_every_camera_trunk(tmp_path):
     for name in ("conv_a", "conv_b"):
         assert same(agent.encoder.params[name], trained.encoder.params["conv_front"])
     assert same(agent.encoder.target_params, agent.encoder.params)
+    # A checkpoint of such an agent restores without the file (its encoder is in the checkpoint).
+    config = dataclasses.replace(CFG, encoder_pretrained=str(path))
+    spec_dict = {"observation_spec": spec.to_json(), "action_dim": ACT}
+    saved = save_checkpoint(tmp_path / "c.ckpt", agent, Config(agent=config), spec_dict)
+    path.unlink()
+    restored = restore_agent(read_checkpoint(saved))
+    assert same(restored.encoder.params, agent.encoder.params) and restored.config == config
+    save_encoder_params(path, trained.encoder.params["conv_front"])
     with pytest.raises(ValueError, match="agent.encoder_pretrained.*conv_wrist"):
         make_agent("sac", dataclasses.replace(CFG, encoder_pretrained=str(path)), SPEC, ACT)
     with pytest.raises(ValueError, match="does not exist"):
