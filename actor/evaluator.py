@@ -26,6 +26,7 @@ import grpc
 from actor.client import LearnerClient, wait_for_learner, with_retries
 from actor.evaluation import evaluate
 from actor.policy import Policy
+from envs.observations import observation_spec_of
 from protos import codec
 from protos.wsrl.v1 import learner_pb2 as pb
 
@@ -83,7 +84,7 @@ def run_evaluator(settings: EvaluatorSettings, stop: Optional[threading.Event] =
             answer = with_retries(lambda: client.handshake(hello), stop, what="handshake", cap_s=s.max_backoff_s)
         except grpc.RpcError as e:
             raise EvaluatorError(f"handshake refused: {e.code().name}: {e.details()}") from None
-        policy = Policy(types.SimpleNamespace(**json.loads(answer.agent_config_json)), spec["action_dim"])
+        policy = Policy(types.SimpleNamespace(**json.loads(answer.agent_config_json)), spec["action_dim"], observation_spec_of(spec))
         while not stop.is_set():
             try:
                 task = with_retries(lambda: client.next_evaluation(name, after), stop, what="next evaluation", cap_s=s.max_backoff_s)

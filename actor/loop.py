@@ -205,7 +205,7 @@ class ActorLoop:
         if s.compress and s.compress not in hello.encodings:
             raise ActorError(f"--compress {s.compress}: the learner decodes only {list(hello.encodings) or 'raw tensors'} "
                              f"(install zstandard on the learner's machine, or drop --compress)")
-        self.policy = Policy(types.SimpleNamespace(**json.loads(hello.agent_config_json)), self.spec["action_dim"])
+        self.policy = Policy(types.SimpleNamespace(**json.loads(hello.agent_config_json)), self.spec["action_dim"], self.observation_spec)
         self.behaviour = json.loads(hello.actor_behaviour_json or "{}")
         self._pull(force=True)
         if self.version == 0:

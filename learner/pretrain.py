@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import jax
-import jax.numpy as jnp
 
 from actor.evaluation import evaluate
 from actor.policy import Policy
@@ -24,7 +23,7 @@ from learner.agents import make_agent, observation_spec_of
 from learner.checkpoint import save_checkpoint
 from learner.config import Config, pretraining_agent_config, to_dict
 from learner.networks import describe_matmul_dtype
-from learner.replay_buffer import ReplayBuffer
+from learner.replay_buffer import ReplayBuffer, take_rows
 from learner.run_logger import RunLogger, progress_bar, write_line
 from learner.runs import (
     describe_device,
@@ -55,13 +54,14 @@ def steps_per_dispatch(num_steps: int, periods: tuple[int, ...], limit: int = MA
     return max(d for d in range(1, min(g, limit) + 1) if g % d == 0)
 
 
-def device_dataset(data: ReplayBuffer) -> dict[str, jax.Array]:
-    """The buffer's filled part as device arrays (one copy, made once). Fields may be dicts
-    of arrays (camera observations: {part: (N, ...)}); images go to the device as uint8."""
+def device_dataset(data: ReplayBuffer) -> dict:
+    """The buffer's filled part on the device (one copy, made once), as the
+    `ReplayBuffer.storage` pytree: camera frames go once each, as uint8, and `take_rows`
+    gathers batches from it inside the compiled loop."""
     n = len(data)
     if n == 0:
         raise ValueError("pretrain: the offline dataset is empty")
-    return {name: jax.tree_util.tree_map(lambda array: jax.device_put(array[:n]), field) for name, field in data.data.items()}
+    return jax.device_put(data.storage(n))
 
 
 def make_train_chunk(batch_size: int, num_steps: int) -> Callable:
@@ -71,14 +71,13 @@ def make_train_chunk(batch_size: int, num_steps: int) -> Callable:
 
     @jax.jit
     def train_chunk(agent, dataset, key):
-        size = jax.tree_util.tree_leaves(dataset)[0].shape[0]
+        size = dataset["data"]["rewards"].shape[0]
 
         def step(carry, _):
             agent, key = carry
             key, k_sample = jax.random.split(key)
             idx = jax.random.randint(k_sample, (1, batch_size), 0, size)  # M = 1 update per step
-            # tree_map: observation fields may be dicts of per-part arrays (cameras).
-            batch = jax.tree_util.tree_map(lambda array: jnp.take(array, idx, axis=0), dataset)
+            batch = take_rows(dataset, idx)  # camera parts: frames gathered through their references
             agent, info = agent.update(batch)
             return (agent, key), info
 

@@ -18,6 +18,7 @@ from learner.checkpoint import CheckpointError, read_checkpoint, restore_agent, 
 from learner.config import AgentConfig, Config, ConfigError, load_config
 from learner.networks import augment_observations, load_pretrained_encoder, random_shift, save_encoder_params
 from learner.pretrain import device_dataset, make_train_chunk
+from learner.replay_buffer import ReplayBuffer, take_rows
 from protos import codec
 
 SPEC = ObservationSpec((
@@ -159,20 +160,23 @@ def test_fused_update_on_dict_batches_changes_every_network(algorithm, m):
     assert not same(frozen.encoder.params, agent.encoder.params)
 
 
-class _Data:
-    """The part of ReplayBuffer `device_dataset` reads, with dict observations."""
-
-    def __init__(self, n):
-        b = batch(m=1, b=n, seed=7)
-        self.data = jax.tree_util.tree_map(lambda x: x[0], b)
-
-    def __len__(self):
-        return 32
+def image_buffer(n):
+    """A frame-sharing ReplayBuffer of `n` random camera transitions (what `wsrl pretrain` loads)."""
+    b = jax.tree_util.tree_map(lambda x: np.asarray(x[0]), batch(m=1, b=n, seed=7))
+    buffer = ReplayBuffer(n, SPEC, ACT)
+    for i in range(n):
+        buffer.add({k: v[i] for k, v in b["observations"].items()}, b["actions"][i], b["rewards"][i],
+                   {k: v[i] for k, v in b["next_observations"].items()}, bool(b["terminals"][i]))
+    return buffer, b
 
 
 def test_calql_pretraining_chunk_runs_on_a_device_dataset_of_images():
-    dataset = device_dataset(_Data(40))
-    assert dataset["observations"]["front"].dtype == jnp.uint8 and dataset["observations"]["front"].shape == (32, 16, 16, 3)
+    buffer, b = image_buffer(32)
+    dataset = device_dataset(buffer)
+    assert dataset["frames"]["front"].dtype == jnp.uint8  # frames travel to the device as uint8
+    rows = take_rows(dataset, jnp.arange(4))
+    assert rows["observations"]["front"].shape == (4, 16, 16, 3)
+    np.testing.assert_array_equal(np.asarray(rows["next_observations"]["front"]), b["next_observations"]["front"][:4])
     agent = make_agent("calql", CFG, SPEC, ACT)
     chunk = make_train_chunk(batch_size=8, num_steps=2)
     trained, key, info = chunk(agent, dataset, jax.random.PRNGKey(0))

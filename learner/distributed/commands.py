@@ -493,9 +493,9 @@ def serve_learner(
             # Resuming: a fresh template agent (the saved state replaces it, RNG included).
             agent = None
             if resume:
-                from learner.agents import make_agent
+                from learner.agents import make_agent, observation_spec_of
 
-                agent = make_agent(f.algorithm, config.agent, spec["observation_dim"], spec["action_dim"], config.seed)
+                agent = make_agent(f.algorithm, config.agent, observation_spec_of(spec), spec["action_dim"], config.seed)
             trainer = Trainer(config, spec, settings, agent=agent, logger=logger)
             if resume:
                 trainer.resume(settings.state_dir)
@@ -565,7 +565,7 @@ def _final_evaluation(config, trainer, status: dict) -> None:
     step = status["processed_steps"]
     if step in dict(e.history()) or config.task not in TASKS:  # a robot env: only an evaluator can drive it
         return
-    version, updates, params = e.pending.get(step, (status["policy_version"], status["updates"], trainer.agent.actor.params))
+    version, updates, params = e.pending.get(step, (status["policy_version"], status["updates"], trainer.agent.policy_params()))
     e.record_local(step, _evaluate(config, params), version, updates)
 
 
@@ -576,12 +576,13 @@ def _counters(status: dict) -> dict:
 def _evaluate(config, params) -> dict:
     from actor.evaluation import evaluate
     from actor.policy import Policy
+    from envs.observations import observation_spec_of
     from envs.tasks import TASKS
 
     if config.task not in TASKS:
         return {"return": float("nan"), "success_rate": float("nan")}
     task = TASKS[config.task]
-    policy = Policy(config.agent, task.spec()["action_dim"])
+    policy = Policy(config.agent, task.spec()["action_dim"], observation_spec_of(task.spec()))
     env = task.make_env(config.seed + 10_000, training=False)
     return evaluate(lambda o: policy(params, o, None, deterministic=True), env, config.finetune.eval_episodes, config.seed + 10_000, task.normalizer)
 

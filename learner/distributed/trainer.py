@@ -224,7 +224,7 @@ class Trainer:
         self.max_abs_reward = float(np.max(np.abs(self.replay.data["rewards"][: len(self.replay)]))) if len(self.replay) else 0.0
         self.policy_version = 0
         # Version 0 is the pre-trained policy, served from start-up.
-        self.policy_params = self.agent.actor.params
+        self.policy_params = self.agent.policy_params()
         self.stopping = False
         self.error: Optional[str] = None
         self.last_info: dict = {}
@@ -684,7 +684,7 @@ class Trainer:
         with self.cond:
             self.updates += 1
             if self.updates % self.settings.publish_every == 0:
-                self.policy_version, self.policy_params = self.updates, self.agent.actor.params
+                self.policy_version, self.policy_params = self.updates, self.agent.policy_params()
         if self.logger is not None and f.log_every and self.processed % f.log_every == 0:
             elapsed = time.perf_counter() - self._started
             info = jax.device_get(info)  # (waits for the update: not while holding the log lock)
@@ -852,7 +852,7 @@ def load_learner_state(trainer: Trainer, directory: str) -> None:
         for key in ("env_steps", "processed", "updates", "episodes", "rejected", "duplicates", "conflicts", "intervention_steps"):
             setattr(trainer, key, int(counters.get(key, 0)))
         # The restored agent is served at once; versions keep counting fused updates.
-        trainer.policy_version, trainer.policy_params = trainer.updates, trainer.agent.actor.params
+        trainer.policy_version, trainer.policy_params = trainer.updates, trainer.agent.policy_params()
         now = time.monotonic()  # idle times restart with the resumed learner
         trainer.actors = {
             a: ActorRecord(next_sequence={k: int(v) for k, v in r["next_sequence"].items()}, run_id=r["run_id"], accepted=int(r["accepted"]),
