@@ -242,7 +242,11 @@ def package_blocks(package: str | Path) -> tuple[dict[str, str], dict[str, bytes
     return blocks, figures
 
 
-_BLOCK = re.compile(r"(<!-- generated: (?P<name>[^ ]+) -->\n)(?P<body>.*?)(\n<!-- end generated -->)", re.S)
+# A block's body never contains another marker (a tempered match), and may be empty.
+_BLOCK = re.compile(
+    r"<!-- generated: (?P<name>\S+) -->\n(?P<body>(?:(?!<!-- (?:generated: |end generated)).)*?)\n?<!-- end generated -->",
+    re.DOTALL,
+)
 
 
 def fill_document(text: str, blocks: dict[str, str]) -> tuple[str, list[str]]:
@@ -255,10 +259,10 @@ def fill_document(text: str, blocks: dict[str, str]) -> tuple[str, list[str]]:
     changed: list[str] = []
 
     def replace(m: re.Match) -> str:
-        body = blocks[m.group("name")]
+        name, body = m.group("name"), blocks[m.group("name")]
         if body != m.group("body"):
-            changed.append(m.group("name"))
-        return m.group(1) + body + m.group(4)
+            changed.append(name)
+        return f"<!-- generated: {name} -->\n{body}\n<!-- end generated -->"
 
     return _BLOCK.sub(replace, text), changed
 

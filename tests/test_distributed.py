@@ -291,6 +291,9 @@ class _RecordingAgent:
 
     update_critics = update
 
+    def policy_params(self):
+        return self.actor.params
+
 
 def test_sync_learner_keeps_at_most_two_updates_in_flight():
     """JAX dispatches updates asynchronously; the training thread waits for update t - 2

@@ -117,6 +117,12 @@ def test_document_blocks_rewrite_and_check(tmp_path, capsys):
     # A number edited by hand is caught.
     doc.write_text(text.replace("90.0 ± 10.0", "95.0 ± 10.0"))
     assert main(["evidence", str(package), "--doc", str(doc), "--check"]) == 1
+    # Adjacent empty blocks are filled one by one (an empty body must not swallow the next marker).
+    doc.write_text("<!-- generated: x:pointmass-goal:scores -->\n<!-- end generated -->\n\n"
+                   "<!-- generated: x:pointmass-goal:claims -->\n<!-- end generated -->\n")
+    new, changed = fill_document(doc.read_text(), blocks)
+    assert changed == ["x:pointmass-goal:scores", "x:pointmass-goal:claims"]
+    assert new.count("<!-- end generated -->") == 2 and new.index("| method | warmup") < new.index("| claim |")
     with pytest.raises(ValueError, match="'x:pointmass-goal:typo': no such generated block"):
         fill_document("<!-- generated: x:pointmass-goal:typo -->\n\n<!-- end generated -->", blocks)
 

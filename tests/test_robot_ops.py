@@ -426,7 +426,8 @@ def test_written_files_get_the_umask_mode(tmp_path):
     previous = os.umask(0o022)
     try:
         write_d4rl_hdf5(data, tmp_path / "d.hdf5", {"task": "x"})
-        ckpt = save_checkpoint(tmp_path / "a.ckpt", make_agent("calql", config.agent, 2, 2, seed=0), config, {"task": "pointmass-goal"})
+        ckpt = save_checkpoint(tmp_path / "a.ckpt", make_agent("calql", config.agent, 2, 2, seed=0), config,
+                               {"task": "pointmass-goal", "observation_dim": 2, "action_dim": 2})
         run = prepare_run_dir(config, "pretrain", str(tmp_path / "run"))
         atomic_write_bytes(tmp_path / "plot.png", b"png")
         for path in (tmp_path / "d.hdf5", card_path(tmp_path / "d.hdf5"), Path(ckpt), run / "config.yaml", tmp_path / "plot.png"):
