@@ -303,11 +303,3 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"[wsrl evidence] blocks not in the document (add a marker to show them): {', '.join(missing)}")
     return 0
 
-
-def main_blocks(packages: Sequence[str | Path]) -> dict[str, str]:
-    """Every generated block of `packages` (for tests and scripts)."""
-    blocks: dict[str, str] = {}
-    for package in packages:
-        blocks.update(package_blocks(package)[0])
-    return blocks
-
