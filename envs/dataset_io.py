@@ -561,16 +561,9 @@ def _assemble(
         for key in ("observations", "actions", "rewards"):
             if not all_finite(data[key]):
                 raise DatasetError(f"{episode.where}: key '{key}' contains NaN or inf")
-        terminations = _episode_flags(data, "terminations", episode.where)
-        truncations = _episode_flags(data, "truncations", episode.where)
         out["observations"][start:stop] = data["observations"][:-1]
         out["next_observations"][start:stop] = data["observations"][1:]
-        out["actions"][start:stop] = data["actions"]
-        out["rewards"][start:stop] = data["rewards"]
-        out["terminals"][start:stop] = terminations
-        ends = out["episode_ends"][start:stop]
-        np.logical_or(terminations, truncations, out=ends)
-        ends[-1] = True
+        _fill_steps(out, data, start, stop, episode.where)
         start = stop
     return OfflineDataset(**out)
 
@@ -619,16 +612,22 @@ def _assemble_parts(episodes, where, observation_dim, action_dim, observation_sp
                 raise DatasetError(f"{episode.where}: key 'observations/{part.name}' contains NaN or inf")
             out["observations"][part.name][start:stop] = values[:-1]
             out["next_observations"][part.name][start:stop] = values[1:]
-        terminations = _episode_flags(data, "terminations", episode.where)
-        truncations = _episode_flags(data, "truncations", episode.where)
-        out["actions"][start:stop] = data["actions"]
-        out["rewards"][start:stop] = data["rewards"]
-        out["terminals"][start:stop] = terminations
-        ends = out["episode_ends"][start:stop]
-        np.logical_or(terminations, truncations, out=ends)
-        ends[-1] = True
+        _fill_steps(out, data, start, stop, episode.where)
         start = stop
     return OfflineDataset(**out)
+
+
+def _fill_steps(out: dict, data: dict, start: int, stop: int, where: str) -> None:
+    """Writes one episode's actions, rewards, terminals and episode ends into rows
+    [start, stop) of `out` (observations are the caller's: flat or per part)."""
+    terminations = _episode_flags(data, "terminations", where)
+    truncations = _episode_flags(data, "truncations", where)
+    out["actions"][start:stop] = data["actions"]
+    out["rewards"][start:stop] = data["rewards"]
+    out["terminals"][start:stop] = terminations
+    ends = out["episode_ends"][start:stop]
+    np.logical_or(terminations, truncations, out=ends)
+    ends[-1] = True
 
 
 def _episode_flags(data: dict, key: str, where: str) -> np.ndarray:
