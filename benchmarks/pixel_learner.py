@@ -9,13 +9,16 @@ one encoder per critic, and the actor's policy inference latency per step.
   whose features feed the unchanged fused critic ensemble) and `separate` (each critic its own
   encoder: 10 encoders trained by their critics, the 2 sub-sampled target critics' target
   encoders for the TD target, the policy on encoder 0's features; the same fused critic code
-  per critic, vmapped). Medians over `--repeats` calls after a warm-up call, and the ratio.
+  per critic, vmapped); with `--with-scan` also `scan` (the shared design with its M critic
+  updates in a `lax.scan`, which XLA:CPU runs far slower with convolutions: why camera
+  agents unroll them). Medians over `--repeats` calls after a warm-up call, and the ratios.
 * **actor**: `actor.policy.Policy.sample` on one observation (batch 1) with the published
   parameters, as a robot's control loop calls it: median, p99 and max ms per step over
   `--steps` calls, against a 10 Hz control period (100 ms).
 
     python benchmarks/pixel_learner.py                      # the figures in benchmarks/README.md
     python benchmarks/pixel_learner.py --repeats 3 --batch-size 64   # quicker
+    python benchmarks/pixel_learner.py --batch-size 64 --encoder-strides 2,2,2 --with-scan  # + the scan variant
 """
 
 from __future__ import annotations
@@ -128,6 +131,16 @@ class SeparateEncodersSAC(SACAgent):
         return self.replace(actor=actor, temperature=temperature_state, rng=rng), info
 
 
+class ScannedCriticUpdatesSAC(SACAgent):
+    """The shared design with its M critic updates in a `lax.scan`, as flat-vector agents run
+    them: what `SACAgent._critic_updates` avoids for camera agents (XLA:CPU computes
+    convolution gradients in a loop body far slower). Benchmark only."""
+
+    def _critic_updates(self, batch):
+        agent, infos = jax.lax.scan(lambda agent, minibatch: agent.update_critic(minibatch), self, batch)
+        return agent, jax.tree_util.tree_map(lambda x: jnp.mean(x, axis=0), infos)
+
+
 def make_batch(spec: ObservationSpec, m: int, b: int, action_dim: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
 
@@ -171,12 +184,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed update calls per variant")
     parser.add_argument("--steps", type=int, default=300, help="timed policy steps on the actor")
     parser.add_argument("--matmul-dtype", default="auto", choices=("auto", "float32", "bfloat16"))
+    parser.add_argument("--encoder-strides", default="2,1,1,1",
+                        help="conv strides, one 32-filter layer each (default DrQ's; configs/pixels.yaml: 2,2,2)")
     parser.add_argument("--skip-separate", action="store_true", help="time the shared encoder only")
+    parser.add_argument("--with-scan", action="store_true",
+                        help="also time the shared encoder with the M critic updates in a lax.scan (slow on CPU)")
     parser.add_argument("--skip-learner", action="store_true", help="time the actor's policy inference only")
     args = parser.parse_args()
 
     spec = ObservationSpec((ObservationPart("state", (args.state_dim,), "float32"), ObservationPart("camera", (args.image, args.image, 3), "uint8")))
-    config = AgentConfig(batch_size=args.batch_size, critic_matmul_dtype=args.matmul_dtype)
+    strides = tuple(int(x) for x in args.encoder_strides.split(","))
+    config = AgentConfig(batch_size=args.batch_size, critic_matmul_dtype=args.matmul_dtype,
+                         encoder_channels=(32,) * len(strides), encoder_strides=strides)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# {jax.devices()[0].platform}, {os.cpu_count()} CPUs, load {load:.1f}; {describe_matmul_dtype(config.critic_matmul_dtype)}; "
           f"obs {args.image}x{args.image}x3 + state {args.state_dim}, action {args.action_dim}, batch ({args.utd}, {args.batch_size}), "
@@ -209,14 +228,17 @@ def main() -> None:
     agents = {"shared": shared}
     if not args.skip_separate:
         agents["separate"] = SeparateEncodersSAC.create_separate(config, spec, args.action_dim, seed=0)
+    if args.with_scan:
+        agents["scan"] = ScannedCriticUpdatesSAC.create(config, spec, args.action_dim, seed=0)
     batch = make_batch(spec, args.utd, args.batch_size, args.action_dim)
     times = time_updates(agents, batch, args.repeats)
     medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
     print("\n## learner: fused UTD-%d update (ms per call, median of %d)" % (args.utd, args.repeats))
     for name, ms in medians.items():
         print(f"{name:>9}: {ms:9.1f} ms   (min {min(times[name]) * 1e3:.1f}, max {max(times[name]) * 1e3:.1f})")
-    if "separate" in medians:
-        print(f"    ratio: separate / shared = {medians['separate'] / medians['shared']:.2f}x")
+    for name in ("separate", "scan"):
+        if name in medians:
+            print(f"    ratio: {name} / shared = {medians[name] / medians['shared']:.2f}x")
 
 
 if __name__ == "__main__":

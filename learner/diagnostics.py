@@ -17,6 +17,9 @@ The pure functions (`gaussian_kl`, `policy_kl`, `monte_carlo_policy_kl`, `q_soft
 
 Every agent in `learner.agents` is supported: SAC/CQL/CalQL (through `critic_target`) and IQL
 (through its value network). The policies are the tanh-Gaussians of `learner.networks`.
+Camera observations too: the critics and policies then read encoder features, the current
+networks the current encoder's and the pre-trained ones the pre-trained encoder's (images are
+not shifted here: the diagnostics measure the networks, not the augmentation).
 """
 
 from __future__ import annotations
@@ -136,18 +139,26 @@ def td_target(agent, batch: Batch, rng: jax.Array) -> jnp.ndarray:
     critic loss uses (target critics, sub-sampled min or ensemble max, max-target backup,
     entropy backup, discount, masks 1 - terminal) - with the keys derived from `rng` as
     `update_critic` derives them from `agent.rng` (`_, action_rng, subsample_rng, _ =
-    jax.random.split(rng, 4)`): with rng = agent.rng this is exactly the target of the agent's
-    next `update_critic(batch)`.
+    jax.random.split(rng, 4)`): with rng = agent.rng and flat observations this is exactly the
+    target of the agent's next `update_critic(batch)`.
     IQL: r + discount * (1 - terminal) * V(s') with the current value network (its critic
     update bootstraps from the value network just updated on the same batch; between updates
     the two coincide). `rng` is unused.
+    Camera observations: the policy and the value network read the encoder's features of the
+    next observations, the target critics the target encoder's (as the update does, without
+    its random shifts).
     """
+    next_observations = batch["next_observations"]
     if hasattr(agent, "critic_target"):
         _, action_rng, subsample_rng, _ = jax.random.split(rng, 4)
-        target, _ = agent.critic_target(batch, action_rng, subsample_rng)
+        if getattr(agent, "encoder", None) is None:
+            target, _ = agent.critic_target(batch, action_rng, subsample_rng)
+        else:
+            features = {**batch, "next_observations": agent.features(next_observations)}
+            target, _ = agent.critic_target(features, action_rng, subsample_rng, agent.features(next_observations, target=True))
         return target
     if _is_iql(agent):
-        next_v = agent.value.apply_fn({"params": agent.value.params}, batch["next_observations"])
+        next_v = agent.value.apply_fn({"params": agent.value.params}, agent.features(next_observations))
         return losses.td_target(batch["rewards"], batch_masks(batch), next_v, agent.config.discount)
     raise TypeError(f"td_target: agent {type(agent).__name__} has neither `critic_target` nor a value network")
 
@@ -158,31 +169,36 @@ def td_errors(agent, batch: Batch, rng: jax.Array) -> jnp.ndarray:
     Their mean square is the TD term of the agent's critic loss (`losses.critic_loss`); with
     rng = agent.rng, the very value the agent's next `update_critic(batch)` reports as
     `critic_loss` (SAC, CQL, CalQL)."""
-    qs = agent.critic.apply_fn({"params": agent.critic.params}, batch["observations"], batch["actions"])
-    return qs - td_target(agent, batch, rng)[None]
+    return agent.q_values(batch["observations"], batch["actions"]) - td_target(agent, batch, rng)[None]
 
 
 @jax.jit
 def mean_q(agent, batch: Batch) -> jnp.ndarray:
     """Mean over critics and samples of Q_i(s, a) on the batch's actions."""
-    return agent.critic.apply_fn({"params": agent.critic.params}, batch["observations"], batch["actions"]).mean()
+    return agent.q_values(batch["observations"], batch["actions"]).mean()
 
 
 # ---- the periodic diagnostics ------------------------------------------------------------------
 
 
 @partial(jax.jit, static_argnames=("num_actions",))
-def _state_diagnostics(agent, pre_actor_params, pre_critic_params, batch, rng, num_actions: int) -> dict:
-    """Q mean, TD error, policy KL and softmax-Q KL on one flat batch of transitions."""
+def _state_diagnostics(agent, pretrained: dict, batch, rng, num_actions: int) -> dict:
+    """Q mean, TD error, policy KL and softmax-Q KL on one flat batch of transitions.
+    `pretrained`: the pre-trained "actor", "critic" and (camera observations) "encoder" params."""
     k_td, k_pre, k_cur = jax.random.split(rng, 3)
-    obs = batch["observations"]
     actor_apply, critic_apply = agent.actor.apply_fn, agent.critic.apply_fn
+    # What the networks read: the observations, or each encoder's features of them.
+    features = agent.features(batch["observations"])
+    if pretrained.get("encoder") is None:
+        pre_features = features
+    else:
+        pre_features = agent.encoder.apply_fn({"params": pretrained["encoder"]}, batch["observations"])
 
-    qs = critic_apply({"params": agent.critic.params}, obs, batch["actions"])  # (E, B)
+    qs = critic_apply({"params": agent.critic.params}, features, batch["actions"])  # (E, B)
     td = qs - td_target(agent, batch, k_td)[None]
 
-    mean_pre, log_std_pre = actor_apply({"params": pre_actor_params}, obs)
-    mean_cur, log_std_cur = actor_apply({"params": agent.actor.params}, obs)
+    mean_pre, log_std_pre = actor_apply({"params": pretrained["actor"]}, pre_features)
+    mean_cur, log_std_cur = actor_apply({"params": agent.actor.params}, features)
     kl_policy = gaussian_kl(mean_pre, log_std_pre, mean_cur, log_std_cur)
 
     # N actions per state: the first half from pi_pre, the second from pi.
@@ -195,21 +211,20 @@ def _state_diagnostics(agent, pre_actor_params, pre_critic_params, batch, rng, n
     actions = jnp.concatenate([a_pre, a_cur], axis=1)  # (B, N, A)
 
     def chunk_kl(xs):
-        o, a = xs
-        states = repeat_states(o, num_actions)
-        q_pre = critic_apply({"params": pre_critic_params}, states, a).mean(axis=0)  # (b, N)
-        q_cur = critic_apply({"params": agent.critic.params}, states, a).mean(axis=0)
+        f, f_pre, a = xs
+        q_pre = critic_apply({"params": pretrained["critic"]}, repeat_states(f_pre, num_actions), a).mean(axis=0)  # (b, N)
+        q_cur = critic_apply({"params": agent.critic.params}, repeat_states(f, num_actions), a).mean(axis=0)
         return q_softmax_kl(q_pre, q_cur)
 
     # A few states at a time (a sequential lax.map): the critics' activations for all B*N
     # state-action pairs (E x B*N x hidden floats) would not stay in cache.
-    b = obs.shape[0]
+    b = features.shape[0]
     chunk = _chunk_size(b, num_actions)
     if chunk < b:
         split = lambda x: x.reshape((b // chunk, chunk) + x.shape[1:])  # noqa: E731
-        kl_q = jax.lax.map(chunk_kl, (split(obs), split(actions))).reshape(b)
+        kl_q = jax.lax.map(chunk_kl, (split(features), split(pre_features), split(actions))).reshape(b)
     else:
-        kl_q = chunk_kl((obs, actions))
+        kl_q = chunk_kl((features, pre_features, actions))
     return {"q_mean": qs.mean(), "td_error": jnp.mean(td**2), "kl_policy": kl_policy.mean(), "kl_q_softmax": kl_q.mean()}
 
 
@@ -283,7 +298,9 @@ class ForgettingDiagnostics:
 
     The pre-trained networks are evaluated with the current agent's apply functions: the
     pre-trained parameters must fit the current agent's networks (they do whenever the agent
-    was restored from the checkpoint they came from).
+    was restored from the checkpoint they came from). With camera observations the pre-trained
+    encoder's parameters are kept too (`pretrained_encoder_params`): the pre-trained critics
+    and policy read its features.
 
     Cost: the softmax-Q KL dominates - 2 x num_states x N state-action pairs through all E
     critics, per distribution - so time grows linearly in num_states, N and E. Defaults
@@ -314,21 +331,25 @@ class ForgettingDiagnostics:
         num_states: int = 1024,
         num_actions: int = 4,
         seed: int = 0,
+        pretrained_encoder_params: Any = None,
     ):
         if num_states < 1:
             raise ValueError(f"num_states: got {num_states}, expected an integer >= 1")
         if num_actions < 2:
             raise ValueError(f"num_actions: got {num_actions}, expected an integer >= 2 (half from each policy)")
         copy = lambda tree: jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), tree)  # noqa: E731
-        self.pretrained_actor_params = copy(pretrained_actor_params)
-        self.pretrained_critic_params = copy(pretrained_critic_params)
+        self.pretrained = {
+            "actor": copy(pretrained_actor_params),
+            "critic": copy(pretrained_critic_params),
+            "encoder": None if pretrained_encoder_params is None else copy(pretrained_encoder_params),
+        }
         self.num_actions = num_actions
         self.offline_batch = None
         if offline_sample is not None:
             sample = held_out_sample(offline_sample, num_states, seed)
             if len(sample["rewards"]) == 0:
                 raise ValueError("offline_sample: got an empty sample, expected at least one transition")
-            self.offline_batch = {k: jnp.asarray(v) for k, v in sample.items()}
+            self.offline_batch = jax.tree_util.tree_map(jnp.asarray, sample)
             num_states = len(sample["rewards"])
         self.num_states = num_states
         self._np_rng = np.random.default_rng(seed + 1)
@@ -337,14 +358,15 @@ class ForgettingDiagnostics:
     @classmethod
     def from_agent(cls, agent, offline_sample=None, **kwargs) -> "ForgettingDiagnostics":
         """Diagnostics against `agent` as it is now (call it right after loading the
-        checkpoint, before any update): frozen copies of its actor and critic parameters."""
-        return cls(agent.actor.params, agent.critic.params, offline_sample, **kwargs)
+        checkpoint, before any update): frozen copies of its actor, critic and (camera
+        observations) encoder parameters."""
+        encoder = getattr(agent, "encoder", None)
+        return cls(agent.actor.params, agent.critic.params, offline_sample,
+                   pretrained_encoder_params=None if encoder is None else encoder.params, **kwargs)
 
     def _diagnose(self, agent, batch) -> dict:
         self._rng, key = jax.random.split(self._rng)
-        return _state_diagnostics(
-            agent, self.pretrained_actor_params, self.pretrained_critic_params, batch, key, num_actions=self.num_actions
-        )
+        return _state_diagnostics(agent, self.pretrained, batch, key, num_actions=self.num_actions)
 
     def compute(self, agent, online_replay=None) -> dict[str, float]:
         """The diagnostics of `agent` (any agent of `learner.agents`) as Python floats, keyed
@@ -357,7 +379,8 @@ class ForgettingDiagnostics:
             online = nan
         else:
             sample = online_replay.sample(self._np_rng, 1, self.num_states)
-            online = self._diagnose(agent, {k: jnp.asarray(sample[k][0], jnp.float32) for k in BATCH_FIELDS})
+            first = {k: jax.tree_util.tree_map(lambda x: x[0], sample[k]) for k in BATCH_FIELDS}
+            online = self._diagnose(agent, jax.tree_util.tree_map(jnp.asarray, _rows(first)))
         offline, online = jax.device_get((offline, online))
         result = {}
         for name, values in (("offline", offline), ("online", online)):

@@ -81,6 +81,9 @@ def make_train_chunk(batch_size: int, num_steps: int) -> Callable:
             agent, info = agent.update(batch)
             return (agent, key), info
 
+        if num_steps == 1:  # no loop at all (camera agents: see `pretrain`)
+            (agent, key), info = step((agent, key), None)
+            return agent, key, info
         (agent, key), infos = jax.lax.scan(step, (agent, key), None, length=num_steps)
         return agent, key, jax.tree_util.tree_map(lambda x: x[-1], infos)
 
@@ -104,7 +107,11 @@ def pretrain(config: Config, run_dir: Optional[str] = None) -> Path:
     # whose env is a real robot pre-trains from its demonstrations without touching it).
     eval_env = task.make_env(config.seed + 10_000, training=False) if p.eval_every else None
     checkpoint = path / "checkpoint.ckpt"
-    chunk = steps_per_dispatch(p.num_steps, (p.log_every, p.eval_every, p.checkpoint_every))
+    # Camera agents run one update per dispatch: XLA:CPU computes convolution gradients inside
+    # a loop body ~18x slower than outside one (learner/agents/sac.py, `_critic_updates`),
+    # and an update from frames costs far more than a dispatch.
+    limit = 1 if getattr(agent, "encoder", None) is not None else MAX_STEPS_PER_DISPATCH
+    chunk = steps_per_dispatch(p.num_steps, (p.log_every, p.eval_every, p.checkpoint_every), limit)
     train_chunk = make_train_chunk(config.agent.batch_size, chunk)
     dataset = device_dataset(data)
     # Batches are drawn with JAX's RNG on the device (the host loop used numpy's), so a seed

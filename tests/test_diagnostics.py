@@ -302,7 +302,8 @@ def test_state_diagnostics_match_numpy_in_chunks():
     assert 1 < D._chunk_size(num_states, 4) < num_states
     batch = {k: jnp.asarray(v) for k, v in make_batch(num_states, seed=2).items()}
     rng = jax.random.PRNGKey(9)
-    out = D._state_diagnostics(agent, pre.actor.params, pre.critic.params, batch, rng, num_actions=4)
+    pretrained = {"actor": pre.actor.params, "critic": pre.critic.params, "encoder": None}
+    out = D._state_diagnostics(agent, pretrained, batch, rng, num_actions=4)
     expected = np_state_diagnostics(agent, pre.actor.params, pre.critic.params, batch, rng, 4)
     for key, value in expected.items():
         close(out[key], value, rtol=1e-4, atol=1e-5)

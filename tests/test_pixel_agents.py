@@ -185,6 +185,49 @@ def test_calql_pretraining_chunk_runs_on_a_device_dataset_of_images():
     assert np.isfinite(float(info["critic_loss"]))
 
 
+# ---- forgetting diagnostics --------------------------------------------------------------
+
+
+def test_forgetting_diagnostics_read_each_encoders_features():
+    """A camera agent's diagnostics are those of a flat agent with the same critic and policy
+    fed the encoder's features; the pre-trained networks read the pre-trained encoder's."""
+    from learner import diagnostics as D
+
+    pre = make_agent("calql", CFG, SPEC, ACT, seed=1)
+    tuned, _ = pre.update(batch(m=2))
+    # Target encoder = encoder, so "the target critics on the target encoder's features" is
+    # what a flat agent computes from one set of features.
+    tuned = tuned.replace(encoder=tuned.encoder.replace(target_params=tuned.encoder.params))
+    b = jax.tree_util.tree_map(jnp.asarray, first(batch(m=1, b=24, seed=3)))
+    flat = make_agent("calql", CFG, FEATURES, ACT, seed=1)
+    flat = flat.replace(actor=tuned.actor, critic=tuned.critic, temperature=tuned.temperature)
+    flat_batch = {**b, "observations": tuned.features(b["observations"]), "next_observations": tuned.features(b["next_observations"])}
+    key = jax.random.PRNGKey(4)
+    np.testing.assert_allclose(D.td_target(tuned, b, key), D.td_target(flat, flat_batch, key), rtol=1e-5, atol=1e-6)
+
+    pretrained = {"actor": pre.actor.params, "critic": pre.critic.params}
+    got = D._state_diagnostics(tuned, {**pretrained, "encoder": tuned.encoder.params}, b, key, num_actions=4)
+    want = D._state_diagnostics(flat, {**pretrained, "encoder": None}, flat_batch, key, num_actions=4)
+    for k in want:
+        np.testing.assert_allclose(float(got[k]), float(want[k]), rtol=1e-4, atol=1e-6, err_msg=k)
+        assert k == "td_error" or abs(float(want[k])) > 1e-6, k  # non-trivial: the networks moved
+
+    # Same actor and critic, different encoders: the policies differ only through the encoder.
+    same_heads = {"actor": tuned.actor.params, "critic": tuned.critic.params}
+    assert float(D._state_diagnostics(tuned, {**same_heads, "encoder": tuned.encoder.params}, b, key, 4)["kl_policy"]) == 0.0
+    assert float(D._state_diagnostics(tuned, {**same_heads, "encoder": pre.encoder.params}, b, key, 4)["kl_policy"]) > 1e-6
+
+    # The periodic diagnostics on image buffers (offline sample and online replay).
+    buffer, _ = image_buffer(40)
+    diag = D.ForgettingDiagnostics.from_agent(pre, buffer, num_states=16, num_actions=4, seed=0)
+    assert diag.offline_batch["observations"]["front"].dtype == jnp.uint8
+    at_start = diag.compute(pre, buffer)
+    assert all(np.isfinite(v) for v in at_start.values())
+    assert at_start["kl_policy_offline"] == 0.0 and at_start["kl_policy_online"] == 0.0
+    later = diag.compute(tuned, buffer)
+    assert later["kl_policy_offline"] > 0 and later["kl_q_softmax_online"] > 0
+
+
 def test_flat_agents_have_no_encoder_and_unchanged_state_dicts():
     agent = make_agent("sac", CFG, 3, ACT)
     assert agent.encoder is None

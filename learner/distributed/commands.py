@@ -521,7 +521,8 @@ def serve_learner(
               f"{describe_device()}, {describe_matmul_dtype(config.agent.critic_matmul_dtype)}")
     if not quiet:
         print(f"[wsrl learner] {banner}; serving policy version {trainer.latest_policy()[0]} on {server.address} -> {path}", flush=True)
-        print(f"[wsrl learner] evaluations at env step 0, every {f.eval_every} and at {f.num_steps} (eval.csv): attach an evaluator with "
+        when = f"env step 0, every {f.eval_every} and at {f.num_steps}" if f.eval_every else f"env steps 0 and {f.num_steps}"
+        print(f"[wsrl learner] evaluations at {when} (eval.csv): attach an evaluator with "
               f"`wsrl actor --evaluate --learner {server.address} --env {config.task}`; without one only the final evaluation is made", flush=True)
     if ready is not None:
         ready(server.address, banner)
