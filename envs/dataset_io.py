@@ -655,6 +655,17 @@ def _hdf5_episodes(file: h5py.File, where: str, keys: Optional[tuple]) -> list[_
     return episodes
 
 
+def _final_row_error(where: str, key: str, rows: int, steps: int) -> DatasetError:
+    return DatasetError(f"{where}: key '{key}' has {rows} rows, expected {steps + 1} (one more than 'rewards': the final observation)")
+
+
+def _step_columns(nodes, actions, steps: int) -> dict:
+    """An HDF5 episode's per-step columns (everything but its observations), read."""
+    data = {key: nodes[key][()] for key in ("rewards", "terminations", "truncations")}
+    data["actions"] = actions[()].reshape(steps, -1)
+    return data
+
+
 def _hdf5_episode(group: h5py.Group, where: str, keys: Optional[tuple]) -> _Episode:
     members = set(group.keys())  # one listing: h5py lookups cost ~50 us each
     missing = [key for key in MINARI_EPISODE_KEYS if key not in members]
@@ -676,16 +687,10 @@ def _hdf5_episode(group: h5py.Group, where: str, keys: Optional[tuple]) -> _Epis
     if keys is None and isinstance(observations, h5py.Group) and _has_images(observations):
         spec, rows = _group_spec(observations, where, "observations")
         if rows != steps + 1:
-            raise DatasetError(
-                f"{where}: key 'observations' has {rows} rows, expected {steps + 1} "
-                "(one more than 'rewards': the final observation)"
-            )
+            raise _final_row_error(where, "observations", rows, steps)
 
         def load_parts() -> dict:
-            data = {key: nodes[key][()] for key in ("rewards", "terminations", "truncations")}
-            data["actions"] = actions[()].reshape(steps, -1)
-            data["observations"] = {p.name: observations[p.name][()] for p in spec.parts}
-            return data
+            return {**_step_columns(nodes, actions, steps), "observations": {p.name: observations[p.name][()] for p in spec.parts}}
 
         return _Episode(where, steps, 0, _row_size(actions.shape), load_parts, spec)
     leaves = _observation_leaves(observations, keys, where)
@@ -693,16 +698,10 @@ def _hdf5_episode(group: h5py.Group, where: str, keys: Optional[tuple]) -> _Epis
         if leaf.dtype.kind not in "biuf":
             raise DatasetError(f"{where}: key '{name}' has dtype {leaf.dtype}, expected numbers")
         if leaf.ndim < 1 or leaf.shape[0] != steps + 1:
-            raise DatasetError(
-                f"{where}: key '{name}' has {leaf.shape[0] if leaf.ndim else 0} rows, expected {steps + 1} "
-                "(one more than 'rewards': the final observation)"
-            )
+            raise _final_row_error(where, name, leaf.shape[0] if leaf.ndim else 0, steps)
 
     def load() -> dict:
-        data = {key: nodes[key][()] for key in ("rewards", "terminations", "truncations")}
-        data["actions"] = actions[()].reshape(steps, -1)
-        data["observations"] = _concat_leaves([leaf[()] for _, leaf in leaves], steps + 1)
-        return data
+        return {**_step_columns(nodes, actions, steps), "observations": _concat_leaves([leaf[()] for _, leaf in leaves], steps + 1)}
 
     return _Episode(where, steps, _leaves_dim(leaf.shape for _, leaf in leaves), _row_size(actions.shape), load)
 

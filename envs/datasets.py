@@ -205,6 +205,24 @@ def _discounted_suffix_sums(rewards: np.ndarray, cut: np.ndarray, discount: floa
     return b
 
 
+def empty_columns() -> dict[str, list]:
+    """Per-field lists that `append_transition` fills and `OfflineDataset.from_columns` stacks."""
+    return {f.name: [] for f in dataclasses.fields(OfflineDataset)}
+
+
+def append_transition(columns: dict[str, list], observation, action, reward, next_observation, terminated: bool, episode_end: bool) -> None:
+    """Appends one transition to `columns` (see `empty_columns`)."""
+    for name, value in (
+        ("observations", observation),
+        ("actions", action),
+        ("rewards", reward),
+        ("next_observations", next_observation),
+        ("terminals", float(terminated)),
+        ("episode_ends", episode_end),
+    ):
+        columns[name].append(value)
+
+
 def collect_dataset(
     env, policy: Callable[[np.ndarray, dict], np.ndarray], num_episodes: int, seed: int,
     on_episode: Optional[Callable[[float], None]] = None,
@@ -213,7 +231,7 @@ def collect_dataset(
 
     `episode_state` is a fresh dict per episode the policy may use for its own memory.
     """
-    columns: dict[str, list] = {f.name: [] for f in dataclasses.fields(OfflineDataset)}
+    columns = empty_columns()
     for episode in range(num_episodes):
         observation, _ = env.reset(seed=seed + episode)
         observation = _own(observation)
@@ -224,15 +242,7 @@ def collect_dataset(
             next_observation, reward, terminated, truncated, _ = env.step(action)
             next_observation = _own(next_observation)
             done = terminated or truncated
-            for name, value in (
-                ("observations", observation),
-                ("actions", action),
-                ("rewards", reward),
-                ("next_observations", next_observation),
-                ("terminals", float(terminated)),
-                ("episode_ends", done),
-            ):
-                columns[name].append(value)
+            append_transition(columns, observation, action, reward, next_observation, terminated, done)
             observation, total = next_observation, total + float(reward)
         if on_episode is not None:
             on_episode(total)

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from envs import pixel_reach
-from envs.datasets import OfflineDataset
+from envs.datasets import OfflineDataset, append_transition, empty_columns
 
 GENERATOR = "pixel-reach-scripted-controller"
 NOISE_RANGE = (0.1, 1.0)
@@ -74,9 +74,7 @@ def generate_pixel_dataset(
         env.close()
         raise ValueError(f"field 'task': the pixel generator runs the pixel reach task, got {task.name!r}")
     rng = np.random.default_rng(seed)
-    columns: dict[str, list] = {
-        name: [] for name in ("observations", "actions", "rewards", "next_observations", "terminals", "episode_ends")
-    }
+    columns = empty_columns()
     successes = detours = wrong_goals = 0
     try:
         for _ in tqdm(range(num_episodes), desc=f"{task.name} data", unit="ep", disable=not progress):
@@ -99,15 +97,7 @@ def generate_pixel_dataset(
                 action = np.clip(action + noise * rng.normal(size=2), -1.0, 1.0).astype(np.float32)
                 next_observation, reward, terminated, _, _ = env.step(action)
                 done = terminated or step == task.max_episode_steps - 1
-                for name, value in (
-                    ("observations", observation),
-                    ("actions", action),
-                    ("rewards", reward),
-                    ("next_observations", next_observation),
-                    ("terminals", float(terminated)),
-                    ("episode_ends", done),
-                ):
-                    columns[name].append(value)
+                append_transition(columns, observation, action, reward, next_observation, terminated, done)
                 observation = next_observation
                 if terminated:
                     successes += 1
