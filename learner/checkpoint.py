@@ -1,7 +1,8 @@
 """The one checkpoint format: a single msgpack file written atomically.
 
-Contents: format tag, algorithm, resolved config, observation/action spec, step counters and
-the agent's state (params, target params, optimizer states, RNG) as a flax state dict.
+Contents: format tag, algorithm, resolved config, observation/action spec, step counters, the
+agent's state (params, target params, optimizer states, RNG) as a flax state dict and, in a
+pre-training's checkpoint, its readiness verdict (learner/readiness.py).
 
 The spec carries `observation_spec` (`envs.observations.ObservationSpec.to_json()`: the
 observation's named parts); checkpoints written before named parts existed have only
@@ -61,11 +62,16 @@ class Checkpoint:
     counters: dict
     state: dict  # the agent's flax state dict
     path: str = ""
+    # The pre-training's readiness verdict (learner/readiness.py `assess`); None in checkpoints
+    # of fine-tuning runs and in those written before readiness was recorded.
+    readiness: Optional[dict] = None
 
 
-def save_checkpoint(path: str | Path, agent: Any, config: Config, spec: dict, counters: Optional[dict] = None) -> Path:
+def save_checkpoint(path: str | Path, agent: Any, config: Config, spec: dict, counters: Optional[dict] = None,
+                    readiness: Optional[dict] = None) -> Path:
     """Writes `agent` with its config, `spec` (the task's spec dict; `observation_spec` is
-    added from its `observation_dim` where it has none) and `counters`, atomically."""
+    added from its `observation_dim` where it has none), `counters` and (pre-training) the
+    `readiness` verdict, atomically."""
     state = jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(agent))
     spec = {**spec, "observation_spec": observation_spec_of(spec).to_json()}
     payload = {
@@ -76,6 +82,8 @@ def save_checkpoint(path: str | Path, agent: Any, config: Config, spec: dict, co
         "counters": json.dumps(counters or {}),
         "state": state,
     }
+    if readiness is not None:
+        payload["readiness"] = json.dumps(readiness)
     atomic_write_bytes(Path(path), serialization.msgpack_serialize(payload))
     return Path(path)
 
@@ -98,6 +106,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         counters=json.loads(payload["counters"]),
         state=payload["state"],
         path=str(path),
+        readiness=json.loads(payload["readiness"]) if "readiness" in payload else None,
     )
 
 

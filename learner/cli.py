@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="offline pre-training (CalQL/CQL/IQL) on the task's dataset")
     _add_config_args(p)
     p.add_argument("--run-dir", default=None, help="output directory (default: runs/<task>-<variant>-pretrain-<time>)")
+    p.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the pre-training in DIR (stopped by Ctrl-C/SIGTERM, or finished: give a larger pretrain.num_steps)")
 
     p = sub.add_parser("finetune", help="online fine-tuning from a pre-trained checkpoint (Algorithm 1)")
     _add_config_args(p)
@@ -77,6 +79,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
+def resolve_dataset_quietly(config):
+    from learner.startup import resolve_dataset
+
+    return resolve_dataset(config, announce=False)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     overrides = list(getattr(args, "overrides", ()))  # actor/status take none
@@ -84,7 +92,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides.append(f"finetune.checkpoint={args.checkpoint}")
     try:
         # `actor` and `status` take no config; `learner` and `run` do.
-        config = load_config(args.config, args.variant, overrides) if hasattr(args, "config") else None
+        resuming_pretrain = args.command == "pretrain" and args.resume
+        if resuming_pretrain:
+            from learner.startup import resumed_pretrain_config
+
+            if args.run_dir:
+                raise ValueError("--run-dir: not with --resume DIR (the pre-training continues in DIR)")
+            config = resolve_dataset_quietly(resumed_pretrain_config(args.resume, tuple(overrides)))
+        else:
+            config = load_config(args.config, args.variant, overrides) if hasattr(args, "config") else None
         if args.command in ("pretrain", "finetune"):
             # Start-up checks: nothing is written when one fails.
             from learner.runs import check_run_dir, resolve_run_dir
@@ -92,7 +108,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             if args.command == "finetune":
                 config, _ = check_start(config, "finetune", args.run_dir, pretrain_first=False)
-            else:
+            elif not resuming_pretrain:
                 check_run_dir(resolve_run_dir(config, "pretrain", args.run_dir))
                 config = resolve_dataset(config)
         if args.command == "dataset":
@@ -111,7 +127,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from learner.runs import keep_freed_memory
 
             keep_freed_memory()
-            (pretrain if args.command == "pretrain" else finetune)(config, args.run_dir)
+            if args.command == "finetune":
+                finetune(config, args.run_dir)
+            else:
+                from actor.interrupts import GracefulStop
+
+                # One Ctrl-C / SIGTERM saves a checkpoint to continue from (`--resume`).
+                stop = GracefulStop("wsrl pretrain", "stopping after this dispatch: saving a checkpoint to continue from").install()
+                try:
+                    pretrain(config, args.resume or args.run_dir, stop=stop, resume=bool(resuming_pretrain))
+                finally:
+                    stop.restore()
+                return stop.exit_status
     except (ConfigError, FileExistsError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as e:
         print(f"wsrl {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -168,6 +168,16 @@ class PretrainConfig:
     eval_episodes: int = 10
     log_every: int = 1_000
     checkpoint_every: int = 50_000
+    # Readiness (learner/readiness.py, docs/readiness.md), measured every `log_every` steps on
+    # a fixed sample of the offline data: pre-training has settled when the critics' mean Q
+    # drifts by at most `readiness_q_drift` of its scale per 1k steps, the policy's entropy is
+    # within `readiness_entropy_gap` nats of the target entropy (learned temperature), and
+    # dual CQL's Lagrange multiplier drifts by at most `readiness_lagrange_drift` per 1k steps.
+    readiness_q_drift: float = 0.02
+    readiness_entropy_gap: float = 0.5
+    readiness_lagrange_drift: float = 0.05
+    # Stop as soon as the readiness verdict is "settled" (num_steps stays the upper bound).
+    stop_when_settled: bool = False
 
 
 @dataclass(frozen=True)
@@ -496,6 +506,11 @@ def validate(config: Config) -> None:
         )
     _check(0.0 < a.iql_expectile < 1.0, "agent.iql_expectile", a.iql_expectile, "a number in (0, 1)")
     _check(p.num_steps >= 1, "pretrain.num_steps", p.num_steps, "an integer >= 1")
+    for name in ("readiness_q_drift", "readiness_entropy_gap", "readiness_lagrange_drift"):
+        v = getattr(p, name)
+        _check(v > 0 and math.isfinite(v), f"pretrain.{name}", v, "a finite number > 0")
+    _check(not p.stop_when_settled or p.log_every > 0, "pretrain.stop_when_settled", p.stop_when_settled,
+           "false when pretrain.log_every is 0 (readiness is measured every log_every steps)")
     _check(p.dataset_episodes >= 1, "pretrain.dataset_episodes", p.dataset_episodes, "an integer >= 1")
     for section, s in (("pretrain", p), ("finetune", f)):
         for name in ("eval_every", "log_every", "checkpoint_every"):

@@ -23,6 +23,11 @@ column says which), else sqrt(se_A^2 + se_B^2) (unpaired). A claim "A beats B" i
 "A matches B" (WSRL vs RLPD, which keeps the offline data) is a non-inferiority claim with a
 margin of `MATCH_MARGIN` points: supported when d - 2 SE > -margin on both measures,
 contradicted when d + 2 SE < -margin on either, not decided otherwise.
+
+No verdict is given from a pre-training that had not settled (learner/readiness.py): when a
+method of the comparison fine-tuned from a pre-training whose readiness verdict (the
+package's `pretraining_readiness` column) is not "settled" in some seed, or was not recorded,
+the verdict is "not decided" and says why; the differences are still shown.
 """
 
 from __future__ import annotations
@@ -152,8 +157,25 @@ def claims_block(groups: Sequence[GroupSummary]) -> str:
         diffs = [difference(a, b, field, paired) for _, field in MEASURES]
         cells = [_pm(d, se) for d, se in diffs]
         pairing = "paired" if paired else "unpaired"
-        lines.append(f"| {c.claim} | {c.method} - {c.baseline} ({pairing}) | {cells[0]} | {cells[1]} | **{verdict(diffs, c.kind)}** |")
+        unsettled = unsettled_pretraining(a) or unsettled_pretraining(b)
+        decided = f"not decided: {unsettled}" if unsettled else verdict(diffs, c.kind)
+        lines.append(f"| {c.claim} | {c.method} - {c.baseline} ({pairing}) | {cells[0]} | {cells[1]} | **{decided}** |")
     return "\n".join(lines)
+
+
+def unsettled_pretraining(group: GroupSummary) -> str:
+    """Why `group`'s pre-trainings cannot carry a verdict ("" when they all settled, or when
+    it has none): e.g. "wsrl's pre-training still moving in 5 of 5 seeds"."""
+    verdicts = [r for p, r in zip(group.seed_pretraining, group.seed_readiness or [""] * len(group.seed_pretraining)) if p]
+    if not verdicts:
+        return ""
+    if not any(verdicts):
+        return f"{group.method}'s pre-training readiness not recorded"
+    bad = [v or "not recorded" for v in verdicts if v != "settled"]
+    if not bad:
+        return ""
+    kinds = sorted(set(bad))
+    return f"{group.method}'s pre-training {' / '.join(kinds)} in {len(bad)} of {len(verdicts)} seeds"
 
 
 def forgetting_curves(records: Sequence[RunRecord], method: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -44,6 +44,10 @@ TIDY_KEYS = ("experiment", "task", "method", "variant", "seed", "warmup_steps", 
 # fine-tuning run started from (its directory name; empty: none), so that comparisons can be
 # paired by seed exactly where two methods share each seed's pre-training.
 PRETRAINING_KEY = "pretraining"
+# Optional tidy column too: that pre-training's readiness verdict ("settled", "still moving",
+# "unmeasured"; learner/readiness.py), empty when unknown (no pre-training, or one from before
+# readiness was recorded). `wsrl evidence` decides no claim from an unsettled pre-training.
+READINESS_KEY = "pretraining_readiness"
 RESULTS_CSV, DIAGNOSTICS_CSV = "results.csv", "diagnostics.csv"
 
 
@@ -61,6 +65,7 @@ class RunRecord:
     rows: list[dict[str, str]]  # eval.csv, raw strings, in file order
     diagnostics: list[dict[str, str]] = dataclasses.field(default_factory=list)  # diagnostics.csv, if any
     pretraining: str = ""  # the pre-training run directory's name ("" when none or unknown)
+    pretraining_readiness: str = ""  # its readiness verdict ("" when none or unknown)
 
     def curve(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of `metric`, rows without a value dropped, sorted by step."""
@@ -98,6 +103,7 @@ class GroupSummary:
     seed_auc: list[float] = dataclasses.field(default_factory=list)
     seed_finetune_auc: list[float] = dataclasses.field(default_factory=list)
     seed_pretraining: list[str] = dataclasses.field(default_factory=list)
+    seed_readiness: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -137,8 +143,21 @@ def read_run(run_dir: str | Path) -> RunRecord:
         warmup_steps=_warmup_end(config.get("finetune") or {}),
         rows=rows,
         pretraining=Path(str((config.get("finetune") or {}).get("checkpoint") or "")).parent.name,
+        pretraining_readiness=_readiness_of((config.get("finetune") or {}).get("checkpoint")),
         diagnostics=diagnostics,
     )
+
+
+def _readiness_of(checkpoint) -> str:
+    """The readiness verdict of the pre-training that wrote `checkpoint` (from its run
+    directory's summary.json), or "" when there is none or it recorded none."""
+    if not checkpoint:
+        return ""
+    summary = Path(str(checkpoint)).parent / "summary.json"
+    try:
+        return str(((json.loads(summary.read_text()) or {}).get("readiness") or {}).get("verdict") or "")
+    except (OSError, ValueError):
+        return ""
 
 
 def read_results(directory: str | Path) -> list[RunRecord]:
@@ -166,14 +185,14 @@ def read_results(directory: str | Path) -> list[RunRecord]:
             records[key] = RunRecord(
                 run_dir=path / f"{row['task']}/{row['method']}/seed{row['seed']}", experiment=row["experiment"], task=row["task"],
                 method=row["method"], variant=row["variant"], seed=int(row["seed"]), warmup_steps=int(row["warmup_steps"]), rows=[],
-                pretraining=row.get(PRETRAINING_KEY) or "",
+                pretraining=row.get(PRETRAINING_KEY) or "", pretraining_readiness=row.get(READINESS_KEY) or "",
             )
-        records[key].rows.append({k: v for k, v in row.items() if k == "step" or k not in (*TIDY_KEYS, PRETRAINING_KEY)})
+        records[key].rows.append({k: v for k, v in row.items() if k == "step" or k not in (*TIDY_KEYS, PRETRAINING_KEY, READINESS_KEY)})
     if (path / DIAGNOSTICS_CSV).is_file():
         for row in rows_of(path / DIAGNOSTICS_CSV):
             record = records.get((row["task"], row["method"], int(row["seed"])))
             if record is not None:
-                record.diagnostics.append({k: v for k, v in row.items() if k == "step" or k not in (*TIDY_KEYS, PRETRAINING_KEY)})
+                record.diagnostics.append({k: v for k, v in row.items() if k == "step" or k not in (*TIDY_KEYS, PRETRAINING_KEY, READINESS_KEY)})
     if not records:
         raise ValueError(f"{results}: no rows")
     return list(records.values())
@@ -335,6 +354,7 @@ def summarize_group(records: Sequence[RunRecord], metric: str) -> GroupSummary:
         seed_auc=[float(v) for v in per_seed_auc],
         seed_finetune_auc=[float(v) for v in per_seed_finetune_auc],
         seed_pretraining=[r.pretraining for r in records],
+        seed_readiness=[r.pretraining_readiness for r in records],
     )
 
 
@@ -371,14 +391,15 @@ def results_csv(records: Sequence[RunRecord], experiment: str, source: str = "ro
     columns: list[str] = []
     for r in records:
         for row in getattr(r, source):
-            columns += [c for c in row if c not in columns and c not in (*TIDY_KEYS, PRETRAINING_KEY)]
+            columns += [c for c in row if c not in columns and c not in (*TIDY_KEYS, PRETRAINING_KEY, READINESS_KEY)]
     out = io.StringIO()
-    writer = csv.DictWriter(out, [*TIDY_KEYS, PRETRAINING_KEY, *columns], lineterminator="\n")
+    writer = csv.DictWriter(out, [*TIDY_KEYS, PRETRAINING_KEY, READINESS_KEY, *columns], lineterminator="\n")
     writer.writeheader()
     for r in sorted(records, key=lambda r: (r.task, r.method, r.seed)):
         for row in sorted(getattr(r, source), key=lambda row: float(row["step"])):
             tidy = {"experiment": r.experiment or experiment, "task": r.task, "method": r.method, "variant": r.variant,
-                    "seed": r.seed, "warmup_steps": r.warmup_steps, PRETRAINING_KEY: r.pretraining}
+                    "seed": r.seed, "warmup_steps": r.warmup_steps, PRETRAINING_KEY: r.pretraining,
+                    READINESS_KEY: r.pretraining_readiness}
             tidy.update({c: row.get(c, "") for c in ["step"] + columns})
             writer.writerow(tidy)
     return out.getvalue()

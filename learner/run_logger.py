@@ -158,10 +158,11 @@ def write_line(bar, text: str) -> None:
     sys.stdout.flush()
 
 
-def progress_bar(total: int, desc: str, enabled: bool = True):
-    """A tqdm bar (steps/s shown by tqdm); redrawn rarely when stderr is not a terminal so
-    logs from CI or `nohup` stay readable."""
+def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0):
+    """A tqdm bar (steps/s shown by tqdm), starting at `initial` (a resumed run); redrawn
+    rarely when stderr is not a terminal so logs from CI or `nohup` stay readable."""
     from tqdm.auto import tqdm
 
     interactive = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, disable=not enabled, unit="step", mininterval=0.5 if interactive else 15.0, dynamic_ncols=interactive)
+    return tqdm(total=total, desc=desc, disable=not enabled, unit="step", mininterval=0.5 if interactive else 15.0, dynamic_ncols=interactive,
+                initial=initial)

@@ -74,7 +74,8 @@ def needs_offline_data(config: Config, pretrain_first: bool) -> bool:
 
 
 def check_checkpoint(config: Config) -> None:
-    """finetune.checkpoint exists, is a wsrl checkpoint, and fits the task and the agent."""
+    """finetune.checkpoint exists, is a wsrl checkpoint, and fits the task and the agent;
+    a checkpoint whose pre-training had not settled gets one warning (the run still starts)."""
     from envs.tasks import TASKS
     from learner.checkpoint import check_compatible, read_checkpoint
 
@@ -84,6 +85,18 @@ def check_checkpoint(config: Config) -> None:
     checkpoint = read_checkpoint(path)  # CheckpointError (a ValueError) names the problem
     spec = TASKS[config.task].spec() if config.task in TASKS else checkpoint.spec
     check_compatible(checkpoint, config.agent, spec)
+    warn_if_unsettled(checkpoint.readiness, path)
+
+
+def warn_if_unsettled(readiness: Optional[dict], checkpoint: str) -> None:
+    """Prints (stderr) the warning for fine-tuning from a pre-training that had not settled."""
+    import sys
+
+    from learner.readiness import unsettled_warning
+
+    text = unsettled_warning(readiness, str(checkpoint))
+    if text:
+        print(text, file=sys.stderr, flush=True)
 
 
 def check_bind(address: str, token: Optional[str], tls_cert: Optional[str], tls_key: Optional[str]) -> None:
@@ -98,6 +111,39 @@ def check_bind(address: str, token: Optional[str], tls_cert: Optional[str], tls_
     for flag, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
         if path and not Path(path).is_file():
             raise FileNotFoundError(f"{flag}: {path!r} does not exist")
+    check_port(address)
+
+
+def check_port(address: str) -> None:
+    """The learner can bind `address` now: the host resolves to an address of this machine and
+    nothing listens on the port. Raises ValueError naming the problem (in well under a second;
+    gRPC itself only fails after its own retries). Binds a plain socket and closes it."""
+    import errno
+    import socket
+
+    from learner.distributed.server import split_address
+
+    host, port = split_address(address)
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ValueError(f"--bind {address!r}: host {host!r} does not resolve ({e.strerror})") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # SO_REUSEADDR as servers set it: a port whose last connections are in TIME_WAIT is
+        # free; one that a process listens on is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ValueError(f"--bind {address!r}: port {port} is in use (another learner?); stop it or choose another port") from None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise ValueError(f"--bind {address!r}: {host!r} is not an address of this machine") from None
+            if e.errno == errno.EACCES:
+                raise ValueError(f"--bind {address!r}: port {port} needs privileges; choose a port >= 1024") from None
+            raise ValueError(f"--bind {address!r}: cannot bind ({e.strerror})") from None
 
 
 def check_start(config: Config, command: str, run_dir: Optional[str] = None, pretrain_first: bool = True) -> tuple[Config, Path]:
@@ -149,3 +195,48 @@ class RunDirGuard:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.undo()
+
+
+# What `wsrl pretrain --resume DIR` may change: the budget and when to stop (anything else would
+# make the continued run a different pre-training than the one saved), and the display.
+RESUMABLE_PRETRAIN_FIELDS = ("pretrain.num_steps", "pretrain.stop_when_settled", "logging.progress")
+
+
+def resumed_pretrain_config(run_dir: str, overrides: tuple[str, ...] = ()) -> Config:
+    """The config of the pre-training saved in `run_dir`, with `overrides` of
+    RESUMABLE_PRETRAIN_FIELDS applied. Checks, writing nothing, that there is something to
+    continue: a checkpoint with the state to continue from, and steps left to run."""
+    import json
+
+    import yaml
+
+    from learner.checkpoint import read_checkpoint
+    from learner.config import _merge, config_from_dict, parse_override, validate
+
+    path = Path(run_dir)
+    if not (path / "config.yaml").is_file():
+        raise FileNotFoundError(f"--resume {run_dir!r}: no pre-training there (no config.yaml)")
+    if not (path / "checkpoint.ckpt").is_file():
+        raise FileNotFoundError(f"--resume {run_dir!r}: no checkpoint.ckpt to continue from (stopped before its first save)")
+    config = config_from_dict(yaml.safe_load((path / "config.yaml").read_text()))
+    for text in overrides:
+        key = text.split("=", 1)[0]
+        if key not in RESUMABLE_PRETRAIN_FIELDS:
+            raise ConfigError(f"--resume: {key!r} cannot change when a pre-training continues; expected one of {', '.join(RESUMABLE_PRETRAIN_FIELDS)}")
+        config = _merge(config, parse_override(text))
+    validate(config)
+    saved = read_checkpoint(path / "checkpoint.ckpt")
+    done = int(saved.counters.get("pretrain_steps", 0))
+    stopped = bool(saved.counters.get("interrupted"))
+    if "sample_key" not in saved.counters:
+        raise ValueError(f"--resume {run_dir!r}: its checkpoint holds no state to continue from (written before pre-training could resume)")
+    if done >= config.pretrain.num_steps:
+        raise ValueError(f"--resume {run_dir!r}: the pre-training finished at {done} steps; to pre-train longer give pretrain.num_steps=N "
+                         f"with N > {done}")
+    if not stopped and config.pretrain.stop_when_settled and (saved.readiness or {}).get("verdict") == "settled":
+        raise ValueError(f"--resume {run_dir!r}: the pre-training stopped at step {done} because it had settled; "
+                         "add pretrain.stop_when_settled=false to train on to pretrain.num_steps")
+    summary = path / "summary.json"
+    if summary.is_file():
+        json.loads(summary.read_text())  # a broken summary is rewritten at the end; nothing to check beyond it parsing
+    return config

@@ -19,7 +19,7 @@ from learner.evidence import (
 from learner.plots import read_results, summarize
 
 REPO = Path(__file__).resolve().parents[1]
-TIDY = "experiment,task,method,variant,seed,warmup_steps,step,pretraining"
+TIDY = "experiment,task,method,variant,seed,warmup_steps,step,pretraining,pretraining_readiness"
 
 # Two seeds per method, evaluations at steps 0, 10, 20; WSRL warms up for 10 steps.
 SCORES = {
@@ -30,7 +30,8 @@ SCORES = {
 }
 
 
-def write_package(directory: Path) -> Path:
+def write_package(directory: Path, readiness=lambda seed: "settled") -> Path:
+    """`readiness(seed)`: the readiness verdict of that seed's pre-training."""
     directory.mkdir(parents=True)
     lines = [TIDY + ",normalized_score"]
     diag = [TIDY + ",offline_td_error,offline_q_mean,kl_policy_offline"]
@@ -38,11 +39,13 @@ def write_package(directory: Path) -> Path:
         for seed, values in seeds.items():
             for step, value in zip((0, 10, 20), values):
                 pretraining = "" if method == "rlpd" else f"calql-seed{seed}"  # RLPD starts from scratch
-                lines.append(f"x,pointmass-goal,{method},{method},{seed},{warmup},{step},{pretraining},{value}")
+                ready = readiness(seed) if pretraining else ""
+                lines.append(f"x,pointmass-goal,{method},{method},{seed},{warmup},{step},{pretraining},{ready},{value}")
             if method in ("wsrl", "wsrl_no_warmup"):
                 for step in (0, 10, 20):
                     td = 1.0 + seed + step / 10.0
-                    diag.append(f"x,pointmass-goal,{method},{method},{seed},{warmup},{step},calql-seed{seed},{td},-{td},{step / 100.0}")
+                    diag.append(f"x,pointmass-goal,{method},{method},{seed},{warmup},{step},calql-seed{seed},{readiness(seed)},{td},-{td},"
+                                f"{step / 100.0}")
     (directory / "results.csv").write_text("\n".join(lines) + "\n")
     (directory / "diagnostics.csv").write_text("\n".join(diag) + "\n")
     return directory
@@ -87,6 +90,22 @@ def test_differences_paired_and_unpaired_by_hand(tmp_path):
     # RLPD (45 and 55 fine-tuning AUC): final -10 ± 10 -> -10 - 2 * 10 < -10, not shown
     # non-inferior; -10 + 20 > -10, not contradicted either.
     assert "| wsrl - rlpd (unpaired) | -10.0 ± 10.0 | 45.0 ± 7.1 | **not decided** |" in block
+
+
+def test_no_verdict_from_a_pretraining_that_had_not_settled(tmp_path):
+    unsettled = write_package(tmp_path / "u", readiness=lambda seed: "settled" if seed == 0 else "still moving")
+    rows = {line.split(" | ")[1]: line for line in claims_block(summarize(read_results(unsettled))["pointmass-goal"]).splitlines()[2:]}
+    # the same differences as above; the verdict is withheld and says why
+    assert rows["wsrl - calql (paired)"].endswith("| 90.0 ± 10.0 | 65.0 ± 10.0 | **not decided: wsrl's pre-training still moving in 1 of 2 seeds** |")
+    assert rows["wsrl - rlpd (unpaired)"].endswith("**not decided: wsrl's pre-training still moving in 1 of 2 seeds** |")
+    # a package from before readiness was recorded (no column) decides nothing either
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("results.csv", "diagnostics.csv"):
+        text = (write_package(tmp_path / f"src-{name}") / name).read_text().splitlines()
+        (old / name).write_text("\n".join(",".join(c for i, c in enumerate(line.split(",")) if i != 8) for line in text) + "\n")
+    block = claims_block(summarize(read_results(old))["pointmass-goal"])
+    assert "**not decided: wsrl's pre-training readiness not recorded**" in block and "supported" not in block
 
 
 def test_forgetting_curves_count_from_the_warmup_end(tmp_path):

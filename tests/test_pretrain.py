@@ -60,7 +60,8 @@ def test_pretrain_logs_on_chunk_boundaries_and_is_deterministic(tmp_path):
     config = tiny_config(pretrain={"num_steps": 6, "log_every": 2, "checkpoint_every": 3})
     first = read_checkpoint(pretrain(config, str(tmp_path / "a")))
     second = read_checkpoint(pretrain(config, str(tmp_path / "b")))
-    assert first.counters == {"pretrain_steps": 6}
+    assert first.counters["pretrain_steps"] == 6 and first.counters["interrupted"] is False
+    assert first.counters["sample_key"] == second.counters["sample_key"]  # what a resume continues from
     with open(tmp_path / "a" / "train.csv") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4, 6]
     for a, b in zip(jax.tree_util.tree_leaves(first.state), jax.tree_util.tree_leaves(second.state)):

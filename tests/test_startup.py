@@ -4,6 +4,7 @@ command that makes its data, an actor says it waits, help texts list what exists
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -109,3 +110,51 @@ def test_help_lists_every_family_and_its_example_parses():
     assert " ".join(OVERRIDE_EXAMPLE) in " ".join(help_text.split())
     config = load_config("pointmass", "wsrl", list(OVERRIDE_EXAMPLE))  # the example is accepted
     assert config.finetune.utd_ratio == 2
+
+
+def test_occupied_port_is_one_line_exit_2_in_under_a_second(tmp_path, capsys, pretrained):
+    import socket
+
+    run_dir = tmp_path / "learner"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.perf_counter()
+        assert main(["learner", "--checkpoint", str(pretrained), "--run-dir", str(run_dir), "--bind", f"127.0.0.1:{port}", *TINY]) == 2
+        elapsed = time.perf_counter() - started
+    err = capsys.readouterr().err
+    assert err == f"wsrl learner: error: --bind '127.0.0.1:{port}': port {port} is in use (another learner?); stop it or choose another port\n"
+    assert elapsed < 5.0 and not run_dir.exists()  # under a second on a quiet box; the bound allows a loaded one
+
+
+@pytest.mark.parametrize("bind, message", [
+    ("no-such-host.invalid:50051", "host 'no-such-host.invalid' does not resolve"),
+    ("192.0.2.1:50051", "'192.0.2.1' is not an address of this machine"),  # TEST-NET-1: never local
+])
+def test_unbindable_address_is_named(tmp_path, capsys, pretrained, bind, message):
+    run_dir = tmp_path / "learner"
+    assert main(["learner", "--checkpoint", str(pretrained), "--run-dir", str(run_dir), "--bind", bind, "--token", "t", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not run_dir.exists()
+
+
+def test_finetune_from_an_unsettled_pretraining_warns_once_and_starts(tmp_path, capsys):
+    from learner.agents import make_agent
+    from learner.checkpoint import save_checkpoint
+    from learner.readiness import ReadinessThresholds, assess
+    from learner.startup import check_checkpoint
+    from tests.conftest import tiny_config
+
+    config = tiny_config()
+    agent = make_agent("calql", config.agent, 2, 2, seed=3)
+    history = [{"step": s, "q_mean": -0.016 * s, "q_std": 1.0, "entropy": 0.23} for s in (4000, 4250, 4500, 4750, 5000)]
+    moving = assess(history, -2.0, ReadinessThresholds())
+    path = save_checkpoint(tmp_path / "pre.ckpt", agent, config, {"observation_dim": 2, "action_dim": 2}, {"pretrain_steps": 5000}, moving)
+    check_checkpoint(dataclasses.replace(config, finetune=dataclasses.replace(config.finetune, checkpoint=str(path))))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"[wsrl] warning: checkpoint {path} comes from a pre-training that had not settled (at step 5000: "
+                          "still moving: Q -16/1k steps")
+    assert "entropy 0.23 vs target -2" in err

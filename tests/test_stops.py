@@ -222,3 +222,57 @@ def test_learner_and_actor_alone_stop_on_ctrl_c_and_sigterm(checkpoint, tmp_path
         learner.close()
         if actor is not None:
             actor.close()
+
+
+def test_wsrl_run_stopped_in_pretraining_and_in_finetuning_resumes_to_the_end(tmp_path):
+    """Ctrl-C during the pre-training of `wsrl run` keeps it and says how to continue;
+    `wsrl run --resume` continues it, then a Ctrl-C during fine-tuning saves the learner; the
+    second `--resume` finishes the run: exit 0, every env step once, one summary computed
+    from the whole eval.csv."""
+    import csv
+
+    run_dir = tmp_path / "run"
+    pretraining = ["pretrain.num_steps=20000", "pretrain.log_every=20", "pretrain.eval_every=0", "pretrain.dataset_episodes=10",
+                   "agent.cql_num_actions=2"]
+    term = Terminal("run", "--run-dir", str(run_dir), "--batch-size", "4", *pretraining, "finetune.warmup_steps=20",
+                    "finetune.num_steps=300", "finetune.eval_every=100", *TINY)
+    try:
+        deadline = time.monotonic() + 240
+        readiness = run_dir / "pretrain" / "readiness.csv"
+        while not (readiness.is_file() and len(readiness.read_text().splitlines()) >= 3) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        term.signal_group(signal.SIGINT)
+        assert term.finish(STOP_TIMEOUT_S) == 130
+        out = term.output
+        assert "Traceback" not in out and f"continue with: wsrl run --resume {run_dir}" in out, out
+        stopped = read_checkpoint(run_dir / "pretrain" / "checkpoint.ckpt").counters
+        assert stopped["interrupted"] is True and 40 <= stopped["pretrain_steps"] < 20000
+        assert not (run_dir / "learner_state").exists()
+    finally:
+        term.close()
+
+    term = Terminal("run", "--resume", str(run_dir))
+    try:
+        term.wait_for(rf"resumed at step {stopped['pretrain_steps']}")
+        address = term.wait_for(r"learner on (127\.0\.0\.1:\d+)").group(1)
+        assert read_checkpoint(run_dir / "pretrain" / "checkpoint.ckpt").counters["pretrain_steps"] == 20000
+        first = wait_until(address, lambda s: s.updates >= 5)
+        term.signal_group(signal.SIGINT)
+        assert term.finish(STOP_TIMEOUT_S) == 130
+        assert f"continue with: wsrl run --resume {run_dir}" in term.output and "Traceback" not in term.output, term.output
+        summary = assert_saved(run_dir)
+        assert first.processed_steps <= summary["env_steps"] < 300
+    finally:
+        term.close()
+
+    term = Terminal("run", "--resume", str(run_dir))
+    try:
+        assert term.finish(240) == 0, term.output
+        assert "[wsrl run] done" in term.output and "Traceback" not in term.output, term.output
+        summary = assert_saved(run_dir, interrupted=False)
+        assert summary["env_steps"] == 300
+        rows = list(csv.DictReader(open(run_dir / "eval.csv")))
+        assert [int(float(r["step"])) for r in rows] == [0, 100, 200, 300]
+        assert summary["evaluations"] == 4 and summary["pretrained_score"] == float(rows[0]["normalized_score"])
+    finally:
+        term.close()

@@ -114,6 +114,8 @@ def add_commands(subparsers: Any, add_config_args: Optional[Callable[[argparse.A
     p.add_argument("--pull-every", type=int, default=10, help="actor env steps between policy pulls (default 10)")
     p.add_argument("--no-pretrain", action="store_true", help="without a checkpoint, fine-tune from scratch instead of pre-training first")
     p.add_argument("--no-evaluator", action="store_true", help="no evaluator process: only the final evaluation, made by the learner")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue the stopped `wsrl run` in DIR where it stopped (pre-training or "
+                   "fine-tuning), with the config and settings it was started with")
 
     p = subparsers.add_parser("status", help="print a learner's state")
     p.add_argument("address", metavar="HOST:PORT")
@@ -272,6 +274,8 @@ def run_command(args: argparse.Namespace, config: Any = None) -> int:
     if args.command == "run":
         from learner.startup import check_start
 
+        if args.resume:
+            return _resume_run(args)
         args = with_launch_defaults(args)
         config, _ = check_start(config, "run", args.run_dir, pretrain_first=not args.no_pretrain)
         from learner.runs import keep_freed_memory
@@ -282,6 +286,50 @@ def run_command(args: argparse.Namespace, config: Any = None) -> int:
                   batch_size=args.batch_size, pull_every=args.pull_every, evaluator=not args.no_evaluator, interrupts=stop)
         return stop.exit_status
     raise ValueError(f"command: got {args.command!r}, expected one of {', '.join(COMMANDS)}")
+
+
+RUN_FILE = "run.json"  # what `wsrl run --resume` restores: the run's own settings
+
+
+def _resume_run(args: argparse.Namespace) -> int:
+    """`wsrl run --resume DIR`: checks there is a stopped run to continue (writing nothing),
+    then continues it with the config and settings saved in DIR."""
+    import json
+
+    from actor.interrupts import GracefulStop
+    from learner.config import config_from_dict
+    from learner.distributed.trainer import DistributedSettings
+    from learner.runs import keep_freed_memory
+
+    path = Path(args.resume)
+    given = [f"--{k.replace('_', '-')}" for k in ("config", "variant", "checkpoint", "run_dir") if getattr(args, k, None) not in (None, "pointmass", "wsrl")]
+    if args.overrides or given:
+        raise ValueError(f"--resume {args.resume!r}: config arguments ({' '.join(given + list(args.overrides))}) are not applied to a resumed run; "
+                         "it continues with the config it was started with")
+    if not (path / RUN_FILE).is_file():
+        hint = " (a `wsrl learner` run: continue it with `wsrl learner --resume`)" if (path / STATE_DIR).is_dir() else ""
+        raise FileNotFoundError(f"--resume {args.resume!r}: no stopped `wsrl run` there (no {RUN_FILE}){hint}")
+    saved = json.loads((path / RUN_FILE).read_text())
+    summary = path / "summary.json"
+    if summary.is_file() and not json.loads(summary.read_text()).get("interrupted", True):
+        raise ValueError(f"--resume {args.resume!r}: the run finished; start a new one with another --run-dir")
+    config = config_from_dict(saved["config"])
+    if (path / STATE_DIR).is_dir():
+        config = resumed_config(str(path))
+    keep_freed_memory()
+    stop = GracefulStop("wsrl run", "stopping: actors flush, then the learner saves its state and final checkpoint")
+    print(f"[wsrl run] --resume {path}: continuing with the config and settings it was started with", flush=True)
+    run_local(config, DistributedSettings(**saved["settings"]), saved["num_actors"], str(path), pretrain_first=saved["pretrain_first"],
+              batch_size=saved["batch_size"], pull_every=saved["pull_every"], evaluator=saved["evaluator"], interrupts=stop, resume=True)
+    return stop.exit_status
+
+
+def _pretraining_finished(pretrain_dir: Path) -> bool:
+    """Whether the pre-training in `pretrain_dir` ran to its end (not stopped)."""
+    import json
+
+    summary = pretrain_dir / "summary.json"
+    return summary.is_file() and not json.loads(summary.read_text()).get("interrupted", False)
 
 
 def _run_actor_command(args: argparse.Namespace) -> int:
@@ -502,6 +550,7 @@ def serve_learner(
                 # Rows after the saved step are replaced, not duplicated; the counters row at the
                 # saved step is written again as the resumed learner starts.
                 logger.resume_at(trainer.processed, restart_groups=("learner",))
+                trainer.evaluations.restore(_csv_rows(path / "eval.csv"))
             server = LearnerServer(trainer, address, token, status_token, tls_cert, tls_key, actor_tokens=tokens, admin_token=admin_token).start()
         except BaseException:
             logger.close()
@@ -555,6 +604,15 @@ def serve_learner(
               f"(UTD {status['achieved_utd']:.2f}), policy version {status['policy_version']}; state {path / STATE_DIR}, checkpoint {checkpoint}", flush=True)
         print_result(summary, path, "[wsrl learner]")
     return path
+
+
+def _csv_rows(path: Path) -> list[dict]:
+    import csv
+
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def _final_evaluation(config, trainer, status: dict) -> None:
@@ -619,8 +677,9 @@ def _child_stop(stop_event) -> Any:
     return stop
 
 
-def _learner_process(config_dict: dict, settings_dict: dict, run_dir: str, log_file: str, ready, stop_event) -> None:
-    """Spawned: the learner (its gRPC server is created here, after the process started)."""
+def _learner_process(config_dict: dict, settings_dict: dict, run_dir: str, log_file: str, ready, stop_event, resume: bool = False) -> None:
+    """Spawned: the learner (its gRPC server is created here, after the process started);
+    `resume`: continue the learner state saved in `run_dir`. Its own lines go to `log_file`."""
     _child_setup(log_file)
     from learner.config import config_from_dict
     from learner.distributed.trainer import DistributedSettings
@@ -630,10 +689,19 @@ def _learner_process(config_dict: dict, settings_dict: dict, run_dir: str, log_f
         keep_freed_memory()
         serve_learner(config_from_dict(config_dict), DistributedSettings(**settings_dict), "127.0.0.1:0", run_dir,
                       stop_at_num_steps=False, ready=lambda address, banner: ready.put(("ready", address, banner)),
-                      stop=_child_stop(stop_event), quiet=True, command="run")
+                      stop=_child_stop(stop_event), command="run", resume=run_dir if resume else None,
+                      launch={**LAUNCH_DEFAULTS, **{k: v for k, v in _launch_of(settings_dict).items()}})
     except BaseException as e:
         ready.put(("error", f"{type(e).__name__}: {e}", ""))
         raise
+
+
+def _launch_of(settings_dict: dict) -> dict:
+    """The `wsrl learner` launch settings (launch.json) of a `wsrl run` learner's settings, so
+    that `wsrl learner --resume RUN_DIR` starts it as `wsrl run` did (on the default bind)."""
+    keys = {"mode": "mode", "max_lead": "max_lead", "min_utd": "min_utd", "max_utd": "max_utd", "max_batch_size": "max_batch_size",
+            "publish_every": "publish_every", "save_every": "state_every_s"}
+    return {key: settings_dict[field] for key, field in keys.items() if field in settings_dict}
 
 
 def _actor_process(settings_dict: dict, log_file: str, stop_event) -> None:
@@ -667,8 +735,10 @@ def _last_line(path: Path) -> str:
 class _EvalFollower:
     """Reads new rows of eval.csv, for the progress display."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, skip_existing: bool = False):
         self.path, self.seen, self.last = path, 0, None
+        if skip_existing:  # a resumed run: the rows from before were shown then
+            self.new_rows()
 
     def new_rows(self) -> list[dict]:
         import csv
@@ -696,7 +766,7 @@ ETA_SKIP = 20
 
 
 def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, pretrain_first: bool = True,
-              batch_size: int = 32, pull_every: int = 10, evaluator: bool = True, interrupts: Any = None) -> Path:
+              batch_size: int = 32, pull_every: int = 10, evaluator: bool = True, interrupts: Any = None, resume: bool = False) -> Path:
     """`wsrl run`: pre-trains if needed, then one learner, `num_actors` actor processes and an
     evaluator (multiprocessing spawn; every gRPC channel is made after the processes start),
     one progress display and one results directory. The env steps `finetune.num_steps` are
@@ -705,7 +775,11 @@ def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, 
     Stops: the children ignore SIGINT/SIGTERM and this process decides. On the first signal
     (`interrupts`, an `actor.interrupts.GracefulStop`) the actors flush and stop, the
     evaluator is dropped, then the learner saves its state and final checkpoint; a second
-    signal kills them all at once. A child whose parent dies stops on its own."""
+    signal kills them all at once. A child whose parent dies stops on its own. A signal during
+    the pre-training saves it to continue from. `resume`: continue the stopped run in
+    `run_dir` (`wsrl run --resume`): its pre-training if that was stopped, else its learner
+    (state, replay, counters) with actors for the env steps still to come."""
+    import json
     import multiprocessing as mp
     import signal
 
@@ -721,17 +795,43 @@ def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, 
     f = config.finetune
     interrupts = interrupts if interrupts is not None else GracefulStop("wsrl run")
     path = resolve_run_dir(config, "run", run_dir)
-    if (path / "config.yaml").exists():
+    if not resume and (path / "config.yaml").exists():
         raise FileExistsError(f"run directory {str(path)!r} already holds a run (config.yaml exists); choose another --run-dir")
     guard = RunDirGuard(path)
-    if not f.checkpoint and pretrain_first and f.init != "scratch":
+    learner_resumes = resume and (path / STATE_DIR).is_dir()
+    interrupts.install()  # a signal during the pre-training stops it with a checkpoint
+    if not resume:
+        from envs.atomic_files import atomic_write_bytes
+
+        path.mkdir(parents=True, exist_ok=True)
+        run_file = {"config": to_dict(config), "settings": dataclasses.asdict(settings), "num_actors": num_actors, "pretrain_first": pretrain_first,
+                    "batch_size": batch_size, "pull_every": pull_every, "evaluator": evaluator}
+        atomic_write_bytes(path / RUN_FILE, (json.dumps(run_file, indent=1) + "\n").encode())
+    if not learner_resumes and not f.checkpoint and pretrain_first and f.init != "scratch":
         from learner.pretrain import pretrain
 
+        pretrain_dir = path / "pretrain"
         try:
-            config = _with_finetune(config, checkpoint=str(pretrain(config, str(path / "pretrain"))))
+            if resume and _pretraining_finished(pretrain_dir):
+                checkpoint = pretrain_dir / "checkpoint.ckpt"
+            else:
+                message, interrupts.message = interrupts.message, "stopping after this dispatch: saving the pre-training to continue from"
+                checkpoint = pretrain(config, str(pretrain_dir), stop=interrupts, resume=resume and (pretrain_dir / "checkpoint.ckpt").is_file(),
+                                      resume_command=f"wsrl run --resume {path}")
+                interrupts.message = message
         except BaseException:
-            guard.undo()  # an interrupted or failed pre-training leaves nothing behind
+            if not (pretrain_dir / "checkpoint.ckpt").is_file():
+                guard.undo()  # a pre-training that failed to start leaves nothing behind
+            interrupts.restore()
             raise
+        if interrupts.requested.is_set():
+            interrupts.restore()
+            return path
+        config = _with_finetune(config, checkpoint=str(checkpoint))
+        from learner.checkpoint import read_checkpoint
+        from learner.startup import warn_if_unsettled
+
+        warn_if_unsettled(read_checkpoint(config.finetune.checkpoint).readiness, config.finetune.checkpoint)
     logs = path / "logs"
     ctx = mp.get_context("spawn")
     ready = ctx.Queue()
@@ -744,7 +844,6 @@ def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, 
                 os.kill(p.pid, signal.SIGKILL)
 
     interrupts.on_force = kill_all
-    interrupts.install()
 
     def spawn(target, args, name):
         # Started with SIGINT/SIGTERM ignored, so that a Ctrl-C during their start-up (before
@@ -759,7 +858,8 @@ def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, 
         processes.append(process)
         return process
 
-    learner = spawn(_learner_process, (to_dict(config), dataclasses.asdict(settings), str(path), str(logs / "learner.log"), ready, learner_stop), "wsrl-learner")
+    learner = spawn(_learner_process, (to_dict(config), dataclasses.asdict(settings), str(path), str(logs / "learner.log"), ready, learner_stop,
+                                       learner_resumes), "wsrl-learner")
     actors: list = []
     evaluator_process = None
     client = None
@@ -779,12 +879,22 @@ def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, 
         if kind == "error":
             learner.join(timeout=30)
             last = _last_line(logs / "learner.log")
-            guard.undo()  # a failed start leaves the run directory as it was
+            if not resume and not (path / "pretrain" / "checkpoint.ckpt").is_file():
+                guard.undo()  # a failed start leaves the run directory as it was (a pre-training is kept)
             raise RuntimeError(f"the learner failed to start: {address}" + (f" ({last})" if last and last not in address else ""))
-        shares = [f.num_steps // num_actors + (i < f.num_steps % num_actors) for i in range(num_actors)]
+        from actor.client import LearnerClient
+
+        client = LearnerClient(address)
+        # A resumed learner already holds some env steps: the actors bring the rest (with other
+        # seeds than the first actors, so they do not replay the same episodes).
+        received = client.status().env_steps if learner_resumes else 0
+        left = max(0, f.num_steps - received)
+        shares = [left // num_actors + (i < left % num_actors) for i in range(num_actors)]
         for i, steps in enumerate(shares):
+            if steps == 0:
+                continue
             actor_settings = {
-                "learner": address, "env": config.task, "actor_id": f"actor-{i}", "seed": config.seed + 1000 * i,
+                "learner": address, "env": config.task, "actor_id": f"actor-{i}", "seed": config.seed + 1000 * i + received,
                 "num_steps": steps, "batch_size": batch_size, "pull_every": pull_every,
             }
             actors.append(spawn(_actor_process, (actor_settings, str(logs / f"actor-{i}.log"), actors_stop), f"wsrl-actor-{i}"))
@@ -793,13 +903,11 @@ def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, 
             evaluator_process = spawn(_evaluator_process, (evaluator_settings, str(logs / "evaluator.log"), actors_stop), "wsrl-evaluator")
         print(f"[wsrl run] learner: {banner}", flush=True)
         print(f"[wsrl run] learner on {address} ({settings.mode} mode), {num_actors} actor(s){', 1 evaluator' if evaluator else ''}, "
-              f"{f.num_steps} env steps -> {path} (process logs in {logs})", flush=True)
-        from actor.client import LearnerClient
-
-        client = LearnerClient(address)
-        bar = progress_bar(f.num_steps, f"run {f.algorithm} x{num_actors}", config.logging.progress)
-        follower = _EvalFollower(path / "eval.csv")
-        done, eta_from, postfix = 0, None, {}
+              f"{f.num_steps} env steps" + (f" ({received} done before)" if learner_resumes else "")
+              + f" -> {path} (process logs in {logs})", flush=True)
+        bar = progress_bar(f.num_steps, f"run {f.algorithm} x{num_actors}", config.logging.progress, initial=received)
+        follower = _EvalFollower(path / "eval.csv", skip_existing=learner_resumes)
+        done, eta_from, postfix = received, None, {}
         while not interrupts.requested.is_set():
             failed = [a for a in actors if a.exitcode not in (None, 0)]
             if failed:
@@ -866,7 +974,9 @@ def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, 
     import json
 
     summary = json.loads((path / "summary.json").read_text())
-    state = "stopped" if interrupts.requested.is_set() else "done"
+    state = "stopped" if summary.get("interrupted") else "done"  # a stop after the last step still finished the run
     print(f"[wsrl run] {state}: learner state {path / STATE_DIR}, checkpoint {path / 'checkpoint.ckpt'}", flush=True)
     print_result(summary, path, "[wsrl run]")
+    if state == "stopped":
+        print(f"[wsrl run] continue with: wsrl run --resume {path}", flush=True)
     return path

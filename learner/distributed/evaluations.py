@@ -58,6 +58,14 @@ class Evaluations:
         with self.lock:
             self.next_step = self.schedule_after(processed) if processed > 0 else 0
 
+    def restore(self, rows: list[dict]) -> None:
+        """A resumed learner's earlier results (eval.csv rows, each with its "step"), so that
+        its summary is computed from the whole run; nothing is logged again."""
+        with self.lock:
+            for row in rows:
+                step = int(float(row["step"]))
+                self.results[step] = {k: float(v) for k, v in row.items() if k != "step" and v not in ("", None)}
+
     def observe(self, processed: int, version: int, updates: int, params: Any) -> None:
         """Called by the training thread after each env step (and its update): snapshots the
         current policy for every scheduled step reached."""

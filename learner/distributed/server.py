@@ -671,7 +671,9 @@ class LearnerServer:
             # HTTP/2 flow control sized by the same limit instead of BDP probing (which grows a
             # stream's window to many MB): an oversized push is refused after at most one
             # window of bytes (64 concurrent 60 MB pushes: +1 MB resident instead of +300 MB).
-            options=[("grpc.max_receive_message_length", self.max_receive_bytes), ("grpc.http2.bdp_probe", 0),
+            # so_reuseport 0: a second learner on the same port fails to bind instead of
+            # silently sharing its connections with the first.
+            options=[("grpc.max_receive_message_length", self.max_receive_bytes), ("grpc.http2.bdp_probe", 0), ("grpc.so_reuseport", 0),
                      ("grpc.http2.lookahead_bytes", max(65535, min(self.max_receive_bytes, 16 << 20)))],
             # Workers held by sync-mode backpressure must not starve new calls.
             maximum_concurrent_rpcs=max_workers * 4,
