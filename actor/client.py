@@ -151,6 +151,24 @@ def connection_hint(address: str, tls_ca: Optional[str]) -> str:
     return ""
 
 
+def unresolved(address: str) -> str:
+    """": the host name ... does not resolve (check the name)" when HOST of HOST:PORT does not
+    resolve (a typo, or a name only another network knows), else "": the waiting line then
+    says why nothing answers."""
+    import socket
+
+    host = address.rpartition(":")[0].strip("[]")
+    if not host:
+        return ""
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as e:
+        return f": the host name {host!r} does not resolve ({e.strerror}; check the name, or give an IP address)"
+    except (OSError, UnicodeError):
+        return ""
+    return ""
+
+
 def wait_for_learner(client: LearnerClient, address: str, stop: threading.Event, timeout_s: float, every_s: float = 5.0, name: str = "wsrl actor") -> bool:
     """Blocks until the channel to the learner at `address` is connected, saying "waiting for
     learner at HOST:PORT, retrying in N s" at least every `every_s` seconds while it is not.
@@ -168,7 +186,7 @@ def wait_for_learner(client: LearnerClient, address: str, stop: threading.Event,
             return False
         slice_s = max(0.1, min(every_s, left))
         limit = f"; giving up after {timeout_s:g} s" if timeout_s > 0 else ""
-        print(f"[{name}] waiting for learner at {address}, retrying in {slice_s:.0f} s ({waited:.0f} s so far{limit})", flush=True)
+        print(f"[{name}] waiting for learner at {address}{unresolved(address)}, retrying in {slice_s:.0f} s ({waited:.0f} s so far{limit})", flush=True)
         try:
             client.wait_ready(slice_s)
             return True

@@ -72,6 +72,10 @@ class ActorSettings:
     max_action_change: float = 0.0  # robot mode: per-step limit on |a_t - a_{t-1}| (policy units); 0: none
     switch_mid_episode: bool = False  # robot mode: adopt a new policy version at any step
     queue_batches: int = 1024  # robot mode: batches handed off but not yet spooled, at most
+    # robot mode: the most undelivered data (spooled, not yet acknowledged) the actor holds, in
+    # MB; past it the robot holds still (paused, "backlog full") rather than collect data it
+    # cannot deliver or keep. 0: no limit.
+    max_backlog_mb: float = 1024.0
     status_every_s: float = 10.0  # robot mode: seconds between status lines; 0: none
     # robot mode: a human takeover device polled every step (actor/teleop.py): 'keyboard',
     # 'spacemouse' or 'package.module:function'; '' (default): none (the env's own hook only).
@@ -101,6 +105,8 @@ class ActorSettings:
         codec.check_encoding(self.compress, "actor setting 'compress'")
         if self.queue_batches < 1:
             raise ValueError(f"actor setting 'queue_batches': got {self.queue_batches}, expected an integer >= 1")
+        if not self.max_backlog_mb >= 0:
+            raise ValueError(f"actor setting 'max_backlog_mb': got {self.max_backlog_mb}, expected a number >= 0 (0: no limit)")
         if self.robot and self.step_period_s:
             raise ValueError(f"actor setting 'step_period_s': got {self.step_period_s}, expected 0 in robot mode (set the rate with control_hz / --control-hz)")
         if len(self.workspace_low) != len(self.workspace_high):
@@ -172,6 +178,7 @@ class ActorLoop:
         self._unconfirmed_n = 0
         self._warned_retain = False
         self._resent = 0  # batches resent because the learner lost them (a restart)
+        self.learner_finished = False  # the learner said it has all its env steps
         self.older_policies = 0  # times a (restarted) learner served an older version than we had
         self._last_step_at = 0.0
         self.episodes: list[pb.Episode] = []
@@ -290,7 +297,18 @@ class ActorLoop:
         if not resend:
             self._confirm(batch, ack)
         self.last_ack = ack
+        if ack.learner_finished:
+            self.learner_done()
         return ack
+
+    def learner_done(self) -> None:
+        """The learner has the env steps it was started for and is stopping (its ack or state
+        answer said so): this actor stops too, once, with a line; `run()` flushes and returns
+        normally (exit status 0)."""
+        if not self.learner_finished:
+            self.learner_finished = True
+            print(f"[wsrl actor] {self.actor_id}: the learner has trained all its env steps and is stopping; stopping too", flush=True)
+        self.stop.set()
 
     def _kept(self, run_id: str) -> list[pb.TransitionBatch]:
         """Acknowledged batches of `run_id` still held (memory for this run, else the spool)."""

@@ -94,6 +94,9 @@ def format_period_stats(stats: dict, target_s: float) -> str:
             f"(target {1e3 * target_s:.2f} ms), work p99 {stats['work_p99_ms']:.2f} ms, {stats['overruns']} overruns in {stats['steps']} steps")
 
 
+BACKLOG_FULL = "backlog full"  # the pause reason of `RobotActor._check_backlog`
+
+
 class BatchSender:
     """Spooler + sender threads between the control loop and the learner (module docstring)."""
 
@@ -101,6 +104,7 @@ class BatchSender:
         self.actor = actor
         self.queue: queue.Queue = queue.Queue(maxsize=queue_batches)
         self.outbox: collections.deque = collections.deque()  # spooled, not yet acknowledged
+        self.outbox_bytes = 0  # their serialized size (what the spool holds for this run)
         self.cond = threading.Condition()
         self.finishing = threading.Event()
         self.deadline = float("inf")  # while finishing: give up sending after this
@@ -160,6 +164,7 @@ class BatchSender:
                 self.actor.spool.put(batch)  # on disk before it can be sent
                 with self.cond:
                     self.outbox.append(batch)
+                    self.outbox_bytes += batch.ByteSize()
                     self.cond.notify_all()
             if every and time.monotonic() - last_status >= every:
                 last_status = time.monotonic()
@@ -197,7 +202,7 @@ class BatchSender:
                     continue
                 backoff = 0.0
                 with self.cond:
-                    self.outbox.popleft()
+                    self.outbox_bytes -= self.outbox.popleft().ByteSize()
                 self.sent_batches += 1
                 if not self.learner_up:
                     self.learner_up = True
@@ -336,6 +341,21 @@ class RobotActor(ActorLoop):
         self._paused.set()
         self._state_wake.set()  # the learner hears of it now, not at the next heartbeat
 
+    def _check_backlog(self) -> None:
+        """Holds the robot while the undelivered data passes `max_backlog_mb` (the learner is
+        unreachable): collecting more would only grow the spool without bound. Lets it go on
+        by itself once half of that has been delivered, unless someone paused it meanwhile."""
+        cap = self.settings.max_backlog_mb * 1e6
+        if not cap:
+            return
+        held = self._pause_reason == BACKLOG_FULL and self._paused.is_set()
+        if not held and not self._paused.is_set() and self.sender.outbox_bytes > cap:
+            self._hold(BACKLOG_FULL)
+            print(f"[wsrl actor] {self.actor_id}: {self.sender.outbox_bytes / 1e6:.0f} MB not yet delivered (max_backlog_mb "
+                  f"{self.settings.max_backlog_mb:g}): the robot holds still until the learner has taken half of it", flush=True)
+        elif held and self.sender.outbox_bytes <= cap / 2:
+            self.resume()
+
     def resume(self) -> None:
         """Continue stepping after `pause()` or a safety stop."""
         if self._paused.is_set():
@@ -375,6 +395,8 @@ class RobotActor(ActorLoop):
                 return False
             if answer.learner_id != self._command_source:  # a (restarted) learner counts its ids anew
                 self._command_source, self._acked_command = answer.learner_id, 0
+            if answer.learner_finished:
+                self.learner_done()  # the control loop stops the robot as on Ctrl-C
             for command in answer.commands:
                 if command.id > self._acked_command:
                     self._apply_command(command.kind)
@@ -616,6 +638,7 @@ class RobotActor(ActorLoop):
             while not self.stop.is_set() and (target == 0 or self.env_steps < target):
                 if self._estop.is_set():
                     break
+                self._check_backlog()
                 if self._paused.is_set():
                     if self._pending:  # the learner gets what was collected, not after the pause
                         self._hand_off()

@@ -11,8 +11,8 @@ module or `envs.tasks` stays cheap.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
+import warnings
 from typing import Mapping, Optional, Sequence
 
 import gymnasium as gym
@@ -156,12 +156,9 @@ def make_gym(env_id: str, **kwargs) -> gym.Env:
     """`gym.make(env_id, **kwargs)` without gymnasium's own wrappers (the task adds its time
     limit). gymnasium-robotics ids are registered on first use, with the mujoco fix installed."""
     if env_id not in gym.registry:
-        # Its import prints a notice about the *Dense* Adroit envs' rewards to stderr; the tasks
-        # use the sparse ones, so the notice only misleads.
-        with contextlib.redirect_stderr(io.StringIO()):
-            import gymnasium_robotics
+        from envs.mujoco_compat import import_gymnasium_robotics
 
-        gym.register_envs(gymnasium_robotics)
+        gym.register_envs(import_gymnasium_robotics())
     if env_id not in gym.registry:
         raise ValueError(f"env id {env_id!r} is not registered by gymnasium or gymnasium_robotics")
     entry_point = gym.registry[env_id].entry_point
@@ -169,7 +166,11 @@ def make_gym(env_id: str, **kwargs) -> gym.Env:
         from envs.mujoco_compat import patch_gymnasium_robotics
 
         patch_gymnasium_robotics()
-    env = gym.make(env_id, disable_env_checker=True, **kwargs).unwrapped
+    with warnings.catch_warnings():
+        # The tasks pin the env versions D4RL's data was made with (e.g. AntMaze_UMaze-v4):
+        # gymnasium's "is out of date" notice on each of them tells the user nothing to do.
+        warnings.filterwarnings("ignore", message=r".*is out of date")
+        env = gym.make(env_id, disable_env_checker=True, **kwargs).unwrapped
     # gymnasium-robotics' mazes write the model they generate to a new file in the temp
     # directory (`ant_maze<time>.xml`) and never delete it: one per env made. MuJoCo has
     # compiled it by now, so it goes.

@@ -107,6 +107,9 @@ def _draw_queue(kind: str, targets: tuple, rng: np.random.Generator) -> list[str
 
 def subtasks_done(qpos: np.ndarray) -> list[str]:
     """The subtasks (of all seven) in their goal configuration for this full qpos (30)."""
+    from envs.mujoco_compat import import_gymnasium_robotics
+
+    import_gymnasium_robotics()  # quietly, before its submodule
     from gymnasium_robotics.envs.franka_kitchen.kitchen_env import OBS_ELEMENT_GOALS, OBS_ELEMENT_INDICES
 
     from envs.d4rl_envs import KITCHEN_SUBTASK_THRESHOLD
@@ -127,6 +130,9 @@ def subtasks_completed_per_episode(dataset: OfflineDataset, subtasks: Optional[t
         raise ValueError(
             f"dataset: observations have dim {dataset.observations.shape[1]}, expected 59 (FrankaKitchen-v1's 'observation')"
         )
+    from envs.mujoco_compat import import_gymnasium_robotics
+
+    import_gymnasium_robotics()  # quietly, before its submodule
     from gymnasium_robotics.envs.franka_kitchen.kitchen_env import OBS_ELEMENT_GOALS, OBS_ELEMENT_INDICES
 
     from envs.d4rl_envs import KITCHEN_SUBTASK_THRESHOLD

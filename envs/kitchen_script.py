@@ -249,6 +249,9 @@ class KitchenGeometry:
 
 def kitchen_goals() -> dict[str, np.ndarray]:
     """The env's goal configuration of every subtask (gymnasium-robotics' OBS_ELEMENT_GOALS)."""
+    from envs.mujoco_compat import import_gymnasium_robotics
+
+    import_gymnasium_robotics()  # quietly, before its submodule
     from gymnasium_robotics.envs.franka_kitchen.kitchen_env import OBS_ELEMENT_GOALS
 
     return {name: np.asarray(goal, float) for name, goal in OBS_ELEMENT_GOALS.items()}

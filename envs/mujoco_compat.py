@@ -63,8 +63,23 @@ def set_joint_qvel(model, data, name, value):
     data.qvel[start : start + width] = np.asarray(value).reshape(width)
 
 
+def import_gymnasium_robotics():
+    """`import gymnasium_robotics` without the notice its first import prints to stderr about
+    the *Dense* Adroit envs' rewards (the tasks use the sparse ones, so it only misleads)."""
+    import contextlib
+    import io
+    import sys
+
+    if "gymnasium_robotics" in sys.modules:
+        return sys.modules["gymnasium_robotics"]
+    with contextlib.redirect_stderr(io.StringIO()):
+        import gymnasium_robotics
+    return gymnasium_robotics
+
+
 def patch_gymnasium_robotics() -> None:
     """Installs the enum-safe joint helpers into gymnasium_robotics (idempotent)."""
+    import_gymnasium_robotics()
     from gymnasium_robotics.utils import mujoco_utils
 
     for name in _PATCHED_FUNCTIONS:

@@ -673,11 +673,25 @@ def add_commands(sub) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="fine-tuning run directories, or directories to search for them (e.g. an experiment directory); "
                    "with --from-results, one results package directory")
     p.add_argument("--from-results", action="store_true", help="redraw from a results package (results.csv + diagnostics.csv, as committed under docs/results/) instead of run directories")
-    p.add_argument("--out", default=None, help="output directory (default: the directory given when it is one experiment directory, else plots/)")
+    p.add_argument("--out", default=None, help="output directory (default: the directory given when it is one experiment directory, else "
+                   "plots/ next to the runs, plots-2/ ... when an earlier report is there)")
     p.add_argument("--metric", choices=METRICS, default="auto", help="y axis and score (default auto: normalized_score, else success_rate, else return)")
     p.add_argument("--name", default="", help="title of summary.md (default: the runs' experiment name)")
 
     evidence.add_command(sub)
+
+
+def default_plot_dir(run_dirs: Sequence[str]) -> Path:
+    """Where `wsrl plot` writes without --out: `plots/` next to the runs (inside the one run
+    directory given, or in the directory the given ones share), `plots-2/`, `plots-3/`, ...
+    when an earlier report is there: a report is never written over silently."""
+    paths = [Path(p).resolve() for p in run_dirs]
+    base = paths[0] if len(paths) == 1 else Path(os.path.commonpath([str(p) for p in paths]))
+    candidate, n = base / "plots", 1
+    while (candidate / "summary.md").is_file() or (candidate.exists() and any(candidate.glob("curves_*.png"))):
+        n += 1
+        candidate = base / f"plots-{n}"
+    return candidate
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -695,7 +709,9 @@ def run_command(args: argparse.Namespace) -> int:
     out = args.out
     if out is None:
         single = Path(args.run_dirs[0])
-        out = str(single) if len(args.run_dirs) == 1 and (single / "spec.yaml").is_file() else "plots"
+        out = str(single) if len(args.run_dirs) == 1 and (single / "spec.yaml").is_file() else str(default_plot_dir(args.run_dirs))
+    elif (Path(out) / "summary.md").is_file() and not args.from_results:
+        print(f"[wsrl plot] --out {out}: replacing the report there", flush=True)
     if args.from_results:
         from learner.plots import read_results
 

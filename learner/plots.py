@@ -22,6 +22,7 @@ Conventions (docs/experiments.md):
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
@@ -511,7 +512,26 @@ def write_report(records: Sequence[RunRecord], out_dir: str | Path, experiment: 
 
 
 def read_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
-    return [read_run(p) for p in find_runs(paths)]
+    """The fine-tuning runs under `paths`. Two runs of the same task, method and seed (two
+    attempts of one command, say) are told apart by their directory: each is labelled
+    "METHOD (DIR)", so both are drawn, side by side."""
+    records = [read_run(p) for p in find_runs(paths)]
+    keys = collections.Counter((r.task, r.method, r.seed) for r in records)
+    for r in records:
+        if keys[(r.task, r.method, r.seed)] > 1:
+            r.method = f"{r.method} ({_run_label(r.run_dir, [q.run_dir for q in records])})"
+    return records
+
+
+def _run_label(run_dir: Path, all_dirs: Sequence[Path]) -> str:
+    """The shortest trailing part of `run_dir`'s path that no other directory shares."""
+    parts = run_dir.resolve().parts
+    others = [d.resolve().parts for d in all_dirs if d.resolve() != run_dir.resolve()]
+    for n in range(1, len(parts) + 1):
+        tail = parts[-n:]
+        if all(o[-n:] != tail for o in others):
+            return "/".join(tail)
+    return str(run_dir)
 
 
 def final_score(run_dir: str | Path) -> Optional[tuple[str, float]]:

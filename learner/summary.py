@@ -92,8 +92,10 @@ def result_lines(summary: dict, run_dir: Path, prefix: str) -> list[str]:
     rate = f", {summary['env_steps_per_s']:.1f} env steps/s, {summary['updates_per_s']:.1f} updates/s" if summary["env_steps_per_s"] else ""
     stopped = " (interrupted)" if summary.get("interrupted") else ""
     lines.append(f"{prefix} {summary['env_steps']} env steps, {summary['updates']} updates in {summary['wall_time_s']:.0f} s{rate}{stopped}")
-    lines.append(f"{prefix} files: {run_dir}/ (summary.json, eval.csv, train.csv, episode.csv, checkpoint.ckpt)")
-    lines.append(f"{prefix} plot: wsrl plot {run_dir}")
+    files = [name for name in ("summary.json", "eval.csv", "train.csv", "episode.csv", "checkpoint.ckpt") if (Path(run_dir) / name).exists()]
+    lines.append(f"{prefix} files: {run_dir}/ ({', '.join(files)})")
+    if summary["final_score"] is not None:  # a curve needs evaluations
+        lines.append(f"{prefix} plot: wsrl plot {run_dir}")
     return lines
 
 

@@ -198,3 +198,68 @@ def test_which_token_actor_command_needs():
     assert parse_args(["learner", "--admin-token", ADMIN]).admin_token == ADMIN
     args = parse_args(["estop", "127.0.0.1:50051", "arm-1", "--wait", "2"])
     assert (args.command, args.address, args.actor_id, args.wait) == ("estop", "127.0.0.1:50051", "arm-1", 2.0)
+
+
+def test_an_estop_cannot_be_diverted_by_a_handshake_under_the_robots_id(server, monkeypatch):
+    """A command goes to the run that reports its state (the robot), not to the run that
+    shook hands last: a later handshake under the robot's id receives and completes nothing.
+    A robot that restarts (a new run reporting its state) still gets what it had not carried
+    out. Issue 27: before, the handshake took the e-stop and the robot kept stepping."""
+    import learner.distributed.trainer as trainer_module
+
+    robot, intruder = LearnerClient(server.address), LearnerClient(server.address)
+    trainer = server.trainer
+    try:
+        hello(robot, actor_id="arm", run_id=rid("robot"))
+        report(robot, actor_id="arm", run_id=rid("robot"))
+        hello(intruder, actor_id="arm", run_id=rid("intruder"))  # shook hands after the robot, reports nothing
+        command_id, target, _ = trainer.queue_command("arm", pb.ACTOR_COMMAND_ESTOP)
+        assert target == rid("robot")
+        # The intruder reporting a state of its own (it may, with the shared token) gets the
+        # e-stop too, but its acknowledgement completes nothing: the robot's is needed.
+        assert [(c.id, c.kind) for c in report(intruder, actor_id="arm", run_id=rid("intruder")).commands] == [(command_id, pb.ACTOR_COMMAND_ESTOP)]
+        report(intruder, actor_id="arm", run_id=rid("intruder"), acked_command=command_id, learner_id=server.learner_id)
+        assert not trainer.wait_command("arm", command_id, 0.2)
+        assert [(c.id, c.kind) for c in report(robot, actor_id="arm", run_id=rid("robot")).commands] == [(command_id, pb.ACTOR_COMMAND_ESTOP)]
+        report(robot, actor_id="arm", run_id=rid("robot"), acked_command=command_id, learner_id=server.learner_id)
+        assert trainer.wait_command("arm", command_id, 0.2)
+        assert trainer.actors["arm"].commands == []
+
+        # The robot restarts before carrying out a pause: once its old run no longer reports
+        # (STATE_LIVE_S), its new run gets the pause and its acknowledgement completes it.
+        pause_id, _, _ = trainer.queue_command("arm", pb.ACTOR_COMMAND_PAUSE)
+        monkeypatch.setattr(trainer_module, "STATE_LIVE_S", 0.0)
+        time.sleep(0.01)
+        hello(robot, actor_id="arm", run_id=rid("robot-restarted"))
+        assert [c.id for c in report(robot, actor_id="arm", run_id=rid("robot-restarted")).commands] == [pause_id]
+        monkeypatch.setattr(trainer_module, "STATE_LIVE_S", 10.0)  # the new run is live, the old one long gone
+        trainer.actors["arm"].state_seen[rid("robot")] -= 60.0
+        report(robot, actor_id="arm", run_id=rid("robot-restarted"), acked_command=pause_id, learner_id=server.learner_id)
+        assert trainer.wait_command("arm", pause_id, 0.2) and trainer.actors["arm"].commands == []
+    finally:
+        robot.close()
+        intruder.close()
+
+
+def test_a_burst_of_handshakes_cannot_evict_a_live_run(server):
+    """64 handshakes under a live actor's id: refused once the id holds max_runs_per_actor
+    runs seen recently (RESOURCE_EXHAUSTED); the live run stays known, so its batches are
+    never stored twice. Issue 27: before, the 64th handshake evicted it and its 4,082
+    transitions were stored a second time."""
+    trainer = server.trainer
+    client = LearnerClient(server.address)
+    try:
+        hello(client, actor_id="a1", run_id=rid("live"))
+        limit = trainer.settings.max_runs_per_actor
+        for i in range(limit - 1):
+            hello(client, actor_id="a1", run_id=rid(f"burst{i}"))
+        e = error_of(lambda: hello(client, actor_id="a1", run_id=rid("one-too-many")))
+        assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "a live run is never forgotten" in e.details()
+        assert rid("live") in trainer.actors["a1"].next_sequence
+        # Once the oldest run has been idle for run_evict_idle_s, it makes room as before.
+        record = trainer.actors["a1"]
+        record.run_seen[rid("live")] -= trainer.settings.run_evict_idle_s + 1
+        hello(client, actor_id="a1", run_id=rid("one-too-many"))
+        assert rid("live") not in record.next_sequence and rid("one-too-many") in record.next_sequence
+    finally:
+        client.close()

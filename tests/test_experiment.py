@@ -415,3 +415,28 @@ def test_experiment_command_runs_a_real_pretrain_finetune_chain(tmp_path, capsys
     # Resumed: nothing to do.
     assert main(["experiment", str(spec_file), "--out", str(out), "--jobs", "1"]) == 0
     assert "2 already done, 0 to run" in capsys.readouterr().out
+
+
+def test_wsrl_plot_writes_next_to_the_runs_never_over_a_report_and_draws_two_attempts_of_one_seed(tmp_path, capsys, monkeypatch):
+    def attempt(name: str, scores: list) -> Path:
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(yaml.safe_dump({"task": "pointmass-goal", "variant": "wsrl", "seed": 0,
+                                                         "finetune": {"warmup_steps": 10}}))
+        (run / "eval.csv").write_text("step,success_rate,normalized_score\n" + "".join(f"{10 * i},{s / 100},{s}\n" for i, s in enumerate(scores)))
+        return run
+
+    first, second = attempt("demo", [100, 0, 100]), attempt("demo-again", [100, 100, 100])
+    monkeypatch.chdir(tmp_path)  # nothing may land in the current directory
+    assert main(["plot", str(first), str(second)]) == 0
+    out = capsys.readouterr().out
+    assert f"-> {tmp_path / 'runs' / 'plots'}" in out
+    summary = (tmp_path / "runs" / "plots" / "summary.md").read_text()
+    assert "wsrl (demo)" in summary and "wsrl (demo-again)" in summary  # both attempts, labelled
+    assert main(["plot", str(first)]) == 0  # one run: its own plots/, beside nothing else
+    assert (first / "plots" / "summary.md").is_file()
+    assert main(["plot", str(first)]) == 0  # again: a new directory, the first report kept
+    assert (first / "plots-2" / "summary.md").is_file() and (first / "plots" / "summary.md").is_file()
+    assert not (tmp_path / "plots").exists()
+    assert main(["plot", str(first), "--out", str(first / "plots")]) == 0  # an explicit --out replaces, and says so
+    assert "replacing the report there" in capsys.readouterr().out

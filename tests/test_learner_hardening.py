@@ -361,7 +361,7 @@ def test_ids_are_bounded_and_errors_do_not_echo_them(server):
 
 def test_actor_records_expire_and_are_bounded():
     config = tiny_config(finetune={"warmup_steps": 1000, "num_steps": 2000})
-    server = start_learner(config, max_actors=2, max_runs_per_actor=2, actor_ttl_s=0.3)
+    server = start_learner(config, max_actors=2, max_runs_per_actor=2, actor_ttl_s=0.3, run_evict_idle_s=0.2)
     client, trainer = LearnerClient(server.address), server.trainer
     try:
         hello(client, actor_id="a1")
@@ -372,8 +372,12 @@ def test_actor_records_expire_and_are_bounded():
         hello(client, actor_id="a2")  # a2 is back (seen again); a1 stays idle
         assert hello(client, actor_id="a3").next_sequence == 0
         assert sorted(trainer.actors) == ["a2", "a3"]  # a1 forgotten after its idle time
-        for r in ("r1", "r2", "r3"):  # at most 2 runs per actor: the least recently seen goes
-            hello(client, actor_id="a3", run_id=rid(r))
+        hello(client, actor_id="a3", run_id=rid("r2"))  # a3 now has 2 runs (r1, r2), both live
+        e = error_of(lambda: hello(client, actor_id="a3", run_id=rid("r3")))  # a live run is never evicted
+        assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_runs_per_actor=2" in e.details()
+        time.sleep(0.25)
+        hello(client, actor_id="a3", run_id=rid("r2"))  # r2 seen again; r1 idle past run_evict_idle_s
+        hello(client, actor_id="a3", run_id=rid("r3"))  # at most 2 runs per actor: the idle one goes
         assert sorted(trainer.actors["a3"].next_sequence) == [rid("r2"), rid("r3")]
         assert code_of(lambda: client.push(make_batch(1, actor_id="a3", run_id=rid("r1")))) == grpc.StatusCode.FAILED_PRECONDITION
         assert len(client.status().actors) == 2

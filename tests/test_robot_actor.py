@@ -255,3 +255,38 @@ def test_a_slow_learner_never_delays_a_control_step(tmp_path, monkeypatch, check
     finally:
         actor.close()
         server.stop(grace=0)
+
+
+def test_the_robot_holds_still_while_its_backlog_is_full_and_goes_on_when_delivered(tmp_path, monkeypatch, checkpoint, capsys):
+    """Issue 27: with the learner gone, the robot drove on and its spool grew without bound.
+    Past `max_backlog_mb` of undelivered data it now holds still (paused, "backlog full"),
+    steps no more, and goes on by itself once a learner has taken half of it."""
+    from actor.robot import BACKLOG_FULL
+
+    config = learner_config(checkpoint)
+    state = str(tmp_path / "state")
+    first = start_learner(config, state_dir=state)
+    address = first.address
+    actor = robot_actor(address, tmp_path, monkeypatch, control_hz=200.0, max_backlog_mb=0.004)  # ~30 batches of 5 steps
+    second = None
+    try:
+        actor.connect()
+        thread, result = run_in_thread(actor, 0)
+        wait_for(lambda: actor.sender.sent_batches >= 3, 20, "batches acknowledged by the first learner")
+        first.stop(grace=0)
+        wait_for(lambda: actor.paused, 30, "the robot holding still on a full backlog")
+        assert actor._pause_reason == BACKLOG_FULL and actor.sender.outbox_bytes > 4000
+        held_at = actor.env_steps
+        time.sleep(0.3)
+        assert actor.env_steps == held_at  # no step while held
+        assert "not yet delivered (max_backlog_mb 0.004): the robot holds still" in capsys.readouterr().out
+        second = start_learner(config, address=address, resume_from=state, state_dir=state)
+        wait_for(lambda: not actor.paused and actor.env_steps > held_at, 30, "the robot going on once the backlog drained")
+        actor.stop.set()
+        thread.join(60)
+        assert not thread.is_alive() and "error" not in result and result["delivered"], result
+    finally:
+        actor.close()
+        for s in (first, second):
+            if s is not None:
+                s.stop(grace=0)

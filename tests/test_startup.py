@@ -158,3 +158,15 @@ def test_finetune_from_an_unsettled_pretraining_warns_once_and_starts(tmp_path, 
     assert err.startswith(f"[wsrl] warning: checkpoint {path} comes from a pre-training that had not settled (at step 5000: "
                           "still moving: Q -16/1k steps")
     assert "entropy 0.23 vs target -2" in err
+
+
+@pytest.mark.parametrize("flag", ["--token", "--status-token", "--admin-token"])
+def test_an_empty_token_is_refused_naming_the_flag(tmp_path, capsys, pretrained, flag):
+    """docs/robot.md passes "$WSRL_STATUS_TOKEN": unset, it was an empty token and the learner
+    started on 0.0.0.0 without one. An empty token is now a start-up error."""
+    run_dir = tmp_path / "learner"
+    args = ["--token", "shared-token-123"] if flag != "--token" else []
+    assert main(["learner", "--checkpoint", str(pretrained), "--run-dir", str(run_dir), "--bind", "0.0.0.0:0", *args, flag, "", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag}: given empty (an unset shell variable such as $WSRL_" in err and err.count("\n") == 1
+    assert not run_dir.exists()

@@ -276,3 +276,32 @@ def test_wsrl_run_stopped_in_pretraining_and_in_finetuning_resumes_to_the_end(tm
         assert summary["evaluations"] == 4 and summary["pretrained_score"] == float(rows[0]["normalized_score"])
     finally:
         term.close()
+
+
+def test_an_attached_actor_stops_with_a_line_and_exit_0_when_its_learner_has_finished(checkpoint, tmp_path):
+    """`wsrl learner` (no --forever) stops at finetune.num_steps; its last acks tell the
+    attached `wsrl actor` (no step limit of its own), which stops at once with a line and exit
+    status 0 instead of retrying a learner that is gone; one final evaluation."""
+    import csv
+
+    run_dir = tmp_path / "learner"
+    learner = Terminal("learner", "--checkpoint", str(checkpoint), "--run-dir", str(run_dir), "--bind", "127.0.0.1:0",
+                       "finetune.warmup_steps=10", "finetune.num_steps=80", "finetune.eval_every=0", *TINY)
+    actor = None
+    try:
+        address = learner.wait_for(r"serving policy version 0 on (127\.0\.0\.1:\d+)").group(1)
+        actor = Terminal("actor", "--learner", address, "--actor-id", "a0", "--batch-size", "4")
+        assert learner.finish(STOP_TIMEOUT_S) == 0, learner.output
+        finished_at = time.monotonic()
+        assert actor.finish(30) == 0, actor.output
+        assert time.monotonic() - finished_at < 15  # not a retry loop against a learner that is gone
+        assert "the learner has trained all its env steps and is stopping; stopping too" in actor.output, actor.output
+        assert "Traceback" not in actor.output + learner.output
+        summary = assert_saved(run_dir, interrupted=False)
+        assert 80 <= summary["env_steps"] <= 80 + 4 * 4  # at most the batches in flight past the budget
+        steps = [int(float(r["step"])) for r in csv.DictReader(open(run_dir / "eval.csv"))]
+        assert len(steps) == 1 and steps[0] >= 80  # no evaluator attached: the one final evaluation
+    finally:
+        learner.close()
+        if actor is not None:
+            actor.close()

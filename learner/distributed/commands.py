@@ -96,6 +96,8 @@ def add_commands(subparsers: Any, add_config_args: Optional[Callable[[argparse.A
     robot.add_argument("--control-hz", type=float, default=0.0, metavar="HZ", help="robot mode: control steps per second (default: the env's control_hz)")
     robot.add_argument("--max-action-change", type=float, default=0.0, metavar="DELTA", help="robot mode: largest per-step change of each action component, policy units [-1, 1] (default 0: no limit)")
     robot.add_argument("--switch-mid-episode", action="store_true", help="robot mode: adopt new policy versions at any step (default: only when an episode starts)")
+    robot.add_argument("--max-backlog-mb", type=float, default=1024.0, metavar="MB", help="robot mode: hold the robot still while more than this "
+                       "much collected data is not yet delivered (the learner unreachable); it goes on by itself at half (default 1024; 0: no limit)")
     robot.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS", help="robot mode: seconds between status lines, with the control-period statistics (default 10; 0: none)")
     robot.add_argument("--teleop", default="", metavar="DEVICE", help="robot mode: a human takeover device, polled every step: keyboard (this terminal), "
                        "spacemouse (pip install 'wsrl[spacemouse]'), or 'module:function' f(observation) -> action in [-1, 1] or None")
@@ -221,6 +223,10 @@ def run_command(args: argparse.Namespace, config: Any = None) -> int:
     if args.command == "learner":
         from learner.startup import check_bind, check_start
 
+        for flag, env in (("token", "WSRL_TOKEN"), ("status_token", "WSRL_STATUS_TOKEN"), ("admin_token", "WSRL_ADMIN_TOKEN")):
+            if getattr(args, flag, None) == "" or (getattr(args, flag, None) is None and os.environ.get(env) == ""):
+                raise ValueError(f"--{flag.replace('_', '-')}: given empty (an unset shell variable such as ${env}?); give the token, "
+                                 "or leave the flag out")
         token = _token(args)
         if args.resume:
             if args.overrides or args.checkpoint:
@@ -361,7 +367,7 @@ def _run_actor_command(args: argparse.Namespace) -> int:
         robot=args.robot, control_hz=args.control_hz, max_action_change=args.max_action_change,
         switch_mid_episode=args.switch_mid_episode, status_every_s=args.status_every, teleop=args.teleop,
         workspace_low=args.workspace_low, workspace_high=args.workspace_high, workspace_mode=args.workspace_mode,
-        compress=args.compress,
+        compress=args.compress, max_backlog_mb=args.max_backlog_mb,
     )
     stop = GracefulStop("wsrl actor", "stopping: sending what this actor holds").install()
     try:
@@ -471,6 +477,9 @@ def resumed_config(run_dir: str):
 
 
 STATE_DIR = "learner_state"
+# How long a learner that has its env steps waits for the actors seen lately to ask once more
+# (and hear that it is done) before it stops.
+FINISH_NOTICE_S = 5.0
 
 
 def learner_spec(config) -> dict:
@@ -545,6 +554,7 @@ def serve_learner(
 
                 agent = make_agent(f.algorithm, config.agent, observation_spec_of(spec), spec["action_dim"], config.seed)
             trainer = Trainer(config, spec, settings, agent=agent, logger=logger)
+            trainer.budget_steps = f.num_steps if stop_at_num_steps else 0
             if resume:
                 trainer.resume(settings.state_dir)
                 # Rows after the saved step are replaced, not duplicated; the counters row at the
@@ -571,8 +581,12 @@ def serve_learner(
     if not quiet:
         print(f"[wsrl learner] {banner}; serving policy version {trainer.latest_policy()[0]} on {server.address} -> {path}", flush=True)
         when = f"env step 0, every {f.eval_every} and at {f.num_steps}" if f.eval_every else f"env steps 0 and {f.num_steps}"
+        from envs.tasks import TASKS
+
+        alone = ("without one only the final evaluation is made" if config.task in TASKS
+                 else "without one none is made (the learner cannot drive a robot env itself)")
         print(f"[wsrl learner] evaluations at {when} (eval.csv): attach an evaluator with "
-              f"`wsrl actor --evaluate --learner {server.address} --env {config.task}`; without one only the final evaluation is made", flush=True)
+              f"`wsrl actor --evaluate --learner {server.address} --env {config.task}`; {alone}", flush=True)
     if ready is not None:
         ready(server.address, banner)
     ok = False
@@ -583,8 +597,12 @@ def serve_learner(
                 if trainer.error is not None:
                     raise RuntimeError("the training thread failed (see above)")
                 if stop_at_num_steps and status["processed_steps"] >= f.num_steps:
-                    # An attached evaluator finishes what is pending; then the learner stops.
-                    while trainer.evaluations.pending and trainer.evaluations.evaluator_active() and not stop.wait(0.2):
+                    # An attached evaluator finishes what is pending; the actors seen lately
+                    # hear that the learner is done (at their next push or state report, so a
+                    # robot stops instead of driving on against a learner that is gone).
+                    deadline = time.monotonic() + FINISH_NOTICE_S
+                    while ((trainer.evaluations.pending and trainer.evaluations.evaluator_active())
+                           or (trainer.actors_not_told() and time.monotonic() < deadline)) and not stop.wait(0.2):
                         pass
                     break
             ok = True
@@ -622,8 +640,11 @@ def _final_evaluation(config, trainer, status: dict) -> None:
 
     e = trainer.evaluations
     step = status["processed_steps"]
-    if step in dict(e.history()) or config.task not in TASKS:  # a robot env: only an evaluator can drive it
-        return
+    evaluated = dict(e.history())
+    # One final evaluation: none more when the one at finetune.num_steps was made (an actor's
+    # last batch may carry the counters a little past it).
+    if step in evaluated or any(s >= config.finetune.num_steps for s in evaluated) or config.task not in TASKS:
+        return  # (a robot env: only an evaluator can drive it)
     version, updates, params = e.pending.get(step, (status["policy_version"], status["updates"], trainer.agent.policy_params()))
     e.record_local(step, _evaluate(config, params), version, updates)
 
@@ -760,9 +781,11 @@ def _eval_line(row: dict) -> str:
     return f"[wsrl run] evaluation at env step {row['step']} (policy version {float(row.get('policy_version') or 0):.0f}): {metric} {value:.3g}"
 
 
-# The time left is measured over 100 env steps with updates, after the first ETA_SKIP updates
-# (which include compiling the update).
+# The time left is measured over 100 env steps with updates and at least ETA_MIN_S seconds,
+# after the first ETA_SKIP updates (which include compiling the update): the first seconds of
+# training run faster than the rest (the actor's queue is full, the evaluator not yet busy).
 ETA_SKIP = 20
+ETA_MIN_S = 20.0
 
 
 def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, pretrain_first: bool = True,
@@ -921,7 +944,8 @@ def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, 
                 postfix = dict(updates=s.updates, utd=f"{s.achieved_utd:.2f}", version=s.policy_version, ret=f"{s.recent_return:.1f}")
                 if s.updates >= ETA_SKIP and eta_from is None:  # past the first (compiling) updates
                     eta_from = (time.perf_counter(), s.processed_steps)
-                elif eta_from is not None and s.processed_steps - eta_from[1] >= 100 and len(eta_from) == 2:
+                elif (eta_from is not None and len(eta_from) == 2 and s.processed_steps - eta_from[1] >= 100
+                      and time.perf_counter() - eta_from[0] >= ETA_MIN_S):
                     rate = (s.processed_steps - eta_from[1]) / (time.perf_counter() - eta_from[0])
                     write_line(bar, f"[wsrl run] {rate:.1f} env steps/s with updates: about {(f.num_steps - s.processed_steps) / rate / 60:.1f} min left")
                     eta_from = (*eta_from, True)

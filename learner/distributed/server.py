@@ -446,6 +446,7 @@ class LearnerService(pb_grpc.LearnerServicer):
             env_steps=status["env_steps"],
             updates=status["updates"],
             durable_sequence=t.durable_sequence(request.actor_id, request.run_id),
+            learner_finished=t.finished_for(request.actor_id),
         )
 
     def PullPolicy(self, request: pb.PullPolicyRequest, context) -> pb.PolicyChunk | bytes:
@@ -548,7 +549,8 @@ class LearnerService(pb_grpc.LearnerServicer):
             commands = self.trainer.report_state(request.actor_id, request.run_id, state, acked)
         except UnknownRun as e:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
-        return pb.ActorStateResponse(commands=[pb.QueuedCommand(id=i, kind=k) for i, k in commands], learner_id=self.learner_id)
+        return pb.ActorStateResponse(commands=[pb.QueuedCommand(id=i, kind=k) for i, k in commands], learner_id=self.learner_id,
+                                     learner_finished=self.trainer.finished_for(request.actor_id))
 
     def ActorCommand(self, request: pb.ActorCommandRequest, context) -> pb.ActorCommandResponse:
         self._check(context)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import threading
 import time
 import traceback
@@ -90,6 +91,11 @@ class DistributedSettings:
     max_actors: int = 1024
     max_runs_per_actor: int = 64
     actor_ttl_s: float = 7 * 24 * 3600.0
+    # A run of an actor id is made room for (forgotten for a new run's handshake) only when it
+    # has been idle this long with nothing pending: a live run is never evicted, so a burst of
+    # handshakes under its id cannot make the learner forget it (and then store its resent
+    # batches twice); the handshake is refused instead.
+    run_evict_idle_s: float = 300.0
     # Content digests kept per run (the last this many sequence numbers): a resent batch is
     # compared with what was stored; an older one is acknowledged unchecked.
     digest_window: int = 4096
@@ -151,6 +157,11 @@ class TooManyActors(Exception):
     """`max_actors` actor ids are known and none is idle long enough to be forgotten."""
 
 
+# A run that reported its state within this many seconds is live for operator commands (robot
+# actors report every 0.5 s).
+STATE_LIVE_S = 10.0
+
+
 @dataclasses.dataclass
 class ActorRecord:
     """What the learner knows of one actor id across its runs (restarts)."""
@@ -166,12 +177,19 @@ class ActorRecord:
     # A robot actor's latest ReportActorState (paused, estopped, pause_reason, control stats)
     # and the operator commands queued for it: [(id, kind, run id, queued at)], at most one
     # pause/resume (the latest wins) and one e-stop; `acked`: the highest id carried out.
+    # Commands are [(id, kind, target run ids, queued at)]: the targets are the runs that had
+    # reported their state when it was queued (the robot, not a later handshake under its id),
+    # and any run of this id that reports its state gets every command it has not acknowledged
+    # (a robot that restarted included). A command is done when every target acknowledged it
+    # or was forgotten, or any run that reported state acknowledged it after its targets went.
     state: dict = dataclasses.field(default_factory=dict)
     commands: list = dataclasses.field(default_factory=list)
-    acked: int = 0
+    acked: int = 0  # the highest command id some run carried out
+    acked_by_run: dict = dataclasses.field(default_factory=dict)  # run id -> highest id it carried out
+    state_seen: dict = dataclasses.field(default_factory=dict)  # run id -> when it last reported its state
 
     def forget_run(self, run_id: str) -> None:
-        for table in (self.next_sequence, self.run_seen, self.digests):
+        for table in (self.next_sequence, self.run_seen, self.digests, self.acked_by_run, self.state_seen):
             table.pop(run_id, None)
 
 
@@ -226,6 +244,11 @@ class Trainer:
         # Version 0 is the pre-trained policy, served from start-up.
         self.policy_params = self.agent.policy_params()
         self.stopping = False
+        # The env steps after which this learner stops (`wsrl learner` without --forever): the
+        # acks tell actors then that they are done. 0: no such end (`--forever`, `wsrl run`,
+        # which stops its own actors).
+        self.budget_steps = 0
+        self._told_finished: dict[str, float] = {}  # actor id -> when it was told
         self.error: Optional[str] = None
         self.last_info: dict = {}
         self._episodes: dict[tuple, tuple[list, list]] = {}  # (actor, run) -> (slots, rewards)
@@ -271,7 +294,12 @@ class Trainer:
                 for old in [r for r, seen in record.run_seen.items() if now - seen > s.actor_ttl_s]:
                     self._forget_run(actor_id, record, old)
                 while len(record.next_sequence) >= s.max_runs_per_actor:
-                    self._forget_run(actor_id, record, min(record.run_seen, key=record.run_seen.get))
+                    oldest = min(record.run_seen, key=record.run_seen.get)
+                    if now - record.run_seen[oldest] < s.run_evict_idle_s or (record.run_id == oldest and record.pending):
+                        raise TooManyActors(f"actor {actor_id!r} has {len(record.next_sequence)} runs seen in the last "
+                                            f"{s.run_evict_idle_s:.0f} s (max_runs_per_actor={s.max_runs_per_actor}); "
+                                            "a live run is never forgotten for a new one: retry later")
+                    self._forget_run(actor_id, record, oldest)
             expected = record.next_sequence.setdefault(run_id, int(next_sequence))
             record.run_id, record.last_seen = run_id, now
             record.run_seen[run_id] = now
@@ -387,42 +415,61 @@ class Trainer:
 
     def report_state(self, actor_id: str, run_id: str, state: dict, acked: int) -> list[tuple[int, int]]:
         """Records a robot actor's state (ReportActorState; the (actor, run) must have shaken
-        hands, else UnknownRun) and returns the commands queued for this run, [(id, kind)],
-        after dropping the acknowledged ones (id <= `acked`) and those of older runs."""
+        hands, else UnknownRun) and returns the commands this run has not yet carried out,
+        [(id, kind)], after dropping those that are done (see `ActorRecord`)."""
         self.check_run(actor_id, run_id)
         with self.cond:
             record = self.actors[actor_id]
-            record.state = {**state, "at": time.monotonic()}
-            record.acked = max(record.acked, int(acked))
-            record.commands = [c for c in record.commands if c[0] > record.acked and c[2] == record.run_id]
+            now = time.monotonic()
+            record.state = {**state, "at": now}
+            record.state_seen[run_id] = now
+            mine = record.acked_by_run[run_id] = max(record.acked_by_run.get(run_id, 0), int(acked))
+            record.acked = max(record.acked, mine)
+            record.commands = [c for c in record.commands if not self._command_done(record, c, now)]
             self.cond.notify_all()
-            return [(c[0], c[1]) for c in record.commands if c[2] == run_id]
+            return [(c[0], c[1]) for c in record.commands if c[0] > mine]
+
+    @staticmethod
+    def _command_done(record: ActorRecord, command: tuple, now: float) -> bool:
+        """Whether every target run of `command` that still reports its state carried it out;
+        when none does any more (a robot that restarted), whether a run that does carried it
+        out."""
+        command_id, _, targets, _ = command
+        live = [r for r in targets if now - record.state_seen.get(r, -math.inf) <= STATE_LIVE_S]
+        if live:
+            return all(record.acked_by_run.get(r, 0) >= command_id for r in live)
+        return any(record.acked_by_run.get(r, 0) >= command_id for r, seen in record.state_seen.items() if now - seen <= STATE_LIVE_S)
 
     def queue_command(self, actor_id: str, kind: int, exclusive: tuple = ()) -> tuple[int, str, float]:
-        """Queues an operator command for the latest run of `actor_id`; an earlier unacknowledged
-        command whose kind is in `exclusive` is replaced (pause/resume: the latest wins).
-        Returns (command id, the run id it targets, seconds since the actor was seen); raises
-        UnknownActor when no actor of that id has shaken hands, NoStateReports when it never
-        reported its state (it would never receive the command)."""
+        """Queues an operator command for `actor_id`: for the run that reported its state last
+        (the robot; a run that only shook hands under its id gets nothing) and any run of that
+        id reporting its state before the command is carried out (see `ActorRecord`); an
+        earlier command whose kind is in `exclusive` is replaced (pause/resume: the latest
+        wins). Returns (command id, the run id it targets, seconds since that run reported);
+        raises UnknownActor when no actor of that id has shaken hands, NoStateReports when no
+        run of it ever reported its state (it would never receive the command)."""
         with self.cond:
             record = self.actors.get(actor_id)
             if record is None or not record.run_id:
                 raise UnknownActor(actor_id)
-            if not record.state:
+            if not record.state_seen:
                 raise NoStateReports(actor_id)
+            now = time.monotonic()
+            target = max(record.state_seen, key=record.state_seen.get)
             self._command_id += 1
             if kind in exclusive:
                 record.commands = [c for c in record.commands if c[1] not in exclusive]
-            record.commands.append((self._command_id, kind, record.run_id, time.monotonic()))
-            return self._command_id, record.run_id, time.monotonic() - record.last_seen
+            record.commands.append((self._command_id, kind, (target,), now))
+            return self._command_id, target, now - record.state_seen[target]
 
     def wait_command(self, actor_id: str, command_id: int, timeout: float) -> bool:
-        """Blocks until `actor_id` acknowledged `command_id` (True) or `timeout` passed."""
+        """Blocks until the run `command_id` targets (or, once it is gone, another run of
+        `actor_id` reporting its state) carried it out (True), or `timeout` passed."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
                 record = self.actors.get(actor_id)
-                if record is not None and record.acked >= command_id:
+                if record is not None and not any(c[0] == command_id for c in record.commands) and record.acked >= command_id:
                     return True
                 left = deadline - time.monotonic()
                 if left <= 0 or record is None or self.stopping:
@@ -475,6 +522,22 @@ class Trainer:
             with self.log_lock:
                 for e in left:
                     self.logger.log("episode", step, {**e, "warmup": float(step <= self.warmup_env_steps)})
+
+    def finished_for(self, actor_id: str) -> bool:
+        """Whether this learner has its `budget_steps` (accepted env steps); notes that
+        `actor_id` was told (`actors_not_told`)."""
+        with self.cond:
+            done = bool(self.budget_steps) and self.env_steps >= self.budget_steps
+            if done:
+                self._told_finished[actor_id] = time.monotonic()
+            return done
+
+    def actors_not_told(self, within_s: float = 10.0) -> list[str]:
+        """Actors seen in the last `within_s` seconds that no answer has yet told the learner
+        finished (a stopping learner waits a moment for them to ask once more)."""
+        now = time.monotonic()
+        with self.cond:
+            return [a for a, r in self.actors.items() if now - r.last_seen <= within_s and a not in self._told_finished]
 
     def status(self) -> dict:
         """Counters for GetStatus and the progress display."""

@@ -141,7 +141,7 @@ class TransitionBatch(_message.Message):
     def __init__(self, actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., observations: _Optional[_Union[Tensor, _Mapping]] = ..., actions: _Optional[_Union[Tensor, _Mapping]] = ..., rewards: _Optional[_Union[Tensor, _Mapping]] = ..., next_observations: _Optional[_Union[Tensor, _Mapping]] = ..., terminals: _Optional[_Union[Tensor, _Mapping]] = ..., episode_ends: _Optional[_Union[Tensor, _Mapping]] = ..., policy_learner_id: _Optional[str] = ..., interventions: _Optional[_Union[Tensor, _Mapping]] = ..., observation_parts: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., next_observation_parts: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ...) -> None: ...
 
 class PushResponse(_message.Message):
-    __slots__ = ("stored", "duplicate", "next_sequence", "policy_version", "env_steps", "updates", "durable_sequence")
+    __slots__ = ("stored", "duplicate", "next_sequence", "policy_version", "env_steps", "updates", "durable_sequence", "learner_finished")
     STORED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     NEXT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +149,7 @@ class PushResponse(_message.Message):
     ENV_STEPS_FIELD_NUMBER: _ClassVar[int]
     UPDATES_FIELD_NUMBER: _ClassVar[int]
     DURABLE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_FINISHED_FIELD_NUMBER: _ClassVar[int]
     stored: bool
     duplicate: bool
     next_sequence: int
@@ -156,7 +157,8 @@ class PushResponse(_message.Message):
     env_steps: int
     updates: int
     durable_sequence: int
-    def __init__(self, stored: _Optional[bool] = ..., duplicate: _Optional[bool] = ..., next_sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., env_steps: _Optional[int] = ..., updates: _Optional[int] = ..., durable_sequence: _Optional[int] = ...) -> None: ...
+    learner_finished: bool
+    def __init__(self, stored: _Optional[bool] = ..., duplicate: _Optional[bool] = ..., next_sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., env_steps: _Optional[int] = ..., updates: _Optional[int] = ..., durable_sequence: _Optional[int] = ..., learner_finished: _Optional[bool] = ...) -> None: ...
 
 class PullPolicyRequest(_message.Message):
     __slots__ = ("actor_id", "have_version", "have_learner_id", "index", "version")
@@ -335,12 +337,14 @@ class ActorStateReport(_message.Message):
     def __init__(self, actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., paused: _Optional[bool] = ..., estopped: _Optional[bool] = ..., pause_reason: _Optional[str] = ..., control: _Optional[_Union[ControlStats, _Mapping]] = ..., acked_command: _Optional[int] = ..., learner_id: _Optional[str] = ...) -> None: ...
 
 class ActorStateResponse(_message.Message):
-    __slots__ = ("commands", "learner_id")
+    __slots__ = ("commands", "learner_id", "learner_finished")
     COMMANDS_FIELD_NUMBER: _ClassVar[int]
     LEARNER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_FINISHED_FIELD_NUMBER: _ClassVar[int]
     commands: _containers.RepeatedCompositeFieldContainer[QueuedCommand]
     learner_id: str
-    def __init__(self, commands: _Optional[_Iterable[_Union[QueuedCommand, _Mapping]]] = ..., learner_id: _Optional[str] = ...) -> None: ...
+    learner_finished: bool
+    def __init__(self, commands: _Optional[_Iterable[_Union[QueuedCommand, _Mapping]]] = ..., learner_id: _Optional[str] = ..., learner_finished: _Optional[bool] = ...) -> None: ...
 
 class ActorCommandRequest(_message.Message):
     __slots__ = ("actor_id", "kind", "wait_s")
