@@ -219,6 +219,10 @@ def add_commands(sub) -> None:
 
 
 def run_command(args) -> int:
+    if not args.policy and not args.teleop:
+        print("[wsrl record] note: no --policy and no --teleop: the actions are zero unless the env's own intervention hook "
+              "(info['intervention_action']) supplies them; for the simulated robot, --policy envs.sim_robot:pointmass_teleop "
+              "drives it to the goal", flush=True)
     record(args.env, args.out, args.episodes, args.policy, args.teleop, args.seed,
            args.max_episode_steps, args.control_hz, args.overwrite)
     return 0

@@ -123,7 +123,7 @@ def pretrain(config: Config, run_dir: Optional[str] = None, stop: Any = None, re
             raise ValueError(f"--resume {str(path)!r}: its checkpoint holds no state to continue from (written before pre-training could resume)")
         atomic_write_bytes(path / "config.yaml", dump_yaml(config).encode())  # the budget may have grown
         data = offline_replay(config, task)
-        agent = restore_agent(saved, seed=config.seed)
+        agent = restore_agent(saved, p.algorithm, pretraining_agent_config(config.agent), seed=config.seed)
         agent = agent.replace(rng=jnp.asarray(saved.state["rng"]))
         key = jax.random.wrap_key_data(jnp.asarray(saved.counters["sample_key"], jnp.uint32))
     else:

@@ -115,6 +115,9 @@ def _result(task, **changes):
     ({"return_std": -1.0}, grpc.StatusCode.INVALID_ARGUMENT, "return_std"),
     ({"success_rate": 1.5}, grpc.StatusCode.INVALID_ARGUMENT, "success_rate"),
     ({"episode_length": 0.0}, grpc.StatusCode.INVALID_ARGUMENT, "episode_length"),
+    ({"episode_length": 1.8e19}, grpc.StatusCode.INVALID_ARGUMENT, "episode_length"),  # past the task's 100-step limit
+    ({"success_rate": 0.5}, grpc.StatusCode.INVALID_ARGUMENT, "success_rate"),  # not a count of 3 episodes
+    ({"evaluator_id": "intruder"}, grpc.StatusCode.INVALID_ARGUMENT, "evaluator_id"),  # did not pull this step's policy
     ({"normalized_score": math.inf}, grpc.StatusCode.INVALID_ARGUMENT, "normalized_score"),
     ({"learner_id": "someone-else"}, grpc.StatusCode.FAILED_PRECONDITION, "learner_id"),
 ])
@@ -123,6 +126,7 @@ def test_bad_evaluation_reports_are_refused_naming_the_field(server_with_pending
     try:
         task = client.next_evaluation("ev", -1)
         assert task.available and task.env_step == 0 and task.policy_version == 0 and task.episodes == 3
+        client.pull_evaluation_policy("ev", task)  # only an evaluator that pulled the policy may report
         with pytest.raises(grpc.RpcError) as e:
             client.report_evaluation(_result(task, **changes))
         assert e.value.code() == code and f"'{field}'" in e.value.details()
@@ -188,3 +192,28 @@ def test_episode_rows_carry_the_exact_step_and_warmup_flag(tmp_path):
     with open(tmp_path / "episode.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(int(r["step"]), float(r["warmup"]), float(r["return"])) for r in rows] == [(3, 1.0, 3.0), (7, 0.0, 4.0)]
+
+
+def test_an_evaluator_attaches_with_its_own_per_actor_token_only():
+    """Issue 27: with --actor-tokens and no shared token no evaluator could attach; a token
+    listed for an evaluator id now serves the evaluator calls of that id (and no other)."""
+    config = tiny_config(finetune={"warmup_steps": 100, "num_steps": 200, "eval_every": 50, "eval_episodes": 3})
+    tokens = {"eeeeeeeeeeeeeeee3": "evaluator-0", "aaaaaaaaaaaaaaaa1": "robot-a"}
+    server = LearnerServer(Trainer(config, SPEC, DistributedSettings()), "0.0.0.0:0", status_token="st4tus-token", actor_tokens=tokens).start()
+    address = f"127.0.0.1:{server.port}"
+    evaluator, robot = LearnerClient(address, "eeeeeeeeeeeeeeee3"), LearnerClient(address, "aaaaaaaaaaaaaaaa1")
+    try:
+        task = evaluator.next_evaluation("evaluator-0", -1)
+        assert task.available and task.env_step == 0
+        evaluator.pull_evaluation_policy("evaluator-0", task)
+        assert evaluator.report_evaluation(_result(task, evaluator_id="evaluator-0")).recorded
+        with pytest.raises(grpc.RpcError) as e:  # the evaluator's token is not another evaluator's
+            evaluator.next_evaluation("evaluator-1", -1)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and "this token is for evaluator 'evaluator-0'" in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:  # nor is a robot's token an evaluator's
+            robot.next_evaluation("evaluator-0", -1)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        evaluator.close()
+        robot.close()
+        server.stop(grace=0)

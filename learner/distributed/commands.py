@@ -838,6 +838,10 @@ def run_local(config, settings, num_actors: int, run_dir: Optional[str] = None, 
             if resume and _pretraining_finished(pretrain_dir):
                 checkpoint = pretrain_dir / "checkpoint.ckpt"
             else:
+                if resume and pretrain_dir.is_dir() and not (pretrain_dir / "checkpoint.ckpt").is_file():
+                    import shutil
+
+                    shutil.rmtree(pretrain_dir)  # killed before its first save: nothing to continue from, start it again
                 message, interrupts.message = interrupts.message, "stopping after this dispatch: saving the pre-training to continue from"
                 checkpoint = pretrain(config, str(pretrain_dir), stop=interrupts, resume=resume and (pretrain_dir / "checkpoint.ckpt").is_file(),
                                       resume_command=f"wsrl run --resume {path}")

@@ -41,6 +41,7 @@ class Evaluations:
         self.dropped = 0
         self.last_seen = -math.inf  # monotonic time of the last evaluator call
         self.handed_out: dict[int, float] = {}  # env step -> when an evaluator pulled its params
+        self.pulled_by: dict[int, set] = {}  # env step -> the evaluator ids that pulled its params
         self._chunks: dict[int, list[bytes]] = {}
 
     def schedule_after(self, step: int) -> Optional[int]:
@@ -97,8 +98,9 @@ class Evaluations:
             steps = sorted(s for s in self.pending if s > after_step)
             return (steps[0], self.pending[steps[0]][0]) if steps else None
 
-    def chunks(self, step: int, encode: Callable[[int, Any], list[bytes]]) -> Optional[list[bytes]]:
-        """The serialized PolicyChunk messages of the snapshot at `step` (encoded once), or None."""
+    def chunks(self, step: int, encode: Callable[[int, Any], list[bytes]], evaluator_id: Optional[str] = None) -> Optional[list[bytes]]:
+        """The serialized PolicyChunk messages of the snapshot at `step` (encoded once), or
+        None; `evaluator_id` (the caller) may report this step's result afterwards."""
         with self.lock:
             self.last_seen = time.monotonic()
             if step not in self.pending:
@@ -106,6 +108,8 @@ class Evaluations:
             chunks = self._chunks.get(step)
             version, _, params = self.pending[step]
             self.handed_out[step] = time.monotonic()
+            if evaluator_id is not None:
+                self.pulled_by.setdefault(step, set()).add(evaluator_id)
         if chunks is None:
             chunks = encode(version, params)
             with self.lock:
@@ -113,9 +117,11 @@ class Evaluations:
                     self._chunks[step] = chunks
         return chunks
 
-    def report(self, step: int, version: int, stats: dict) -> bool:
+    def report(self, step: int, version: int, stats: dict, evaluator_id: Optional[str] = None, episode_limit: Optional[int] = None) -> bool:
         """Checks and logs one result. True if logged now, False for a repeat of a logged one;
-        raises EvaluationRejected for one that was never asked for or does not add up."""
+        raises EvaluationRejected for one that was never asked for, that comes from an
+        evaluator other than one that pulled this step's policy (`evaluator_id`; None: not
+        checked), or that does not add up (`check_stats`)."""
         with self.lock:
             self.last_seen = time.monotonic()
             if step in self.results:
@@ -123,10 +129,14 @@ class Evaluations:
             if step not in self.pending:
                 raise EvaluationRejected(f"field 'env_step': no evaluation is pending at {step} (pending: {sorted(self.pending) or 'none'})")
             expected_version, updates, _ = self.pending[step]
+            pulled = self.pulled_by.get(step, set())
+        if evaluator_id is not None and evaluator_id not in pulled:
+            raise EvaluationRejected(f"field 'evaluator_id': {short_id(evaluator_id)} did not pull the policy of env step {step} "
+                                     "(PullEvaluationPolicy), so it cannot report its evaluation")
         if version != expected_version:
             raise EvaluationRejected(f"field 'policy_version': got {version}, expected {expected_version} (the version current at env step {step})")
         stats = dict(stats)
-        check_stats(stats, self.episodes)
+        check_stats(stats, self.episodes, episode_limit)
         stats.pop("episodes", None)
         return self._record(step, {**stats, "policy_version": version, "updates": updates}, replace=False)
 
@@ -143,6 +153,7 @@ class Evaluations:
             self.results[step] = row
             self.pending.pop(step, None)
             self._chunks.pop(step, None)
+            self.pulled_by.pop(step, None)
         if self.logger is not None:
             with self.log_lock:
                 self.logger.log("eval", step, row)
@@ -158,15 +169,25 @@ class Evaluations:
             return sorted(self.results.items())
 
 
-def check_stats(stats: dict, episodes: int) -> None:
-    """Raises EvaluationRejected naming the first field out of range."""
+def short_id(text: str) -> str:
+    return repr(text[:40] + ("..." if len(text) > 40 else ""))
+
+
+def check_stats(stats: dict, episodes: int, episode_limit: Optional[int] = None) -> None:
+    """Raises EvaluationRejected naming the first field out of range: the mean episode length
+    must be at most `episode_limit` (the task's time limit) and the success rate a count of
+    `episodes` episodes."""
     if stats.get("episodes", episodes) != episodes:
         raise EvaluationRejected(f"field 'episodes': got {stats['episodes']}, expected {episodes} (finetune.eval_episodes)")
+    length, rate = stats["episode_length"], stats["success_rate"]
+    most = float(episode_limit) if episode_limit else math.inf
     checks = [
         ("mean_return", stats["return"], math.isfinite(stats["return"]), "a finite number"),
         ("return_std", stats["return_std"], math.isfinite(stats["return_std"]) and stats["return_std"] >= 0, "a finite number >= 0"),
-        ("success_rate", stats["success_rate"], 0.0 <= stats["success_rate"] <= 1.0, "a number in [0, 1]"),
-        ("episode_length", stats["episode_length"], math.isfinite(stats["episode_length"]) and stats["episode_length"] >= 1, "a number >= 1"),
+        ("success_rate", rate, 0.0 <= rate <= 1.0 and abs(rate * episodes - round(rate * episodes)) < 1e-6,
+         f"a number in [0, 1] that is a count of {episodes} episodes"),
+        ("episode_length", length, math.isfinite(length) and 1 <= length <= most,
+         "a number >= 1" + (f" and <= {episode_limit} (the task's time limit)" if episode_limit else "")),
     ]
     if "normalized_score" in stats:
         checks.append(("normalized_score", stats["normalized_score"], math.isfinite(stats["normalized_score"]), "a finite number"))

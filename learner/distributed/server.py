@@ -63,6 +63,9 @@ SERVICE = "wsrl.v1.Learner"
 STATUS_METHODS = {f"/{SERVICE}/GetStatus"}
 # Calls whose request names the actor: an actor token is only good for its own actor id.
 ACTOR_METHODS = {f"/{SERVICE}/{m}" for m in ("Handshake", "PushTransitions", "PullPolicy", "ReportEpisodes", "ReportActorState")}
+# ... and calls whose request names the evaluator: a per-actor token listed for an id is also
+# good for an evaluator of that id (`--actor-tokens` lines 'evaluator-0 TOKEN').
+EVALUATOR_METHODS = {f"/{SERVICE}/{m}" for m in ("NextEvaluation", "PullEvaluationPolicy", "ReportEvaluation")}
 # Operator commands to actors: only the admin token (never an actor's or the status token).
 ADMIN_METHODS = {f"/{SERVICE}/ActorCommand"}
 # ActorCommand answers within this long at most (its wait_s).
@@ -157,13 +160,15 @@ def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
-def _bound_to_actor(handler: grpc.RpcMethodHandler, actor_id: str) -> grpc.RpcMethodHandler:
-    """`handler` (unary-unary) refusing requests whose `actor_id` is not `actor_id`."""
+def _bound_to_actor(handler: grpc.RpcMethodHandler, actor_id: str, field: str = "actor_id") -> grpc.RpcMethodHandler:
+    """`handler` (unary-unary) refusing requests whose `field` (actor_id, or evaluator_id) is
+    not `actor_id`."""
     inner = handler.unary_unary
 
     def checked(request, context):
-        if request.actor_id != actor_id:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"field 'actor_id': this token is for actor {actor_id!r}, got {short(request.actor_id)}")
+        if getattr(request, field) != actor_id:
+            kind = "actor" if field == "actor_id" else "evaluator"
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"field '{field}': this token is for {kind} {actor_id!r}, got {short(getattr(request, field))}")
         return inner(request, context)
 
     return grpc.unary_unary_rpc_method_handler(checked, request_deserializer=handler.request_deserializer,
@@ -218,12 +223,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
         method, metadata = handler_call_details.method, handler_call_details.invocation_metadata
         if handler is None or required is None:
             return handler
-        if method in ACTOR_METHODS and self.actor_tokens:
+        if (method in ACTOR_METHODS or method in EVALUATOR_METHODS) and self.actor_tokens:
             if required and token_matches(metadata, required):
                 return handler
             actor_id = self.actor_for(metadata)
             if actor_id is not None:
-                return _bound_to_actor(handler, actor_id)
+                return _bound_to_actor(handler, actor_id, "actor_id" if method in ACTOR_METHODS else "evaluator_id")
             return _deny(handler, "missing or wrong auth token (send metadata 'authorization: Bearer <token>': the shared or this actor's token)")
         if required == "":
             if method in STATUS_METHODS:
@@ -509,7 +514,7 @@ class LearnerService(pb_grpc.LearnerServicer):
 
     def PullEvaluationPolicy(self, request: pb.EvaluationPolicyRequest, context) -> bytes:
         self._check(context)
-        chunks = self.trainer.evaluations.chunks(request.env_step, self._encode_snapshot)
+        chunks = self.trainer.evaluations.chunks(request.env_step, self._encode_snapshot, evaluator_id=request.evaluator_id)
         if chunks is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"field 'env_step': no evaluation is pending at {request.env_step}; ask NextEvaluation again")
         if request.index >= len(chunks):
@@ -529,7 +534,8 @@ class LearnerService(pb_grpc.LearnerServicer):
         if request.HasField("normalized_score"):
             stats["normalized_score"] = request.normalized_score
         try:
-            recorded = e.report(int(request.env_step), int(request.policy_version), stats)
+            recorded = e.report(int(request.env_step), int(request.policy_version), stats, evaluator_id=request.evaluator_id,
+                                episode_limit=self.trainer.episode_limit)
         except EvaluationRejected as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         return pb.EvaluationAck(recorded=recorded, pending=len(e.pending))
