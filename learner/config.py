@@ -46,6 +46,11 @@ class AgentConfig:
     critic_ensemble_size: int = 10
     critic_hidden_dims: tuple[int, ...] = (256, 256)
     critic_layer_norm: bool = True
+    # One output layer shared by all critics (the reference implementation's reading: a single
+    # Dense(1) outside the vmapped MLP) instead of one per critic (REDQ's and RLPD's independent
+    # networks, the default). Kept as E identical copies that every step moves by the summed
+    # gradient of all critics, which is exactly a shared layer (docs/fidelity.md).
+    critic_shared_output: bool = False
     # Input element type of the critic ensemble's hidden-layer matmuls: "float32",
     # "bfloat16" (bf16 inputs, float32 accumulation, ~0.3% error on Q: what JAX does by
     # default on TPU, where the paper ran), or "auto": bfloat16 on TPUs, NVIDIA GPUs of

@@ -47,6 +47,11 @@ ETA_STEPS = 100
 # The longest chunk of updates one dispatch runs. Longer chunks save nothing measurable (the
 # per-dispatch cost is paid once per chunk) and make the progress bar coarse.
 MAX_STEPS_PER_DISPATCH = 1_000
+# ... and the longest time one should take, as measured before training (`time_per_step`): a
+# Ctrl-C is acted on between dispatches, so this is how long a stop can wait (a 1,000-step
+# chunk of kitchen's 512-unit CalQL takes ~13 min on 2 CPU cores).
+TARGET_DISPATCH_S = 2.0
+PROBE_STEPS = 3
 
 
 def steps_per_dispatch(num_steps: int, periods: tuple[int, ...], limit: int = MAX_STEPS_PER_DISPATCH) -> int:
@@ -98,6 +103,20 @@ def make_train_chunk(batch_size: int, num_steps: int) -> Callable:
     return train_chunk
 
 
+def time_per_step(agent, dataset: dict, key, batch_size: int) -> float:
+    """Seconds one pre-training update takes here, measured on PROBE_STEPS single-update
+    dispatches after one that compiles; the agent and key are not changed (the probe's
+    updates are thrown away, so the run's steps do not depend on the machine's speed)."""
+    step = make_train_chunk(batch_size, 1)
+    probe, k, _ = step(agent, dataset, key)
+    jax.block_until_ready(probe)
+    started = time.perf_counter()
+    for _ in range(PROBE_STEPS):
+        probe, k, _ = step(probe, dataset, k)
+    jax.block_until_ready(probe)
+    return (time.perf_counter() - started) / PROBE_STEPS
+
+
 def pretrain(config: Config, run_dir: Optional[str] = None, stop: Any = None, resume: bool = False,
              resume_command: Optional[str] = None) -> Path:
     """Trains `config.pretrain.algorithm` offline; returns the final checkpoint's path
@@ -145,10 +164,13 @@ def pretrain(config: Config, run_dir: Optional[str] = None, stop: Any = None, re
     # a loop body ~18x slower than outside one (learner/agents/sac.py, `_critic_updates`),
     # and an update from frames costs far more than a dispatch.
     limit = 1 if getattr(agent, "encoder", None) is not None else MAX_STEPS_PER_DISPATCH
-    # (a resumed run's chunks also end on the step it resumes from)
-    chunk = steps_per_dispatch(p.num_steps, (p.log_every, p.eval_every, p.checkpoint_every, start), limit)
-    train_chunk = make_train_chunk(config.agent.batch_size, chunk)
     dataset = device_dataset(data)
+    # (a resumed run's chunks also end on the step it resumes from)
+    periods = (p.log_every, p.eval_every, p.checkpoint_every, start)
+    if steps_per_dispatch(p.num_steps, periods, limit) > 1:  # how many steps fit in TARGET_DISPATCH_S
+        limit = max(1, min(limit, int(TARGET_DISPATCH_S / time_per_step(agent, dataset, key, config.agent.batch_size))))
+    chunk = steps_per_dispatch(p.num_steps, periods, limit)
+    train_chunk = make_train_chunk(config.agent.batch_size, chunk)
 
     thresholds = ReadinessThresholds.from_config(p)
     readiness = ReadinessTracker.for_agent(agent, held_out_sample(data, config.finetune.diagnostics_states, config.seed), thresholds, config.seed)

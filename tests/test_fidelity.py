@@ -273,3 +273,56 @@ def test_ultra_generator_makes_play_data_from_the_hand_picked_cells():
     play_xy = np.array([[(c - 7.5) * 4.0, (5.5 - r) * 4.0] for r, c in maze_data.PLAY_CELLS["ultra"]])
     for xy in starts:  # each episode starts within the env's reset noise of a play cell
         assert np.min(np.abs(play_xy - xy).max(axis=1)) <= 1.0 + 1e-6
+
+
+def test_shared_critic_output_is_one_layer_for_all_critics():
+    """`agent.critic_shared_output` (the reference's single Dense(1) over the vmapped MLPs):
+    the critics' output layers start equal, their gradient is the gradient of one shared layer
+    (the sum over critics, checked against differentiating through a shared parameter), and
+    after UTD updates of SAC, CalQL and IQL they are still one layer."""
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from learner.agents import make_agent
+    from learner.agents.common import share_critic_output_grads
+    from tests.conftest import tiny_config
+
+    config = dataclasses.replace(tiny_config().agent, critic_shared_output=True)
+    rng = np.random.default_rng(0)
+    m, b = 2, config.batch_size
+    batch = {"observations": rng.normal(size=(m, b, 2)).astype(np.float32), "actions": rng.uniform(-1, 1, (m, b, 2)).astype(np.float32),
+             "rewards": rng.normal(size=(m, b)).astype(np.float32), "next_observations": rng.normal(size=(m, b, 2)).astype(np.float32),
+             "terminals": np.zeros((m, b), np.float32), "masks": np.ones((m, b), np.float32), "mc_returns": rng.normal(size=(m, b)).astype(np.float32)}
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+
+    def output_layers_equal(params):
+        layer = params["critics"]["Dense_0"]
+        return all(np.array_equal(np.asarray(x), np.broadcast_to(np.asarray(x)[:1], x.shape)) for x in jax.tree_util.tree_leaves(layer))
+
+    for algorithm in ("sac", "calql", "iql"):
+        agent = make_agent(algorithm, config, 2, 2, seed=1)
+        assert output_layers_equal(agent.critic.params) and output_layers_equal(agent.critic.target_params)
+        unshared = make_agent(algorithm, tiny_config().agent, 2, 2, seed=1)
+        assert not output_layers_equal(unshared.critic.params)  # the default: one output layer per critic
+        for _ in range(2):
+            agent, _ = agent.update(batch)
+        assert output_layers_equal(agent.critic.params) and output_layers_equal(agent.critic.target_params), algorithm
+
+    # The summed gradient is the gradient of a shared layer.
+    agent = make_agent("sac", config, 2, 2, seed=2)
+    flat = {k: v[0] for k, v in batch.items()}
+    target = jnp.asarray(rng.normal(size=b).astype(np.float32))
+    loss = lambda params: agent.critic_loss(params, flat, target, jax.random.PRNGKey(0))[0]  # noqa: E731
+    grads = share_critic_output_grads(jax.grad(loss)(agent.critic.params))
+    layer = agent.critic.params["critics"]["Dense_0"]
+
+    def with_shared(shared):
+        tied = jax.tree_util.tree_map(lambda s, x: jnp.broadcast_to(s, x.shape), shared, layer)
+        return loss({"critics": {**agent.critic.params["critics"], "Dense_0": tied}})
+
+    direct = jax.grad(with_shared)(jax.tree_util.tree_map(lambda x: x[:1], layer))
+    for name in ("kernel", "bias"):
+        np.testing.assert_allclose(np.asarray(grads["critics"]["Dense_0"][name][0]), np.asarray(direct[name][0]), rtol=1e-5, atol=1e-7)

@@ -66,3 +66,29 @@ def test_pretrain_logs_on_chunk_boundaries_and_is_deterministic(tmp_path):
         assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4, 6]
     for a, b in zip(jax.tree_util.tree_leaves(first.state), jax.tree_util.tree_leaves(second.state)):
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_dispatches_fit_the_time_target_and_do_not_change_the_result(tmp_path, monkeypatch, capsys):
+    """A dispatch is as long as TARGET_DISPATCH_S allows at the measured update time (a stop
+    waits at most that long): 0.5 s per update -> 4 updates per 2 s dispatch; a fast machine
+    gets the whole 12-step period. The chunking changes no bit of the result."""
+    import learner.pretrain as pretrain_module
+
+    config = tiny_config(pretrain={"num_steps": 24, "log_every": 12})
+    states = []
+    for seconds, expected in ((0.5, 4), (0.001, 12)):
+        monkeypatch.setattr(pretrain_module, "time_per_step", lambda *args, s=seconds: s)
+        path = pretrain(config, str(tmp_path / f"t{expected}"))
+        assert f"24 steps ({expected} per dispatch)" in capsys.readouterr().out
+        states.append(read_checkpoint(path).state)
+    for a, b in zip(jax.tree_util.tree_leaves(states[0]), jax.tree_util.tree_leaves(states[1])):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    # The probe itself: a positive time, and the agent it measured is left as it was.
+    from learner.agents import make_agent
+
+    agent = make_agent("calql", config.agent, 2, 2, seed=1)
+    dataset = device_dataset(_buffer(37))
+    before = jax.tree_util.tree_leaves(agent)
+    monkeypatch.undo()
+    assert pretrain_module.time_per_step(agent, dataset, jax.random.key(0), config.agent.batch_size) > 0
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(before, jax.tree_util.tree_leaves(agent)))

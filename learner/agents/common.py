@@ -47,6 +47,29 @@ def make_state(module: flax.linen.Module, rng: jax.Array, inputs: tuple, learnin
     return state.replace(step=jnp.zeros((), jnp.int32))
 
 
+# The critic ensemble's output layer in its parameters (`CriticEnsemble`: critics/Dense_0).
+CRITIC_OUTPUT = ("critics", "Dense_0")
+
+
+def _map_critic_output(params: Any, fn) -> Any:
+    """`params` with `fn` applied to every leaf of the critics' output layer."""
+    outer, name = CRITIC_OUTPUT
+    layer = jax.tree_util.tree_map(fn, params[outer][name])
+    return {**params, outer: {**params[outer], name: layer}}
+
+
+def tie_critic_outputs(params: Any) -> Any:
+    """The critics' output layers all made the first critic's (a shared layer's initial value)."""
+    return _map_critic_output(params, lambda x: jnp.broadcast_to(x[:1], x.shape))
+
+
+def share_critic_output_grads(grads: Any) -> Any:
+    """Critic gradients with the output layer's replaced, in every critic, by their sum over
+    the critics: the gradient of one layer shared by all of them. Copies that start equal and
+    take equal Adam steps stay equal, so E tied copies are that shared layer."""
+    return _map_critic_output(grads, lambda g: jnp.broadcast_to(g.sum(axis=0, keepdims=True), g.shape))
+
+
 def observation_spec_of(observations: Any) -> ObservationSpec:
     """The ObservationSpec of an agent's observations, given as an ObservationSpec, an int
     (the dimension of a flat vector, as before named parts existed) or a checkpoint-style spec

@@ -30,7 +30,9 @@ from learner.agents.common import (
     mean_metrics,
     observation_spec_of,
     register_optional_networks,
+    share_critic_output_grads,
     subsample_critics,
+    tie_critic_outputs,
 )
 from learner.config import AgentConfig
 from learner.networks import CriticEnsemble, ValueFunction, augment_observations
@@ -59,9 +61,13 @@ class IQLAgent(flax.struct.PyTreeNode):
             config.kernel_init, config.kernel_scale_final,
         )
         value = ValueFunction(tuple(config.critic_hidden_dims), config.critic_layer_norm, config.kernel_init, config.kernel_scale_final)
+        critic_state = make_state(critic, k_critic, (obs, act), config.critic_lr, with_target=True)
+        if config.critic_shared_output:  # (see SACAgent)
+            tied = tie_critic_outputs(critic_state.params)
+            critic_state = critic_state.replace(params=tied, target_params=tied)
         states = {
             "actor": make_state(make_policy(config, action_dim), k_actor, (obs,), config.actor_lr),
-            "critic": make_state(critic, k_critic, (obs, act), config.critic_lr, with_target=True),
+            "critic": critic_state,
             "value": make_state(value, k_value, (obs,), config.value_lr),
         }
         if encoder is not None:
@@ -149,8 +155,10 @@ class IQLAgent(flax.struct.PyTreeNode):
             loss = losses.critic_loss(qs, target)
             return loss, {"critic_loss": loss, "q_mean": qs.mean(), "q_min": qs.min(), "q_max": qs.max()}
 
+        shared = share_critic_output_grads if c.critic_shared_output else (lambda g: g)
         if self.encoder is None:
-            critic, critic_info = apply_gradients(self.critic, critic_loss_fn, batch["observations"])
+            grads, critic_info = jax.grad(critic_loss_fn, has_aux=True)(self.critic.params, batch["observations"])
+            critic = self.critic.apply_gradients(grads=shared(grads))
             encoder = None
         else:
             # The critic loss trains the critics and the shared encoder together.
@@ -159,7 +167,7 @@ class IQLAgent(flax.struct.PyTreeNode):
                 return critic_loss_fn(critic_params, self.encoder.apply_fn({"params": encoder_params}, raw_observations))
 
             grads, critic_info = jax.grad(joint_loss_fn, has_aux=True)((self.critic.params, self.encoder.params))
-            critic = self.critic.apply_gradients(grads=grads[0])
+            critic = self.critic.apply_gradients(grads=shared(grads[0]))
             encoder = self.encoder.apply_gradients(grads=grads[1]).soft_update_target(c.tau)
         critic = critic.soft_update_target(c.tau)
         agent = self.replace(value=value, critic=critic, rng=rng, encoder=encoder)

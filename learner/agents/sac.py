@@ -39,7 +39,9 @@ from learner.agents.common import (
     register_optional_networks,
     repeat_states,
     sample_policy,
+    share_critic_output_grads,
     subsample_critics,
+    tie_critic_outputs,
 )
 from learner.config import AgentConfig
 from learner.networks import CriticEnsemble, Temperature, augment_observations
@@ -79,9 +81,13 @@ class SACAgent(flax.struct.PyTreeNode):
             config.critic_ensemble_size, tuple(config.critic_hidden_dims), config.critic_layer_norm, config.critic_matmul_dtype,
             config.kernel_init, config.kernel_scale_final,
         )
+        critic_state = make_state(critic, k_critic, (obs, act), config.critic_lr, with_target=True)
+        if config.critic_shared_output:
+            tied = tie_critic_outputs(critic_state.params)
+            critic_state = critic_state.replace(params=tied, target_params=tied)
         states = {
             "actor": make_state(make_policy(config, action_dim), k_actor, (obs,), config.actor_lr),
-            "critic": make_state(critic, k_critic, (obs, act), config.critic_lr, with_target=True),
+            "critic": critic_state,
             "temperature": make_state(Temperature(config.initial_temperature), k_temp, (), config.temperature_lr),
         }
         if encoder is not None:
@@ -202,9 +208,14 @@ class SACAgent(flax.struct.PyTreeNode):
             return self._update_critic_and_encoder(batch)
         rng, k_actions, k_subsample, k_reg = jax.random.split(self.rng, 4)
         target, info = self.critic_target(batch, k_actions, k_subsample)
-        critic, loss_info = apply_gradients(self.critic, lambda params: self.critic_loss(params, batch, target, k_reg))
-        critic = critic.soft_update_target(self.config.tau)
+        grads, loss_info = jax.grad(lambda params: self.critic_loss(params, batch, target, k_reg), has_aux=True)(self.critic.params)
+        critic = self.critic.apply_gradients(grads=self._critic_grads(grads)).soft_update_target(self.config.tau)
         return self.replace(critic=critic, rng=rng), {**info, **loss_info}
+
+    def _critic_grads(self, grads: Any) -> Any:
+        """The critic ensemble's gradients as its optimizer takes them: with
+        `critic_shared_output`, the output layer's summed over the critics (one shared layer)."""
+        return share_critic_output_grads(grads) if self.config.critic_shared_output else grads
 
     def _update_critic_and_encoder(self, batch: Batch) -> tuple["SACAgent", dict]:
         """One critic step on camera observations (DrQ): observations and next observations
@@ -229,7 +240,7 @@ class SACAgent(flax.struct.PyTreeNode):
             return self.critic_loss(critic_params, {**features_batch, "observations": features}, target, k_reg)
 
         grads, loss_info = jax.grad(loss_fn, has_aux=True)((self.critic.params, self.encoder.params))
-        critic = self.critic.apply_gradients(grads=grads[0]).soft_update_target(c.tau)
+        critic = self.critic.apply_gradients(grads=self._critic_grads(grads[0])).soft_update_target(c.tau)
         encoder = self.encoder.apply_gradients(grads=grads[1]).soft_update_target(c.tau)
         return self.replace(critic=critic, encoder=encoder, rng=rng), {**info, **loss_info}
 
