@@ -52,6 +52,7 @@ MAX_STEPS_PER_DISPATCH = 1_000
 # chunk of kitchen's 512-unit CalQL takes ~13 min on 2 CPU cores).
 TARGET_DISPATCH_S = 2.0
 PROBE_STEPS = 3
+CAMERA_READINESS_STATES = 256
 
 
 def steps_per_dispatch(num_steps: int, periods: tuple[int, ...], limit: int = MAX_STEPS_PER_DISPATCH) -> int:
@@ -173,7 +174,10 @@ def pretrain(config: Config, run_dir: Optional[str] = None, stop: Any = None, re
     train_chunk = make_train_chunk(config.agent.batch_size, chunk)
 
     thresholds = ReadinessThresholds.from_config(p)
-    readiness = ReadinessTracker.for_agent(agent, held_out_sample(data, config.finetune.diagnostics_states, config.seed), thresholds, config.seed)
+    # The sample the forgetting diagnostics use (fewer states with cameras: each is a frame
+    # through the encoder at every measurement).
+    states = config.finetune.diagnostics_states if observation_spec.is_flat else min(config.finetune.diagnostics_states, CAMERA_READINESS_STATES)
+    readiness = ReadinessTracker.for_agent(agent, held_out_sample(data, states, config.seed), thresholds, config.seed)
     if resume:
         readiness.restore(path, start, saved.counters.get("readiness_key"))
 

@@ -184,6 +184,9 @@ def unsettled_warning(readiness: Optional[dict], checkpoint: str) -> Optional[st
     if not readiness or readiness.get("verdict") == SETTLED:
         return None
     step = readiness.get("step")
+    if readiness.get("verdict") == UNMEASURED:
+        return (f"[wsrl] warning: checkpoint {checkpoint}: its pre-training's readiness was not measured ({'; '.join(readiness['reasons'])}: "
+                "pretrain.log_every=0, or too few steps); nothing says it had settled (docs/readiness.md)")
     return (f"[wsrl] warning: checkpoint {checkpoint} comes from a pre-training that had not settled "
             f"(at step {step}: {describe(readiness)}); fine-tuning from it can collapse (docs/readiness.md). "
             "Pre-train longer, or with pretrain.stop_when_settled=true")

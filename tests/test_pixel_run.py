@@ -93,7 +93,8 @@ def test_wsrl_run_pretrains_warms_up_finetunes_and_evaluates_from_pixels(pixel_r
 
 def test_separate_learner_and_robot_actor_processes_train_from_the_camera(pixel_run, tmp_path):
     """`wsrl learner` and `wsrl actor --robot --env pixel-reach`, two processes over loopback,
-    camera frames compressed on the wire: the learner trains on them and finishes."""
+    camera frames compressed on the wire: the learner trains on them and finishes, and the
+    robot actor stops with it."""
     pytest.importorskip("zstandard")
     checkpoint = pixel_run / "pretrain" / "checkpoint.ckpt"
     run_dir = tmp_path / "learner"
@@ -117,6 +118,8 @@ def test_separate_learner_and_robot_actor_processes_train_from_the_camera(pixel_
                        "--spool-dir", str(tmp_path / "spool"), "--control-hz", "50", "--batch-size", "4",
                        "--compress", "zstd", "--status-every", "0"], actor_log)
         assert learner.wait(timeout=300) == 0, learner_log.read_text()
+        # The learner's last answers said it was done: the robot actor stops by itself, exit 0.
+        assert actor.wait(timeout=60) == 0, actor_log.read_text()
     finally:
         for process in (actor, learner):
             if process is not None and process.poll() is None:
@@ -130,7 +133,7 @@ def test_separate_learner_and_robot_actor_processes_train_from_the_camera(pixel_
                 except subprocess.TimeoutExpired:
                     process.kill()
     text = actor_log.read_text()
-    assert "connected to learner" in text and "episode 1: return" in text, text
+    assert "connected to learner" in text and "the learner has trained all its env steps and is stopping; stopping too" in text, text
     final = read_checkpoint(run_dir / "checkpoint.ckpt")
     pre = read_checkpoint(checkpoint)
     assert final.counters["processed_steps"] >= STEPS and final.counters["updates"] >= 1

@@ -234,3 +234,9 @@ def test_pretrain_stopped_then_resumed_equals_one_uninterrupted_run(tmp_path, ca
     assert read_checkpoint(part / "checkpoint.ckpt").counters["pretrain_steps"] == 32
     assert main(["pretrain", "--resume", str(tmp_path / "nothing")]) == 2
     assert "no pre-training there" in capsys.readouterr().err
+
+
+def test_unmeasured_warning_says_so():
+    text = readiness.unsettled_warning(assess([], -2.0, ReadinessThresholds()), "c.ckpt")
+    assert text == ("[wsrl] warning: checkpoint c.ckpt: its pre-training's readiness was not measured (no measurement yet: "
+                    "pretrain.log_every=0, or too few steps); nothing says it had settled (docs/readiness.md)")
