@@ -9,6 +9,7 @@ always on chunk boundaries: K is chosen so that every `log_every`, `eval_every` 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -52,6 +53,9 @@ MAX_STEPS_PER_DISPATCH = 1_000
 # chunk of kitchen's 512-unit CalQL takes ~13 min on 2 CPU cores).
 TARGET_DISPATCH_S = 2.0
 PROBE_STEPS = 3
+# Dispatches of at most this many steps are not measured first (the probe compiles a
+# single-step update of its own, seconds of work that short chunks do not need).
+PROBE_MIN_STEPS = 16
 CAMERA_READINESS_STATES = 256
 
 
@@ -78,10 +82,13 @@ def device_dataset(data: ReplayBuffer) -> dict:
     return jax.device_put(data.storage(n))
 
 
+@functools.lru_cache(maxsize=16)
 def make_train_chunk(batch_size: int, num_steps: int) -> Callable:
     """A compiled `(agent, dataset, key) -> (agent, key, info)` that runs `num_steps` updates,
     each on a batch of `batch_size` transitions drawn uniformly (with replacement, as the host
-    sampler did) on the device; `info` is the last update's metrics."""
+    sampler did) on the device; `info` is the last update's metrics. One function per
+    (batch_size, num_steps), so a process that pre-trains again (a resume, the time probe,
+    tests) reuses its compilation."""
 
     @jax.jit
     def train_chunk(agent, dataset, key):
@@ -168,7 +175,7 @@ def pretrain(config: Config, run_dir: Optional[str] = None, stop: Any = None, re
     dataset = device_dataset(data)
     # (a resumed run's chunks also end on the step it resumes from)
     periods = (p.log_every, p.eval_every, p.checkpoint_every, start)
-    if steps_per_dispatch(p.num_steps, periods, limit) > 1:  # how many steps fit in TARGET_DISPATCH_S
+    if steps_per_dispatch(p.num_steps, periods, limit) > PROBE_MIN_STEPS:  # how many steps fit in TARGET_DISPATCH_S
         limit = max(1, min(limit, int(TARGET_DISPATCH_S / time_per_step(agent, dataset, key, config.agent.batch_size))))
     chunk = steps_per_dispatch(p.num_steps, periods, limit)
     train_chunk = make_train_chunk(config.agent.batch_size, chunk)

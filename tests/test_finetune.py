@@ -74,7 +74,7 @@ def test_cli_pretrain_then_finetune_end_to_end(tmp_path, capsys):
     assert main(["pretrain", "--run-dir", str(pre_dir), *common, "pretrain.num_steps=6", "pretrain.dataset_episodes=4",
                  "pretrain.eval_every=3", "pretrain.eval_episodes=1", "pretrain.log_every=2"]) == 0
     ckpt = read_checkpoint(pre_dir / "checkpoint.ckpt")
-    assert ckpt.algorithm == "calql" and ckpt.counters == {"pretrain_steps": 6}
+    assert ckpt.algorithm == "calql" and ckpt.counters["pretrain_steps"] == 6 and ckpt.readiness["step"] == 6
     assert int(ckpt.state["critic"]["step"]) == 6
     assert main(["finetune", "--checkpoint", str(pre_dir / "checkpoint.ckpt"), "--run-dir", str(ft_dir), *common,
                  "finetune.warmup_steps=4", "finetune.num_steps=7", "finetune.eval_every=5", "finetune.eval_episodes=1",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+
 import ctypes
 import ctypes.util
 import dataclasses
+import functools
 import sys
 from typing import Any, Mapping, Optional
 
@@ -35,12 +37,34 @@ class TrainState(train_state.TrainState):
         return self.replace(target_params=target)
 
 
+@functools.lru_cache(maxsize=None)
+def adam(learning_rate: float) -> optax.GradientTransformation:
+    """optax.adam, one object per learning rate: agents built alike then have equal static
+    fields, so a compiled update (jit) is reused across them instead of compiled again."""
+    return optax.adam(learning_rate)
+
+
+def apply_of(module: flax.linen.Module):
+    """`module.apply` of the first module equal to `module` (same class and fields): one
+    function object per network description, for the same reason as `adam` (a module with
+    an unhashable field keeps its own)."""
+    try:
+        return _apply_of(module)
+    except TypeError:
+        return module.apply
+
+
+@functools.lru_cache(maxsize=None)
+def _apply_of(module: flax.linen.Module):
+    return module.apply
+
+
 def make_state(module: flax.linen.Module, rng: jax.Array, inputs: tuple, learning_rate: float, with_target: bool = False) -> TrainState:
     params = module.init(rng, *inputs)["params"]
     state = TrainState.create(
-        apply_fn=module.apply,
+        apply_fn=apply_of(module),
         params=params,
-        tx=optax.adam(learning_rate),
+        tx=adam(learning_rate),
         target_params=params if with_target else None,
     )
     # A concrete int32 step (not a weak-typed Python int) so `update` compiles only once.
