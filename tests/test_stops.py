@@ -235,7 +235,7 @@ def test_wsrl_run_stopped_in_pretraining_and_in_finetuning_resumes_to_the_end(tm
     pretraining = ["pretrain.num_steps=4000", "pretrain.log_every=20", "pretrain.eval_every=0", "pretrain.dataset_episodes=10",
                    "agent.cql_num_actions=2"]
     term = Terminal("run", "--run-dir", str(run_dir), "--batch-size", "4", *pretraining, "finetune.warmup_steps=20",
-                    "finetune.num_steps=300", "finetune.eval_every=100", *TINY)
+                    "finetune.num_steps=2000", "finetune.eval_every=500", *TINY)
     try:
         deadline = time.monotonic() + 240
         readiness = run_dir / "pretrain" / "readiness.csv"
@@ -261,7 +261,7 @@ def test_wsrl_run_stopped_in_pretraining_and_in_finetuning_resumes_to_the_end(tm
         assert term.finish(STOP_TIMEOUT_S) == 130
         assert f"continue with: wsrl run --resume {run_dir}" in term.output and "Traceback" not in term.output, term.output
         summary = assert_saved(run_dir)
-        assert first.processed_steps <= summary["env_steps"] < 300
+        assert first.processed_steps <= summary["env_steps"] < 2000
     finally:
         term.close()
 
@@ -270,12 +270,12 @@ def test_wsrl_run_stopped_in_pretraining_and_in_finetuning_resumes_to_the_end(tm
         assert term.finish(240) == 0, term.output
         assert "[wsrl run] done" in term.output and "Traceback" not in term.output, term.output
         summary = assert_saved(run_dir, interrupted=False)
-        assert summary["env_steps"] == 300
+        assert summary["env_steps"] == 2000
         rows = list(csv.DictReader(open(run_dir / "eval.csv")))
         steps = [int(float(r["step"])) for r in rows]
         # Step 0 and the end at least (an evaluation pending at the stop is dropped with its
         # snapshot), each once, and the summary counts them all, before the stop included.
-        assert steps[0] == 0 and steps[-1] == 300 and steps == sorted(set(steps)) and set(steps) <= {0, 100, 200, 300}
+        assert steps[0] == 0 and steps[-1] == 2000 and steps == sorted(set(steps)) and set(steps) <= {0, 500, 1000, 1500, 2000}
         assert summary["evaluations"] == len(rows) and summary["pretrained_score"] == float(rows[0]["normalized_score"])
     finally:
         term.close()
