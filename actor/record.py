@@ -17,7 +17,7 @@ counts episodes, interventions and successes. Imports no training code.
 
 Envs with a `Dict` observation space (camera images + a state vector, envs/observations.py)
 are recorded as named parts: frames stay uint8 and are stored chunked and gzip-compressed
-(envs/dataset_io.py), the Minari layout holding each frame once. Each save rewrites (and
+(envs/dataset_writers.py), the Minari layout holding each frame once. Each save rewrites (and
 recompresses) everything recorded so far: record long camera sessions in several outputs.
 """
 
@@ -32,7 +32,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from actor.envs import load_callable, make_actor_env, to_policy_units
-from envs.dataset_io import write_d4rl_hdf5, write_minari
+from envs.dataset_writers import write_d4rl_hdf5, write_minari
 from envs.datasets import OfflineDataset
 from envs.observations import ObservationSpec, observation_spec_of
 from actor.teleop import close_teleop, make_teleop

@@ -33,13 +33,16 @@ pause|resume|estop`), carried out as the signals are and acknowledged in the nex
 
 Timing statistics (period = step start to step start; work = act + env step + hand-off): the
 status line shows those of the steps since the previous line, the summary those of the run.
+
+Files: this one holds `RobotActor`'s control loop (stepping, episodes, hand-off, policy
+adoption, timing statistics); `robot_sender.py` the spooler and sender threads,
+`robot_controls.py` pause/resume/e-stop, the backlog hold and the state reports with their
+remote commands, `robot_workspace.py` the workspace limits, `teleop.py` the teleop devices.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
-import queue
 import threading
 import time
 from typing import Optional
@@ -51,6 +54,9 @@ import numpy as np
 from actor.envs import to_policy_units
 from actor.interrupts import SignalSafeEvent
 from actor.loop import ActorLoop, ActorSettings
+from actor.robot_controls import RobotControls
+from actor.robot_sender import BatchSender
+from actor.robot_workspace import RobotWorkspace
 from actor.teleop import close_teleop, make_teleop
 from envs.robot import (
     INTERVENTION_KEY, SAFETY_STOP_KEY, SUCCESS_KEY, check_robot_env, find_attribute, intervention_action, workspace_position,
@@ -58,21 +64,7 @@ from envs.robot import (
 from protos.wsrl.v1 import learner_pb2 as pb
 
 PULL_INTERVAL_S = 2.0  # background policy polls between episode-end requests
-STATE_EVERY_S = 0.5  # state reports (heartbeat; remote commands arrive with their answers)
 RECENT_STEPS = 1000  # the p99 of the reported control-period statistics is over these steps
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkspaceLimits:
-    """Bounds on the position the env reports (`info["workspace_position"]`, k values)."""
-
-    low: np.ndarray
-    high: np.ndarray
-    mode: str  # 'stop' or 'project'
-    scale: Optional[np.ndarray] = None  # project: position change per unit env action (k values)
-
-    def contains(self, position: np.ndarray) -> bool:
-        return bool(np.all(position >= self.low) and np.all(position <= self.high))
 
 
 def period_stats(periods, work, target_s: float) -> dict:
@@ -94,136 +86,7 @@ def format_period_stats(stats: dict, target_s: float) -> str:
             f"(target {1e3 * target_s:.2f} ms), work p99 {stats['work_p99_ms']:.2f} ms, {stats['overruns']} overruns in {stats['steps']} steps")
 
 
-BACKLOG_FULL = "backlog full"  # the pause reason of `RobotActor._check_backlog`
-
-
-class BatchSender:
-    """Spooler + sender threads between the control loop and the learner (module docstring)."""
-
-    def __init__(self, actor: "RobotActor", queue_batches: int):
-        self.actor = actor
-        self.queue: queue.Queue = queue.Queue(maxsize=queue_batches)
-        self.outbox: collections.deque = collections.deque()  # spooled, not yet acknowledged
-        self.outbox_bytes = 0  # their serialized size (what the spool holds for this run)
-        self.cond = threading.Condition()
-        self.finishing = threading.Event()
-        self.deadline = float("inf")  # while finishing: give up sending after this
-        self.spooler_done = threading.Event()
-        self.error: Optional[BaseException] = None
-        self.learner_up = True
-        self.sent_batches = 0
-        self.failed_attempts = 0
-        self._threads = [
-            threading.Thread(target=self._guard(self._spool_loop), name="wsrl-robot-spooler", daemon=True),
-            threading.Thread(target=self._guard(self._send_loop), name="wsrl-robot-sender", daemon=True),
-        ]
-
-    def start(self) -> None:
-        for t in self._threads:
-            t.start()
-
-    def submit(self, batch: pb.TransitionBatch) -> bool:
-        """Hands a batch off without blocking; False if the queue is full (the caller keeps it)."""
-        try:
-            self.queue.put_nowait(batch)
-            return True
-        except queue.Full:
-            return False
-
-    def backlog(self) -> int:
-        """Batches handed off and not yet acknowledged by the learner."""
-        return self.queue.qsize() + len(self.outbox)
-
-    def _guard(self, target):
-        def run():
-            try:
-                target()
-            except BaseException as e:  # a refused batch or a full disk: stop the actor, say why
-                self.error = e
-                print(f"[wsrl actor] {self.actor.actor_id}: {threading.current_thread().name} failed: {e}", flush=True)
-                self.actor.stop.set()
-            finally:
-                if target == self._spool_loop:
-                    self.spooler_done.set()
-                with self.cond:
-                    self.cond.notify_all()
-        return run
-
-    def _spool_loop(self) -> None:
-        """Queue -> spool (on disk) -> outbox. Never touches the network."""
-        last_status = time.monotonic()
-        every = self.actor.settings.status_every_s
-        while True:
-            try:
-                batch = self.queue.get(timeout=0.1)
-            except queue.Empty:
-                if self.finishing.is_set():
-                    return
-                batch = None
-            if batch is not None:
-                self.actor.spool.put(batch)  # on disk before it can be sent
-                with self.cond:
-                    self.outbox.append(batch)
-                    self.outbox_bytes += batch.ByteSize()
-                    self.cond.notify_all()
-            if every and time.monotonic() - last_status >= every:
-                last_status = time.monotonic()
-                print(self.actor.status_line(), flush=True)
-
-    def _send_loop(self) -> None:
-        """Outbox -> learner, in order, one batch in flight; capped exponential backoff."""
-        a, s = self.actor, self.actor.settings
-        backoff = 0.0
-        last_report = time.monotonic()
-        while True:
-            with self.cond:
-                while not self.outbox and not (self.finishing.is_set() and self.spooler_done.is_set()):
-                    self.cond.wait(0.2)
-                    if a.episodes and time.monotonic() - last_report > s.report_every_s:
-                        break
-                batch = self.outbox[0] if self.outbox else None
-            if batch is None and self.finishing.is_set() and self.spooler_done.is_set():
-                return
-            if batch is not None:
-                # One attempt (give_up_s=0): on failure the batch stays first in line and we
-                # wait here, so the spooler keeps writing new batches to disk meanwhile.
-                ack = a._send(batch, spooled=True, give_up_s=0)
-                if ack is None:
-                    self.failed_attempts += 1
-                    if self.learner_up:
-                        self.learner_up = False
-                        print(f"[wsrl actor] {a.actor_id}: learner at {s.learner} unreachable; keeping batches in the spool "
-                              f"and retrying (every {s.max_backoff_s:g} s at most)", flush=True)
-                    if self.finishing.is_set() and time.monotonic() > self.deadline:
-                        return
-                    backoff = min(s.max_backoff_s, max(0.05, backoff * 2))
-                    with self.cond:
-                        self.cond.wait(backoff)
-                    continue
-                backoff = 0.0
-                with self.cond:
-                    self.outbox_bytes -= self.outbox.popleft().ByteSize()
-                self.sent_batches += 1
-                if not self.learner_up:
-                    self.learner_up = True
-                    print(f"[wsrl actor] {a.actor_id}: learner back; sending {self.backlog()} spooled batch(es) in order", flush=True)
-            if a.episodes and time.monotonic() - last_report > s.report_every_s:
-                a.report_episodes()
-                last_report = time.monotonic()
-
-    def finish(self, timeout_s: float) -> bool:
-        """Spools what is queued and sends for at most `timeout_s`; True if all was acknowledged
-        (what was not stays in the spool and goes out when the actor starts again)."""
-        self.deadline = time.monotonic() + timeout_s
-        self.finishing.set()
-        with self.cond:
-            self.cond.notify_all()
-        for t in self._threads:
-            t.join(max(0.1, self.deadline - time.monotonic() + 5.0))
-        return self.error is None and self.queue.empty() and not self.outbox
-
-
-class RobotActor(ActorLoop):
+class RobotActor(RobotControls, RobotWorkspace, ActorLoop):
     """`ActorLoop` for a real-time robot (module docstring). `run()` holds `control_hz`."""
 
     def __init__(self, settings: ActorSettings, stop: Optional[threading.Event] = None):
@@ -297,79 +160,6 @@ class RobotActor(ActorLoop):
         # Bounded: with status lines off (status_every_s=0) nothing ever empties it.
         return {"periods": collections.deque(maxlen=100_000), "work": collections.deque(maxlen=100_000)}
 
-    def _workspace_limits(self) -> Optional[WorkspaceLimits]:
-        """The limits of the settings, else the env's `workspace_bounds`, else None."""
-        s = self.settings
-        low, high = s.workspace_low, s.workspace_high
-        if not low:
-            bounds = find_attribute(self.env, "workspace_bounds")
-            if bounds is None:
-                return None
-            try:
-                low, high = bounds
-            except (TypeError, ValueError):
-                raise ValueError(f"robot env field 'workspace_bounds': got {bounds!r}, expected (low, high)") from None
-        low, high = np.asarray(low, np.float64).reshape(-1), np.asarray(high, np.float64).reshape(-1)
-        if low.shape != high.shape or not np.all(low <= high) or not np.all(np.isfinite(low) & np.isfinite(high)):
-            raise ValueError(f"workspace limits: low {low.tolist()} and high {high.tolist()}, expected as many finite values each, low <= high")
-        scale = None
-        if s.workspace_mode == "project":
-            value = find_attribute(self.env, "workspace_action_scale")
-            if value is None:
-                raise ValueError(f"actor setting 'workspace_mode': 'project' needs the env's 'workspace_action_scale' attribute (envs/robot.py: "
-                                 f"position change per unit action), which {s.env!r} lacks; use --workspace-mode stop")
-            if len(low) > self.spec["action_dim"]:
-                raise ValueError(f"workspace limits: {len(low)} position components, expected at most the action's {self.spec['action_dim']} "
-                                 "(project mode moves component i with action component i)")
-            try:
-                scale = np.broadcast_to(np.asarray(value, np.float64).reshape(-1), low.shape).copy()
-            except ValueError:
-                raise ValueError(f"robot env field 'workspace_action_scale': got {value!r}, expected one number or {len(low)}") from None
-        return WorkspaceLimits(low, high, s.workspace_mode, scale)
-
-    # ---- operator controls (thread- and signal-safe: they only set events) ----------
-
-    def pause(self, reason: str = "operator") -> None:
-        """Hold the robot: no more steps (and no env calls) until `resume()`; data keeps flowing."""
-        if not self._paused.is_set():
-            self._hold(reason)
-            print(f"[wsrl actor] {self.actor_id}: paused{' by the learner (wsrl pause)' if reason == 'remote' else ''} "
-                  "(resume: SIGUSR2 or wsrl resume)", flush=True)
-
-    def _hold(self, reason: str) -> None:
-        self._pause_reason = reason
-        self._paused.set()
-        self._state_wake.set()  # the learner hears of it now, not at the next heartbeat
-
-    def _check_backlog(self) -> None:
-        """Holds the robot while the undelivered data passes `max_backlog_mb` (the learner is
-        unreachable): collecting more would only grow the spool without bound. Lets it go on
-        by itself once half of that has been delivered, unless someone paused it meanwhile."""
-        cap = self.settings.max_backlog_mb * 1e6
-        if not cap:
-            return
-        held = self._pause_reason == BACKLOG_FULL and self._paused.is_set()
-        if not held and not self._paused.is_set() and self.sender.outbox_bytes > cap:
-            self._hold(BACKLOG_FULL)
-            print(f"[wsrl actor] {self.actor_id}: {self.sender.outbox_bytes / 1e6:.0f} MB not yet delivered (max_backlog_mb "
-                  f"{self.settings.max_backlog_mb:g}): the robot holds still until the learner has taken half of it", flush=True)
-        elif held and self.sender.outbox_bytes <= cap / 2:
-            self.resume()
-
-    def resume(self) -> None:
-        """Continue stepping after `pause()` or a safety stop."""
-        if self._paused.is_set():
-            self._paused.clear()
-            self._pause_reason = ""
-            self._state_wake.set()
-            print(f"[wsrl actor] {self.actor_id}: resumed", flush=True)
-
-    def emergency_stop(self) -> None:
-        """Stop stepping within one control period, call the env's `emergency_stop()`, then
-        shut down cleanly (the data collected so far is flushed)."""
-        self._estop.set()
-        self._state_wake.set()
-
     def control_stats(self) -> pb.ControlStats:
         """The run's control-period statistics for the learner: mean and max period and the
         overruns over the run, p99 of period and work over the last RECENT_STEPS steps."""
@@ -380,52 +170,6 @@ class RobotActor(ActorLoop):
         return pb.ControlStats(control_hz=self.control_hz, steps=steps, period_mean_ms=1e3 * total / count if count else 0.0,
                                period_p99_ms=recent["period_p99_ms"] if periods else 0.0, period_max_ms=1e3 * self.period_max,
                                work_p99_ms=recent["work_p99_ms"] if work else 0.0, overruns=min(self.overruns, steps))
-
-    def report_state(self, timeout_s: float = 2.0) -> bool:
-        """One ReportActorState call; carries out the remote commands of its answer (each
-        once, in order) and acknowledges them in the next report (sent at once). False when
-        the learner could not be reached."""
-        with self._state_lock:
-            request = pb.ActorStateReport(actor_id=self.actor_id, run_id=self.run_id, paused=self.paused, estopped=self._estop.is_set(),
-                                          pause_reason=self._pause_reason[:64], control=self.control_stats(),
-                                          acked_command=self._acked_command, learner_id=self._command_source)
-            try:
-                answer = self.client.report_state(request, timeout_s)
-            except grpc.RpcError:
-                return False
-            if answer.learner_id != self._command_source:  # a (restarted) learner counts its ids anew
-                self._command_source, self._acked_command = answer.learner_id, 0
-            if answer.learner_finished:
-                self.learner_done()  # the control loop stops the robot as on Ctrl-C
-            for command in answer.commands:
-                if command.id > self._acked_command:
-                    self._apply_command(command.kind)
-                    self._acked_command = command.id
-                    self._state_wake.set()
-            return True
-
-    def _apply_command(self, kind: int) -> None:
-        self.remote_commands += 1
-        if kind == pb.ACTOR_COMMAND_PAUSE:
-            self.pause("remote")
-        elif kind == pb.ACTOR_COMMAND_RESUME:
-            self.resume()
-        elif kind == pb.ACTOR_COMMAND_ESTOP:
-            print(f"[wsrl actor] {self.actor_id}: EMERGENCY STOP from the learner (wsrl estop)", flush=True)
-            self.emergency_stop()
-
-    def _state_loop(self) -> None:
-        """Reports the state every STATE_EVERY_S, and at once after a change."""
-        while not self._closing.is_set():
-            self._state_wake.wait(STATE_EVERY_S)
-            self._state_wake.clear()
-            if self._closing.is_set():
-                return
-            self.report_state()
-
-    @property
-    def paused(self) -> bool:
-        return self._paused.is_set()
 
     # ---- learner side ------------------------------------------------------------------
 
@@ -520,23 +264,6 @@ class RobotActor(ActorLoop):
         self._prev_action = None
         self._ep_counts = {"interventions": 0, "overruns": 0}
 
-    def _project(self, action: np.ndarray) -> np.ndarray:
-        """Limits the action so the predicted next position (position + scale * env action)
-        stays within the workspace; a position already outside may only move back."""
-        w, position = self.workspace, self._workspace_position
-        k = len(w.low)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            to_low, to_high = (w.low - position) / w.scale, (w.high - position) / w.scale
-        # Allowed env-unit action per component (a zero scale: that component moves nothing).
-        env_lo = np.where(w.scale > 0, to_low, np.where(w.scale < 0, to_high, -np.inf))
-        env_hi = np.where(w.scale > 0, to_high, np.where(w.scale < 0, to_low, np.inf))
-        # Env units -> policy units (the inverse of the actor's RescaleAction).
-        lo, hi, base_lo, base_hi = self._low[:k], self._high[:k], self._base_low[:k], self._base_high[:k]
-        span = (hi - lo) / (base_hi - base_lo)
-        projected = action.copy()
-        projected[:k] = np.minimum(np.maximum(action[:k], lo + (env_lo - base_lo) * span), lo + (env_hi - base_lo) * span)
-        return np.clip(projected, self._low, self._high).astype(np.float32)
-
     def _robot_step(self) -> bool:
         """One control step: act (or the human, through the teleop device), make it safe,
         execute, store. True on a safety stop."""
@@ -617,14 +344,6 @@ class RobotActor(ActorLoop):
         elif not self._handoff_full_warned:
             self._handoff_full_warned = True  # the disk cannot keep up; keep collecting, retry next step
             print(f"[wsrl actor] {self.actor_id}: the spool queue is full ({self.settings.queue_batches} batches); is the spool disk stalled?", flush=True)
-
-    def _call_emergency_stop(self, estop: bool = True) -> None:
-        """The env's `emergency_stop()` hook, if any; `estop`: record when (the operator's e-stop)."""
-        hook = self.hooks.get("emergency_stop")
-        if hook is not None:
-            hook()
-        if estop and self.emergency_stop_at is None:
-            self.emergency_stop_at = time.monotonic()
 
     def run(self, num_steps: Optional[int] = None) -> dict:
         """Steps at `control_hz` until `num_steps` (default: the setting; 0: until stopped),

@@ -2,7 +2,7 @@
 to the robot actor carrying it out (its pause flag set) and to the learner having its
 acknowledgement (the call's answer), over loopback with the simulated robot at 20 Hz.
 
-The robot actor reports its state every 0.5 s (actor/robot.py STATE_EVERY_S) and gets queued
+The robot actor reports its state every 0.5 s (actor/robot_controls.py STATE_EVERY_S) and gets queued
 commands in the answer, so a command waits 0.25 s on average, 0.5 s at most, plus one round
 trip; the acknowledgement follows at once.
 
@@ -31,7 +31,8 @@ from learner.agents import make_agent  # noqa: E402
 from learner.checkpoint import save_checkpoint  # noqa: E402
 from learner.config import load_config  # noqa: E402
 from learner.distributed.server import LearnerServer  # noqa: E402
-from learner.distributed.trainer import DistributedSettings, Trainer  # noqa: E402
+from learner.distributed.settings import DistributedSettings  # noqa: E402
+from learner.distributed.trainer import Trainer  # noqa: E402
 from protos.wsrl.v1 import learner_pb2 as pb  # noqa: E402
 
 ROBOT = "envs.sim_robot:SimulatedPointMassRobot"

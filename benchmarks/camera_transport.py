@@ -208,7 +208,8 @@ def end_to_end(size: int, compress: str, steps: int, frames_path: str, actors: i
     from learner.agents import make_agent
     from learner.config import AgentConfig, Config, FinetuneConfig, LoggingConfig
     from learner.distributed.server import LearnerServer
-    from learner.distributed.trainer import DistributedSettings, Trainer
+    from learner.distributed.settings import DistributedSettings
+    from learner.distributed.trainer import Trainer
 
     try:  # the real buffer once it takes an ObservationSpec (issue 19); else the stand-in
         from envs.observations import observation_spec_of

@@ -43,7 +43,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from envs.dataset_io import read_d4rl_hdf5, read_minari, write_minari  # noqa: E402
+from envs.d4rl_reader import read_d4rl_hdf5  # noqa: E402
+from envs.dataset_writers import write_minari  # noqa: E402
+from envs.minari_reader import read_minari  # noqa: E402
 from envs.datasets import mc_returns  # noqa: E402
 
 OBS_DIM, ACT_DIM, EPISODE_STEPS = 29, 8, 1000

@@ -44,7 +44,9 @@ def bench_save(args) -> None:
     import numpy as np
 
     from learner.config import AgentConfig, Config, FinetuneConfig, LoggingConfig
-    from learner.distributed.trainer import DistributedSettings, Trainer, save_learner_state
+    from learner.distributed.learner_state import save_learner_state
+    from learner.distributed.settings import DistributedSettings
+    from learner.distributed.trainer import Trainer
     from learner.runs import keep_freed_memory
 
     keep_freed_memory()
@@ -110,7 +112,8 @@ def jax_block(trainer) -> None:
 def _serve(ready, stop, max_batch_size: int) -> None:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     from learner.distributed.server import LearnerServer
-    from learner.distributed.trainer import DistributedSettings, Trainer
+    from learner.distributed.settings import DistributedSettings
+    from learner.distributed.trainer import Trainer
     from learner.runs import keep_freed_memory
     from tests.conftest import tiny_config
     from envs.tasks import get_task

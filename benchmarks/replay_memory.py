@@ -1,5 +1,5 @@
 """Replay with camera frames: host memory per transition, insert and sample speed, and the
-camera dataset files (learner/replay_buffer.py, envs/dataset_io.py).
+camera dataset files (learner/replay_buffer.py, envs/dataset_writers.py).
 
 Workloads (all synthetic, numpy only):
 
@@ -39,7 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from envs.dataset_io import read_dataset, write_d4rl_hdf5, write_minari  # noqa: E402
+from envs.dataset_io import read_dataset  # noqa: E402
+from envs.dataset_writers import write_d4rl_hdf5, write_minari  # noqa: E402
 from envs.datasets import OfflineDataset  # noqa: E402
 from envs.observations import ObservationPart, ObservationSpec  # noqa: E402
 from learner.agents.common import configure_cpu_malloc  # noqa: E402

@@ -43,7 +43,8 @@ def inserts_per_second(batch_size: int, seconds: float) -> float:
     from envs.tasks import get_task
     from learner.config import Config, FinetuneConfig, LoggingConfig
     from learner.distributed.server import LearnerServer
-    from learner.distributed.trainer import DistributedSettings, Trainer
+    from learner.distributed.settings import DistributedSettings
+    from learner.distributed.trainer import Trainer
     from protos import codec
     from protos.wsrl.v1 import learner_pb2 as pb
 

@@ -1,8 +1,10 @@
-"""The `wsrl` command line: `wsrl pretrain`, `wsrl finetune`, `wsrl config`, `wsrl dataset`,
-`wsrl record`, `wsrl experiment`, `wsrl plot`, and the distributed `wsrl learner`, `wsrl actor`,
-`wsrl run`, `wsrl status`.
+"""The `wsrl` command line: `wsrl pretrain`, `wsrl finetune`, `wsrl config`, `wsrl record`, and the
+distributed `wsrl learner`, `wsrl actor`, `wsrl run`, `wsrl status`, `wsrl pause/resume/estop`.
 
-Heavy imports (jax, the loops) happen inside the commands so `wsrl --help` stays fast.
+Other rooms add commands through the `wsrl.commands` entry point group (pyproject.toml): the
+lab (lab/commands.py) adds `wsrl experiment`, `plot`, `evidence` and `dataset`, so the learner
+never imports the lab. Heavy imports (jax, the loops) happen inside the commands so
+`wsrl --help` stays fast.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ import sys
 from typing import Optional, Sequence
 
 from actor import record as record_command
-from learner import dataset_commands
-from learner import experiment as experiment_commands
 from learner.config import CONFIGS_DIR, ConfigError, dump_yaml, load_config
 from learner.distributed import commands as distributed
 
+# The entry point group through which other rooms (the lab) add `wsrl` subcommands.
+COMMAND_PLUGINS = "wsrl.commands"
 # An example for every help text; tests check that it parses.
 OVERRIDE_EXAMPLE = ("finetune.utd_ratio=2", "finetune.num_steps=10000")
 
@@ -32,6 +34,14 @@ def variants() -> list[str]:
     import yaml
 
     return list(yaml.safe_load((CONFIGS_DIR / "common" / "methods.yaml").read_text()))
+
+
+def command_plugins() -> list:
+    """The modules that add `wsrl` subcommands (`COMMANDS`, `add_commands(sub)`,
+    `run_command(args)`), from the installed package's `wsrl.commands` entry points."""
+    from importlib.metadata import entry_points
+
+    return [entry.load() for entry in sorted(entry_points(group=COMMAND_PLUGINS), key=lambda e: e.name)]
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -58,10 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the resolved config for a family, variant and overrides")
     _add_config_args(p)
 
-    dataset_commands.add_commands(sub)  # dataset generate, dataset inspect
     record_command.add_commands(sub)  # record
-    experiment_commands.add_commands(sub)  # experiment, plot, evidence
     distributed.add_commands(sub, _add_config_args)  # learner, actor, run, status
+    for plugin in command_plugins():  # the lab: experiment, plot, evidence, dataset
+        plugin.add_commands(sub)
     return parser
 
 
@@ -111,12 +121,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             elif not resuming_pretrain:
                 check_run_dir(resolve_run_dir(config, "pretrain", args.run_dir))
                 config = resolve_dataset(config)
-        if args.command == "dataset":
-            return dataset_commands.run_command(args)
         if args.command == "record":
             return record_command.run_command(args)
-        if args.command in experiment_commands.COMMANDS:
-            return experiment_commands.run_command(args)
+        for plugin in command_plugins():
+            if args.command in plugin.COMMANDS:
+                return plugin.run_command(args)
         if args.command in distributed.COMMANDS:
             return distributed.run_command(args, config)
         if args.command == "config":

@@ -9,7 +9,8 @@ from typing import Optional
 
 import numpy as np
 
-from envs.dataset_io import DatasetError, read_dataset
+from envs.dataset_checks import DatasetError
+from envs.dataset_io import read_dataset
 from envs.datasets import OfflineDataset, mc_returns
 from envs.observations import observation_spec_of
 from envs.tasks import Task

@@ -13,6 +13,8 @@ from typing import Optional
 
 from learner.config import Config, ConfigError
 
+# The task families `wsrl dataset generate` makes data for (lab/dataset_commands.py).
+GENERATED_FAMILIES = ("builtin", "maze", "antmaze", "kitchen", "locomotion")
 # Where `wsrl dataset generate` is told to write a task's data, and where a later run finds it.
 DATASET_DIR = "datasets"
 
@@ -24,8 +26,6 @@ def default_dataset_path(task_name: str) -> Path:
 def generate_command(task) -> Optional[str]:
     """The `wsrl dataset generate ...` command that makes `task`'s data, or None when no local
     generator covers its family."""
-    from learner.dataset_commands import GENERATED_FAMILIES
-
     if task.family not in GENERATED_FAMILIES or task.family == "builtin":
         return None
     command = f"wsrl dataset generate --task {task.name} --out {default_dataset_path(task.name)}"

@@ -2,9 +2,36 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import os
+import shutil
+import tempfile
 
-import jax
+
+def _share_compilations_across_the_session() -> None:
+    """JAX's persistent compilation cache in a directory of this test session (set before jax
+    is imported): the same tiny networks are compiled by many tests and by the learner, actor
+    and evaluator processes they start (which inherit the environment), and by both xdist
+    workers, so each computation is compiled once per session. A session's own directory, so
+    every `python -m pytest` measures cold compilations, as CI sees them; it is removed at exit
+    by the process that made it. A JAX_COMPILATION_CACHE_DIR set by the user is kept."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    directory = tempfile.mkdtemp(prefix="wsrl-tests-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # the tiny test networks compile in < 1 s
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+
+
+_share_compilations_across_the_session()
+# XLA's optimizations off: the test networks are tiny, so compiling dominates every test, and
+# it is a third faster this way. `JAX_DISABLE_MOST_OPTIMIZATIONS=0 python -m pytest` runs the
+# suite on the production compilation (it passes both ways).
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+
+import jax  # noqa: E402  (after the cache directory is set)
 import numpy as np
 import pytest
 
@@ -55,3 +82,10 @@ def pretrained(tmp_path):
     agent = make_agent("calql", config.agent, 2, 2, seed=3)
     spec = {"task": "pointmass-goal", "observation_dim": 2, "action_dim": 2}
     return save_checkpoint(tmp_path / "pre.ckpt", agent, config, spec), agent
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject addopts): one worker more than the cores. Many tests spend seconds
+    waiting on the learner, actor and evaluator processes they start, and the spare worker
+    fills that time (7.3 min against 7.6-7.9 min with one per core on 2 cores)."""
+    return (os.cpu_count() or 1) + 1

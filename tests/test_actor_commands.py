@@ -15,7 +15,7 @@ import pytest
 from actor.client import LearnerClient
 from actor.loop import EXIT_EMERGENCY_STOP, exit_status
 from learner.cli import main
-from learner.distributed.commands import format_status
+from learner.distributed.operator_commands import format_status
 from learner.distributed.server import LearnerServer
 from learner.distributed.trainer import Trainer
 from protos.wsrl.v1 import learner_pb2 as pb
@@ -188,7 +188,7 @@ def test_remote_pause_resume_and_estop_reach_a_robot_actor(tmp_path, monkeypatch
 
 def test_which_token_actor_command_needs():
     from learner.cli import parse_args
-    from learner.distributed.server import AuthInterceptor
+    from learner.distributed.auth import AuthInterceptor
 
     method = "/wsrl.v1.Learner/ActorCommand"
     assert AuthInterceptor("t", None, status_open=True).required_token(method) is None  # loopback, no admin token: open, as GetStatus
@@ -205,7 +205,7 @@ def test_an_estop_cannot_be_diverted_by_a_handshake_under_the_robots_id(server, 
     shook hands last: a later handshake under the robot's id receives and completes nothing.
     A robot that restarts (a new run reporting its state) still gets what it had not carried
     out. Issue 27: before, the handshake took the e-stop and the robot kept stepping."""
-    import learner.distributed.trainer as trainer_module
+    import learner.distributed.command_queue as command_queue
 
     robot, intruder = LearnerClient(server.address), LearnerClient(server.address)
     trainer = server.trainer
@@ -228,11 +228,11 @@ def test_an_estop_cannot_be_diverted_by_a_handshake_under_the_robots_id(server, 
         # The robot restarts before carrying out a pause: once its old run no longer reports
         # (STATE_LIVE_S), its new run gets the pause and its acknowledgement completes it.
         pause_id, _, _ = trainer.queue_command("arm", pb.ACTOR_COMMAND_PAUSE)
-        monkeypatch.setattr(trainer_module, "STATE_LIVE_S", 0.0)
+        monkeypatch.setattr(command_queue, "STATE_LIVE_S", 0.0)
         time.sleep(0.01)
         hello(robot, actor_id="arm", run_id=rid("robot-restarted"))
         assert [c.id for c in report(robot, actor_id="arm", run_id=rid("robot-restarted")).commands] == [pause_id]
-        monkeypatch.setattr(trainer_module, "STATE_LIVE_S", 10.0)  # the new run is live, the old one long gone
+        monkeypatch.setattr(command_queue, "STATE_LIVE_S", 10.0)  # the new run is live, the old one long gone
         trainer.actors["arm"].state_seen[rid("robot")] -= 60.0
         report(robot, actor_id="arm", run_id=rid("robot-restarted"), acked_command=pause_id, learner_id=server.learner_id)
         assert trainer.wait_command("arm", pause_id, 0.2) and trainer.actors["arm"].commands == []

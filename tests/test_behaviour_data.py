@@ -1,4 +1,4 @@
-"""The locomotion dataset generator (learner/behaviour_data.py) on Hopper with tiny budgets.
+"""The locomotion dataset generator (lab/behaviour_data.py) on Hopper with tiny budgets.
 
 Hopper with a 30-step time limit: the untrained and barely trained policies fall within it in
 most episodes (terminals) and stay up for all 30 steps in some (time-limit ends), so every
@@ -13,11 +13,13 @@ import json
 import numpy as np
 import pytest
 
-from envs.dataset_io import card_path, read_d4rl_hdf5, write_d4rl_hdf5
+from envs.d4rl_reader import read_d4rl_hdf5
+from envs.dataset_card import card_path
+from envs.dataset_writers import write_d4rl_hdf5
 from envs.tasks import get_task
-from learner import behaviour_data
+from lab import behaviour_data
 from learner.agents import make_agent
-from learner.behaviour_data import (
+from lab.behaviour_data import (
     DEFAULT_NUM_TRANSITIONS,
     BehaviourCacheError,
     BehaviourConfig,

@@ -12,8 +12,10 @@ import pytest
 from actor.client import LearnerClient
 from envs.observations import ObservationSpec, observation_spec_of
 from envs.robot import check_robot_env
-from learner.distributed.server import LearnerServer, observation_mismatches
-from learner.distributed.trainer import DistributedSettings, Trainer
+from learner.distributed.server import LearnerServer
+from learner.distributed.service import observation_mismatches
+from learner.distributed.settings import DistributedSettings
+from learner.distributed.trainer import Trainer
 from learner.distributed.validation import BatchRejected, batch_digest, max_request_bytes, validate_batch
 from protos import codec
 from protos.wsrl.v1 import learner_pb2 as pb

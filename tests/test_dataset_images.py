@@ -1,4 +1,4 @@
-"""Offline datasets with camera images (envs/datasets.py, envs/dataset_io.py): dict observations
+"""Offline datasets with camera images (envs/datasets.py, envs/d4rl_reader.py, envs/minari_reader.py, envs/dataset_writers.py): dict observations
 validated per part, D4RL HDF5 and Minari files round-trip bit for bit, frames compressed."""
 
 import json
@@ -8,7 +8,11 @@ import h5py
 import numpy as np
 import pytest
 
-from envs.dataset_io import DatasetError, card_path, read_dataset, read_minari, write_d4rl_hdf5, write_minari
+from envs.dataset_card import card_path
+from envs.dataset_checks import DatasetError
+from envs.dataset_io import read_dataset
+from envs.dataset_writers import write_d4rl_hdf5, write_minari
+from envs.minari_reader import read_minari
 from envs.datasets import OfflineDataset
 from envs.observations import ObservationPart, ObservationSpec
 

@@ -1,4 +1,4 @@
-"""Dataset readers and writers (envs/dataset_io.py) on small hand-made files, and mc_returns."""
+"""Dataset readers and writers (envs/dataset_io.py and the readers and writers behind it) on small hand-made files, and mc_returns."""
 
 import json
 import os
@@ -7,17 +7,14 @@ import h5py
 import numpy as np
 import pytest
 
-from envs import dataset_io, datasets
-from envs.dataset_io import (
-    DatasetError,
-    card_path,
-    read_d4rl_hdf5,
-    read_dataset,
-    read_minari,
-    read_minari_metadata,
-    write_d4rl_hdf5,
-    write_minari,
-)
+from envs import dataset_checks, datasets
+from envs.d4rl_reader import read_d4rl_hdf5
+from envs.dataset_card import card_path
+from envs.dataset_checks import DatasetError
+from envs.dataset_io import read_dataset
+from envs.dataset_writers import write_d4rl_hdf5, write_minari
+from envs.minari_files import read_minari_metadata
+from envs.minari_reader import read_minari
 from envs.atomic_files import atomic_path
 from envs.datasets import OfflineDataset, mc_returns
 
@@ -103,7 +100,7 @@ def test_d4rl_keeps_a_terminal_last_step_and_small_blocks_give_the_same_result(t
     np.testing.assert_array_equal(whole.observations[:, 0], [0, 1, 2, 4, 5, 7, 8])
     np.testing.assert_array_equal(whole.next_observations[:, 0], [1, 2, 3, 5, 6, 8, 8])
     np.testing.assert_array_equal(whole.episode_ends, [0, 0, 1, 0, 1, 0, 1])
-    monkeypatch.setattr(dataset_io, "BLOCK_BYTES", 16)  # two rows per block: every code path of the gather
+    monkeypatch.setattr(dataset_checks, "BLOCK_BYTES", 16)  # two rows per block: every code path of the gather
     assert_datasets_equal(read_d4rl_hdf5(path), whole)
 
 

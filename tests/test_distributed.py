@@ -24,13 +24,10 @@ from actor.spool import Spool
 from envs.tasks import get_task
 from learner.agents import make_agent
 from learner.checkpoint import read_checkpoint, save_checkpoint
-from learner.distributed.server import (
-    AuthInterceptor,
-    LearnerServer,
-    is_loopback,
-    token_matches,
-)
-from learner.distributed.trainer import DistributedSettings, Trainer
+from learner.distributed.auth import AuthInterceptor, token_matches
+from learner.distributed.server import LearnerServer, is_loopback
+from learner.distributed.settings import DistributedSettings
+from learner.distributed.trainer import Trainer
 from learner.finetune import Finetuner
 from protos import codec
 from protos.wsrl.v1 import learner_pb2 as pb
@@ -681,7 +678,8 @@ def test_async_mode_never_exceeds_max_utd_and_reports_it():
 
 def test_async_mode_keeps_the_configured_utd_unless_the_cap_is_lifted(capsys):
     from learner.cli import build_parser
-    from learner.distributed.commands import format_status, settings_from_args
+    from learner.distributed.launch import settings_from_args
+    from learner.distributed.operator_commands import format_status
 
     config = tiny_config(finetune={"warmup_steps": 4, "num_steps": 100, "utd_ratio": 2})
     settings = settings_from_args(build_parser().parse_args(["learner", "--mode", "async"]), config)
@@ -900,7 +898,7 @@ def test_sync_two_actors_of_different_speeds_keep_utd_in_every_rolling_window(ch
     import time
 
     from learner.config import to_dict
-    from learner.distributed.commands import _learner_process
+    from learner.distributed.children import _learner_process
 
     k, m, fast_steps, slow_steps, max_lead, window = 30, 4, 90, 45, 8, 20
     n = fast_steps + slow_steps
@@ -979,8 +977,8 @@ def test_learner_killed_with_sigkill_resumes_and_live_actors_finish_exactly_once
 
     from flax import serialization
 
-    from learner.distributed.commands import resumed_config
-    from learner.distributed.trainer import load_learner_state
+    from learner.distributed.serving import resumed_config
+    from learner.distributed.learner_state import load_learner_state
 
     k, m, per_actor, batch, every = 10, 2, 60, 4, 40
     n = 2 * per_actor

@@ -14,10 +14,11 @@ from actor.client import LearnerClient
 from actor.evaluator import EvaluatorSettings, run_evaluator
 from actor.loop import ActorLoop, ActorSettings
 from envs.tasks import get_task
-from learner.distributed.commands import _evaluate
 from learner.distributed.evaluations import Evaluations
 from learner.distributed.server import LearnerServer
-from learner.distributed.trainer import DistributedSettings, Trainer
+from learner.distributed.serving import _evaluate
+from learner.distributed.settings import DistributedSettings
+from learner.distributed.trainer import Trainer
 from learner.run_logger import RunLogger
 from learner.summary import SCHEMA, run_summary
 from protos.wsrl.v1 import learner_pb2 as pb

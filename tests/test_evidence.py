@@ -1,4 +1,4 @@
-"""learner/evidence.py and `wsrl evidence`: claim verdicts by the 2-standard-error rule, the
+"""lab/evidence.py and `wsrl evidence`: claim verdicts by the 2-standard-error rule, the
 generated blocks of docs/results.md, and that the committed document regenerates from the
 committed results packages."""
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from learner.cli import main
-from learner.evidence import (
+from lab.evidence import (
     claims_block,
     difference,
     fill_document,
@@ -16,7 +16,7 @@ from learner.evidence import (
     shares_pretraining,
     verdict,
 )
-from learner.plots import read_results, summarize
+from lab.plots import read_results, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 TIDY = "experiment,task,method,variant,seed,warmup_steps,step,pretraining,pretraining_readiness"

@@ -17,8 +17,9 @@ import yaml
 
 from learner.cli import build_parser, main, parse_args
 from learner.config import ConfigError, dump_yaml, load_config
-from learner.experiment import SpecError, load_spec, parse_spec, plan_experiment, run_experiment
-from learner.plots import finetune_auc, mean_se, normalized_auc, read_results, read_runs, summarize, write_report
+from lab.experiment import plan_experiment, run_experiment
+from lab.spec import SpecError, load_spec, parse_spec
+from lab.plots import finetune_auc, mean_se, normalized_auc, read_results, read_runs, summarize, write_report
 
 TINY = [
     "agent.critic_hidden_dims=[16,16]",

@@ -35,7 +35,7 @@ def test_the_flag_is_optional_validated_and_part_of_the_content():
 
 
 def test_the_learner_stores_and_counts_intervention_steps_and_saves_them(tmp_path):
-    from learner.distributed.trainer import load_learner_state, save_learner_state
+    from learner.distributed.learner_state import load_learner_state, save_learner_state
 
     config = tiny_config(finetune={"warmup_steps": 1000, "num_steps": 2000})
     server = start_learner(config)

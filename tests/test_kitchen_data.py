@@ -1,4 +1,4 @@
-"""The scripted kitchen Franka (envs/kitchen_script.py), its datasets (envs/kitchen_data.py) and
+"""The scripted kitchen Franka (envs/kitchen_controller.py, envs/kitchen_script.py), its datasets (envs/kitchen_data.py) and
 `wsrl dataset generate / inspect` for the kitchen tasks. Episodes are kept short (the kitchen
 env steps at about 100/s on a loaded core)."""
 
@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from envs.d4rl_envs import count_done_subtasks
-from envs.dataset_io import card_path, read_dataset
+from envs.dataset_card import card_path
+from envs.dataset_io import read_dataset
 from envs.kitchen_data import episode_queue, generate_kitchen_dataset, subtasks_completed_per_episode, subtasks_done
-from envs.kitchen_script import SUBTASKS, CartesianController, SubtaskRunner, hand_frame, rotation_about, rotation_error
+from envs.kitchen_controller import CartesianController, hand_frame, rotation_about, rotation_error
+from envs.kitchen_script import SUBTASKS, SubtaskRunner
 from envs.tasks import KITCHEN_SUBTASKS, get_task
 from learner.cli import main
 

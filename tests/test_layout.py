@@ -1,6 +1,8 @@
-"""The folders' roles as an import graph: `learner/` (the GPU box) builds on `actor/` (the robot
-machine), both on `envs/` and `protos/`; nothing imports upward and no modules import each
-other in a circle (function-level imports included)."""
+"""The folders' roles as an import graph: `lab/` (experiments, evidence, plots, data generators
+that train) builds on `learner/` (the GPU box), which builds on `actor/` (the robot machine), all
+on `envs/` and `protos/`; nothing imports upward and no modules import each other in a circle
+(function-level imports included). The lab reaches the `wsrl` command line only through the
+`wsrl.commands` entry point."""
 
 from __future__ import annotations
 
@@ -8,9 +10,15 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("learner", "actor", "envs", "protos")
+PACKAGES = ("lab", "learner", "actor", "envs", "protos")
 # What each package may import from the others.
-ALLOWED = {"learner": {"actor", "envs", "protos"}, "actor": {"envs", "protos"}, "envs": set(), "protos": set()}
+ALLOWED = {
+    "lab": {"learner", "actor", "envs", "protos"},
+    "learner": {"actor", "envs", "protos"},
+    "actor": {"envs", "protos"},
+    "envs": set(),
+    "protos": set(),
+}
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -67,4 +75,30 @@ def test_no_module_imports_itself_through_others():
 def test_the_graph_sees_function_level_imports():
     graph = import_graph()
     assert "actor.policy" in graph["learner.pretrain"]  # module level
-    assert "actor.process" in graph["learner.distributed.commands"]  # inside a function
+    assert "actor.process" in graph["learner.distributed.actor_command"]  # inside a function
+
+
+def test_nothing_imports_the_lab():
+    importers = sorted(module for module, targets in import_graph().items() if not module.startswith("lab") and any(t.split(".")[0] == "lab" for t in targets))
+    assert importers == []
+
+
+def test_the_lab_adds_its_commands_through_the_entry_point():
+    import tomllib
+
+    from lab import commands
+    from learner.cli import COMMAND_PLUGINS, build_parser, command_plugins
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["entry-points"][COMMAND_PLUGINS] == {"lab": "lab.commands"}
+    assert commands in command_plugins()  # the installed metadata says the same as pyproject.toml
+    choices = build_parser()._subparsers._group_actions[0].choices
+    assert set(commands.COMMANDS) <= set(choices)
+
+
+def test_layout_table_names_every_room():
+    readme = (ROOT / "README.md").read_text()
+    rooms = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert rooms == set(PACKAGES)
+    for room in rooms:
+        assert f"| `{room}/` |" in readme, room

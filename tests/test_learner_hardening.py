@@ -18,8 +18,10 @@ from grpc_health.v1 import health_pb2
 
 from actor.client import LearnerClient
 from actor.loop import ActorError, ActorLoop, ActorSettings
-from learner.distributed.server import LearnerServer, read_actor_tokens
-from learner.distributed.trainer import DistributedSettings, Trainer
+from learner.distributed.auth import read_actor_tokens
+from learner.distributed.server import LearnerServer
+from learner.distributed.settings import DistributedSettings
+from learner.distributed.trainer import Trainer
 from learner.distributed.validation import max_request_bytes
 from protos import codec
 from protos.wsrl.v1 import learner_pb2 as pb
@@ -191,7 +193,7 @@ def test_per_actor_tokens_are_good_for_their_own_actor_only(tmp_path):
 
 def test_wsrl_learner_saves_every_60_s_by_default():
     from learner.cli import build_parser
-    from learner.distributed.commands import settings_from_args
+    from learner.distributed.launch import settings_from_args
 
     config = tiny_config()
     args = build_parser().parse_args(["learner"])
@@ -203,7 +205,7 @@ def test_state_is_saved_at_start_and_on_a_timer_and_the_watermark_advances(tmp_p
     """Without finetune.checkpoint_every: a state on disk from the start (so --resume always
     works), then timed saves of what arrived, each advancing the durable watermark answered to
     the actors (which trims their spools)."""
-    from learner.distributed.trainer import STATE_FILE, load_learner_state
+    from learner.distributed.learner_state import STATE_FILE, load_learner_state
 
     config = tiny_config(finetune={"warmup_steps": 1000, "num_steps": 2000, "checkpoint_every": 0})
     state = tmp_path / "state"
@@ -299,7 +301,7 @@ def test_a_learner_started_with_defaults_and_killed_with_sigkill_resumes(tmp_pat
 
 def test_resume_restores_launch_flags_and_refuses_config_overrides(tmp_path, capsys):
     from learner.cli import build_parser, main
-    from learner.distributed.commands import launch_settings
+    from learner.distributed.launch import launch_settings
 
     parse = build_parser().parse_args
     saved = {"mode": "async", "max_lead": 8, "min_utd": 0.0, "max_utd": 2.0, "max_batch_size": 256, "publish_every": 2,

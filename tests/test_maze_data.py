@@ -8,7 +8,8 @@ import pytest
 
 from envs import d4rl_envs
 from envs.ant_gait import GAITS, AntJoints, AntSim, GaitController, torso_uprightness, walk
-from envs.dataset_io import card_path, read_dataset
+from envs.dataset_card import card_path
+from envs.dataset_io import read_dataset
 from envs.maze_data import (
     PLAY_CELLS,
     WaypointController,
@@ -151,7 +152,7 @@ def test_cli_refuses_to_overwrite_and_names_unsupported_families(tmp_path, capsy
 def test_pretrain_dataset_path_is_read_with_the_task_reward_convention(tmp_path):
     out = tmp_path / "umaze.hdf5"
     raw, _ = generate_maze_dataset(get_task("pointmaze-umaze"), 5, seed=1)
-    from envs.dataset_io import write_d4rl_hdf5
+    from envs.dataset_writers import write_d4rl_hdf5
 
     write_d4rl_hdf5(raw, out)
     config = load_config("pointmaze", "wsrl", [f"pretrain.dataset={out}"])

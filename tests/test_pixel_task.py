@@ -288,7 +288,7 @@ def test_entry_point_names_the_same_env():
 def test_dataset_generate_command_gives_the_generator_card():
     import argparse
 
-    from learner.dataset_commands import generate_dataset
+    from lab.dataset_commands import generate_dataset
 
     args = argparse.Namespace(episodes=2, seed=1, mode=None)
     dataset, card = generate_dataset(get_task("pixel-reach"), args)

@@ -8,7 +8,8 @@ import pytest
 
 from actor.envs import load_callable, to_policy_units
 from actor.record import Recorder
-from envs.dataset_io import card_path, read_dataset
+from envs.dataset_card import card_path
+from envs.dataset_io import read_dataset
 from envs.sim_robot import pointmass_teleop
 from learner.cli import main
 

@@ -20,7 +20,8 @@ from envs.tasks import get_task
 from learner.agents import make_agent
 from learner.checkpoint import save_checkpoint
 from learner.distributed.server import LearnerServer
-from learner.distributed.trainer import DistributedSettings, Trainer
+from learner.distributed.settings import DistributedSettings
+from learner.distributed.trainer import Trainer
 from protos import codec
 from tests.conftest import tiny_config
 
@@ -261,7 +262,7 @@ def test_the_robot_holds_still_while_its_backlog_is_full_and_goes_on_when_delive
     """Issue 27: with the learner gone, the robot drove on and its spool grew without bound.
     Past `max_backlog_mb` of undelivered data it now holds still (paused, "backlog full"),
     steps no more, and goes on by itself once a learner has taken half of it."""
-    from actor.robot import BACKLOG_FULL
+    from actor.robot_controls import BACKLOG_FULL
 
     config = learner_config(checkpoint)
     state = str(tmp_path / "state")

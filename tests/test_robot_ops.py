@@ -81,7 +81,8 @@ def test_wsrl_actor_prints_period_statistics_and_an_estop_exits_with_status_3(tm
     config = tiny_config()
     pre = save_checkpoint(tmp_path / "pre.ckpt", make_agent("calql", config.agent, 2, 2, seed=3), config, spec)
     from learner.distributed.server import LearnerServer
-    from learner.distributed.trainer import DistributedSettings, Trainer
+    from learner.distributed.settings import DistributedSettings
+    from learner.distributed.trainer import Trainer
 
     server = LearnerServer(Trainer(learner_config(pre), spec, DistributedSettings(mode="async")), "127.0.0.1:0").start()
     command = [sys.executable, "-m", "learner.cli", "actor", "--robot", "--env", robot, "--learner", server.address,
@@ -413,7 +414,8 @@ def test_adopting_an_older_policy_version_is_announced(tmp_path, monkeypatch, ca
 
 def test_written_files_get_the_umask_mode(tmp_path):
     from envs.atomic_files import atomic_write_bytes
-    from envs.dataset_io import card_path, write_d4rl_hdf5
+    from envs.dataset_card import card_path
+    from envs.dataset_writers import write_d4rl_hdf5
     from envs.datasets import OfflineDataset
     from learner.agents import make_agent
     from learner.checkpoint import save_checkpoint

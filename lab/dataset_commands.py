@@ -4,7 +4,7 @@ generate: point mazes and antmazes (and the built-in point mass) with the noisy 
 controller (envs/maze_data.py; the ant walks with the tuned gaits of envs/ant_gait.py: seconds
 for point mazes, minutes for antmaze); kitchen with the scripted Franka doing queues of subtasks
 (envs/kitchen_data.py, envs/kitchen_script.py; seconds per episode); locomotion by training a behaviour SAC and rolling it out
-(learner/behaviour_data.py, the D4RL recipe: random / medium / medium-replay / medium-expert /
+(lab/behaviour_data.py, the D4RL recipe: random / medium / medium-replay / medium-expert /
 expert). Output: a D4RL HDF5 file (`.hdf5` / `.h5`) with a `<stem>.card.json` card beside it, or
 a Minari dataset directory (any other path); both written atomically, existing files refused
 unless --overwrite.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-GENERATED_FAMILIES = ("builtin", "maze", "antmaze", "kitchen", "locomotion")
+from learner.startup import GENERATED_FAMILIES
 
 
 def add_commands(sub) -> None:
@@ -71,7 +71,7 @@ def generate_dataset(task, args):
         dataset = task.builtin_dataset(args.episodes, args.seed)
         return dataset, {"task": task.name, "generator": "builtin", "seed": args.seed, "success_threshold": 1.0}
     if task.family == "locomotion":
-        from learner.behaviour_data import generate_locomotion_dataset
+        from lab.behaviour_data import generate_locomotion_dataset
 
         return generate_locomotion_dataset(
             task, seed=args.seed, num_transitions=args.transitions, train_steps=args.train_steps,
@@ -85,7 +85,7 @@ def generate_dataset(task, args):
 
 
 def generate(args) -> int:
-    from envs.dataset_io import write_d4rl_hdf5, write_minari
+    from envs.dataset_writers import write_d4rl_hdf5, write_minari
     from envs.tasks import get_task
 
     task = get_task(args.task)
@@ -115,7 +115,7 @@ def generate(args) -> int:
 
 def dataset_summary(dataset, success_threshold=None) -> dict:
     """`dataset_stats` plus the return quartiles."""
-    from envs.dataset_io import dataset_stats
+    from envs.dataset_card import dataset_stats
 
     stats = dataset_stats(dataset, success_threshold)
     quartiles = np.percentile(dataset.episode_returns(), [0, 25, 50, 75, 100])
@@ -151,7 +151,9 @@ def card_success_rate(card: dict):
 
 
 def inspect(args) -> int:
-    from envs.dataset_io import card_path, read_dataset, read_minari_metadata
+    from envs.dataset_card import card_path
+    from envs.dataset_io import read_dataset
+    from envs.minari_files import read_minari_metadata
 
     keys = dims = observation_spec = None
     if args.task:

@@ -1,6 +1,6 @@
-"""`wsrl experiment SPEC`: a grid of methods x seeds x tasks, and `wsrl plot RUN_DIRS...`.
+"""The experiment harness behind `wsrl experiment SPEC`: a grid of methods x seeds x tasks, planned, run and reported.
 
-An experiment spec (YAML, see docs/experiments.md and configs/experiments/example.yaml) names
+An experiment spec (lab/spec.py; docs/experiments.md, configs/experiments/example.yaml) names
 a config family, tasks, seeds, methods (a method = a variant of the family + overrides),
 overrides common to every run and a step budget. The harness
 
@@ -13,7 +13,7 @@ overrides common to every run and a step budget. The harness
 3. marks each finished run with `done.json` (written atomically after the process exits
    successfully); a rerun skips marked runs and moves a directory without the marker (an
    interrupted run) aside to `<dir>.partial-<n>` before running it again;
-4. writes `results.csv`, `curves_<task>.png` and `summary.md` (learner/plots.py).
+4. writes `results.csv`, `curves_<task>.png` and `summary.md` (lab/plots.py).
 
 Layout of the experiment directory (`--out`, default runs/experiments/<name>):
     spec.yaml                                   the spec as given
@@ -24,13 +24,11 @@ Layout of the experiment directory (`--out`, default runs/experiments/<name>):
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -42,194 +40,11 @@ from typing import Any, Callable, Optional, Sequence, TextIO
 import yaml
 
 from envs.atomic_files import atomic_write_bytes
-from learner import evidence
-from learner.config import Config, ConfigError, config_path, load_config, parse_override, pretraining_agent_config, to_dict
-from learner.plots import DONE_FILE, METRICS
+from lab.plots import DONE_FILE
+from lab.spec import BUDGET_KEYS, ExperimentSpec, SpecError, parse_overrides
+from learner.config import Config, ConfigError, config_path, load_config, pretraining_agent_config, to_dict
 
-COMMANDS = ("experiment", "plot", "evidence")
-SPEC_KEYS = ("name", "family", "tasks", "seeds", "methods", "overrides", "budget", "jobs", "metric")
-METHOD_KEYS = ("variant", "overrides")
-BUDGET_KEYS = {"pretrain_steps": "pretrain.num_steps", "finetune_steps": "finetune.num_steps"}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class SpecError(ConfigError):
-    """An experiment spec field is invalid; the message names the field and what was expected."""
-
-
-def _fail(field: str, value: Any, expected: str) -> None:
-    raise SpecError(f"experiment spec field '{field}': got {value!r}, expected {expected}")
-
-
-# ----------------------------------------------------------------------------------------
-# The spec.
-
-
-@dataclasses.dataclass(frozen=True)
-class Method:
-    name: str
-    variant: str
-    overrides: tuple[str, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class ExperimentSpec:
-    name: str
-    family: str
-    tasks: tuple[str, ...]  # empty: the family's default task
-    seeds: tuple[int, ...]
-    methods: tuple[Method, ...]
-    overrides: tuple[str, ...] = ()  # every run, before the budget and the method's
-    budget: tuple[tuple[str, int], ...] = ()  # (budget key, steps)
-    jobs: Optional[int] = None
-    metric: str = "auto"
-
-
-def _overrides(field: str, value: Any) -> tuple[str, ...]:
-    """A list of `section.field=value` strings, or a mapping `section.field: value`."""
-    if value is None:
-        return ()
-    if isinstance(value, dict):
-        items = []
-        for key, v in value.items():
-            if not isinstance(key, str) or not key:
-                _fail(f"{field}", key, "keys of the form section.field")
-            items.append(f"{key}={json.dumps(v)}")
-    elif isinstance(value, list):
-        items = []
-        for i, item in enumerate(value):
-            if not isinstance(item, str) or "=" not in item:
-                _fail(f"{field}[{i}]", item, "a string of the form section.field=value")
-            items.append(item)
-    else:
-        _fail(field, value, "a list of section.field=value strings or a mapping of section.field: value")
-    for i, item in enumerate(items):
-        try:
-            parse_override(item)
-        except ConfigError as e:
-            raise SpecError(f"experiment spec field '{field}': {e}") from None
-        key = item.split("=", 1)[0].strip()
-        if key in ("task", "seed", "variant", "logging.run_dir"):
-            where = {"task": "the spec's 'tasks'", "seed": "the spec's 'seeds'", "variant": "a method's 'variant'", "logging.run_dir": "--out"}[key]
-            _fail(f"{field}", item, f"no '{key}' override (the harness sets it; use {where})")
-    return tuple(items)
-
-
-def parse_spec(data: Any, default_name: str = "experiment") -> ExperimentSpec:
-    """Validates a spec mapping (e.g. a loaded YAML file); unknown keys are rejected."""
-    if not isinstance(data, dict):
-        _fail("<top level>", data, "a mapping with keys " + ", ".join(SPEC_KEYS))
-    for key in data:
-        if key not in SPEC_KEYS:
-            raise SpecError(f"experiment spec: unknown key '{key}'; expected one of {', '.join(SPEC_KEYS)}")
-
-    name = data.get("name", default_name)
-    if not isinstance(name, str) or not _NAME.match(name):
-        _fail("name", name, "a name of letters, digits, '-', '_' or '.'")
-    family = data.get("family", "pointmass")
-    if not isinstance(family, str) or not family:
-        _fail("family", family, "a config family (e.g. pointmass, antmaze) or a YAML path")
-
-    tasks = data.get("tasks", [])
-    if isinstance(tasks, str):
-        tasks = [tasks]
-    if not isinstance(tasks, list) or not all(isinstance(t, str) and _NAME.match(t) for t in tasks):
-        _fail("tasks", data.get("tasks"), "a task name or a list of task names")
-    if len(set(tasks)) != len(tasks):
-        _fail("tasks", tasks, "a list without repeated tasks")
-
-    if "seeds" not in data:
-        raise SpecError("experiment spec field 'seeds': missing; expected a number of seeds (0..N-1) or a list of seeds")
-    seeds = data["seeds"]
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            _fail("seeds", seeds, "a number of seeds >= 1 or a list of integers >= 0")
-        seeds = list(range(seeds))
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-        or len(set(seeds)) != len(seeds)
-    ):
-        _fail("seeds", data["seeds"], "a number of seeds >= 1 or a non-empty list of distinct integers >= 0")
-
-    if "methods" not in data:
-        raise SpecError("experiment spec field 'methods': missing; expected a list of variant names or a mapping name -> {variant, overrides}")
-    raw_methods = data["methods"]
-    methods = []
-    if isinstance(raw_methods, list):
-        for i, m in enumerate(raw_methods):
-            if not isinstance(m, str) or not _NAME.match(m):
-                _fail(f"methods[{i}]", m, "a variant name")
-            methods.append(Method(m, m))
-    elif isinstance(raw_methods, dict):
-        for m, body in raw_methods.items():
-            if not isinstance(m, str) or not _NAME.match(m):
-                _fail("methods", m, "method names of letters, digits, '-', '_' or '.'")
-            body = {} if body is None else body
-            if not isinstance(body, dict):
-                _fail(f"methods.{m}", body, "a mapping with keys variant, overrides (or nothing: the variant of the same name)")
-            for key in body:
-                if key not in METHOD_KEYS:
-                    raise SpecError(f"experiment spec field 'methods.{m}': unknown key '{key}'; expected one of {', '.join(METHOD_KEYS)}")
-            variant = body.get("variant", m)
-            if not isinstance(variant, str) or not variant:
-                _fail(f"methods.{m}.variant", variant, "a variant name of the family")
-            methods.append(Method(m, variant, _overrides(f"methods.{m}.overrides", body.get("overrides"))))
-    else:
-        _fail("methods", raw_methods, "a list of variant names or a mapping name -> {variant, overrides}")
-    if not methods:
-        _fail("methods", raw_methods, "at least one method")
-    names = [m.name for m in methods]
-    if len(set(names)) != len(names):
-        _fail("methods", names, "distinct method names")
-
-    budget = data.get("budget") or {}
-    if not isinstance(budget, dict):
-        _fail("budget", budget, "a mapping with keys " + ", ".join(BUDGET_KEYS))
-    for key, value in budget.items():
-        if key not in BUDGET_KEYS:
-            raise SpecError(f"experiment spec field 'budget': unknown key '{key}'; expected one of {', '.join(BUDGET_KEYS)}")
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            _fail(f"budget.{key}", value, "an integer >= 1 (environment steps for finetune_steps, gradient steps for pretrain_steps)")
-
-    jobs = data.get("jobs")
-    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
-        _fail("jobs", jobs, "an integer >= 1")
-    metric = data.get("metric", "auto")
-    if metric not in METRICS:
-        _fail("metric", metric, "one of " + ", ".join(METRICS))
-
-    return ExperimentSpec(
-        name=name,
-        family=family,
-        tasks=tuple(tasks),
-        seeds=tuple(seeds),
-        methods=tuple(methods),
-        overrides=_overrides("overrides", data.get("overrides")),
-        budget=tuple(budget.items()),
-        jobs=jobs,
-        metric=metric,
-    )
-
-
-def load_spec(path: str | Path) -> ExperimentSpec:
-    """Reads and validates a spec file; a relative family YAML path is taken relative to the
-    spec file when it exists there."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"experiment spec {str(p)!r} not found")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise SpecError(f"experiment spec {str(p)!r} is not valid YAML: {e}") from None
-    spec = parse_spec(data, default_name=p.stem)
-    if Path(spec.family).suffix in (".yaml", ".yml") and not Path(spec.family).is_absolute():
-        beside = p.parent / spec.family
-        if beside.is_file():
-            spec = dataclasses.replace(spec, family=str(beside.resolve()))
-    return spec
 
 
 # ----------------------------------------------------------------------------------------
@@ -304,7 +119,7 @@ def plan_experiment(spec: ExperimentSpec, out_dir: str | Path, extra_overrides: 
         family = _resolve_family(spec.family)
     except ConfigError as e:
         raise SpecError(f"experiment spec field 'family': {e}") from None
-    extra = _overrides("<command line overrides>", list(extra_overrides))
+    extra = parse_overrides("<command line overrides>", list(extra_overrides))
     budget = tuple(f"{BUDGET_KEYS[k]}={v}" for k, v in spec.budget)
     tasks = spec.tasks
     if not tasks:
@@ -403,7 +218,7 @@ def _read_done(job: Job) -> Optional[dict]:
 
 
 def _fmt_score(run_dir: Path) -> str:
-    from learner.plots import final_score
+    from lab.plots import final_score
 
     score = final_score(run_dir)
     return f"{score[0]} {score[1]:.3f}" if score else "no evaluation"
@@ -574,7 +389,7 @@ def run_experiment(
             f"{len(failed)} failed) in {time.monotonic() - started_at:.1f}s")
 
         report: dict[str, Path] = {}
-        from learner.plots import read_run, write_report
+        from lab.plots import read_run, write_report
 
         records = [read_run(job.run_dir) for job in plan.finetunes if _read_done(job) is not None]
         if records:
@@ -654,75 +469,3 @@ def _spec_dict(spec: ExperimentSpec) -> dict:
         "budget": dict(spec.budget),
         "metric": spec.metric,
     }
-
-
-# ----------------------------------------------------------------------------------------
-# Command line.
-
-
-def add_commands(sub) -> None:
-    """Adds `wsrl experiment`, `wsrl plot` and `wsrl evidence` to the top-level subparsers."""
-    p = sub.add_parser("experiment", help="run a grid of methods x seeds x tasks (resumable) and report it")
-    p.add_argument("spec", help="experiment spec YAML (see configs/experiments/example.yaml, docs/experiments.md)")
-    p.add_argument("--out", default=None, help="experiment directory (default: runs/experiments/<spec name>); rerun with the same one to resume")
-    p.add_argument("--jobs", type=int, default=None, help="runs at a time, each a separate process (default: the spec's jobs, else the number of CPU cores)")
-    p.add_argument("--dry-run", action="store_true", help="print the planned runs and their commands; run nothing")
-    p.add_argument("overrides", nargs="*", metavar="section.field=value", help="added to the spec's common overrides for every run")
-
-    p = sub.add_parser("plot", help="learning curves, tidy CSV and score table from run directories")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="fine-tuning run directories, or directories to search for them (e.g. an experiment directory); "
-                   "with --from-results, one results package directory")
-    p.add_argument("--from-results", action="store_true", help="redraw from a results package (results.csv + diagnostics.csv, as committed under docs/results/) instead of run directories")
-    p.add_argument("--out", default=None, help="output directory (default: the directory given when it is one experiment directory, else "
-                   "plots/ next to the runs, plots-2/ ... when an earlier report is there)")
-    p.add_argument("--metric", choices=METRICS, default="auto", help="y axis and score (default auto: normalized_score, else success_rate, else return)")
-    p.add_argument("--name", default="", help="title of summary.md (default: the runs' experiment name)")
-
-    evidence.add_command(sub)
-
-
-def default_plot_dir(run_dirs: Sequence[str]) -> Path:
-    """Where `wsrl plot` writes without --out: `plots/` next to the runs (inside the one run
-    directory given, or in the directory the given ones share), `plots-2/`, `plots-3/`, ...
-    when an earlier report is there: a report is never written over silently."""
-    paths = [Path(p).resolve() for p in run_dirs]
-    base = paths[0] if len(paths) == 1 else Path(os.path.commonpath([str(p) for p in paths]))
-    candidate, n = base / "plots", 1
-    while (candidate / "summary.md").is_file() or (candidate.exists() and any(candidate.glob("curves_*.png"))):
-        n += 1
-        candidate = base / f"plots-{n}"
-    return candidate
-
-
-def run_command(args: argparse.Namespace) -> int:
-    if args.command == "evidence":
-        return evidence.run_command(args)
-    if args.command == "experiment":
-        if args.jobs is not None and args.jobs < 1:
-            raise SpecError(f"--jobs: got {args.jobs}, expected an integer >= 1")
-        spec = load_spec(args.spec)
-        out = args.out or str(Path("runs") / "experiments" / spec.name)
-        result = run_experiment(spec, out, jobs=args.jobs, extra_overrides=args.overrides, dry_run=args.dry_run)
-        return 1 if result.failed else 0
-    from learner.plots import read_runs, write_report
-
-    out = args.out
-    if out is None:
-        single = Path(args.run_dirs[0])
-        out = str(single) if len(args.run_dirs) == 1 and (single / "spec.yaml").is_file() else str(default_plot_dir(args.run_dirs))
-    elif (Path(out) / "summary.md").is_file() and not args.from_results:
-        print(f"[wsrl plot] --out {out}: replacing the report there", flush=True)
-    if args.from_results:
-        from learner.plots import read_results
-
-        if len(args.run_dirs) != 1:
-            raise ValueError(f"--from-results: got {len(args.run_dirs)} directories, expected one results package")
-        if args.out is None:
-            out = args.run_dirs[0]
-        records = read_results(args.run_dirs[0])
-    else:
-        records = read_runs(args.run_dirs)
-    written = write_report(records, out, args.name, args.metric)
-    print(f"[wsrl plot] {len(records)} runs -> " + ", ".join(str(p) for p in written.values()))
-    print((Path(out) / "summary.md").read_text().rstrip())
-    return 0

@@ -10,7 +10,7 @@ document (docs/results.md) in place, so that every number there regenerates by o
     wsrl evidence ... --doc docs/results.md --check   # exit 1 if the document is stale
 
 Verdicts use only fine-tuning-phase measures: the final score and the fine-tuning AUC (the
-mean score from the method's warmup end on; see learner/plots.py), so no method gains from
+mean score from the method's warmup end on; see lab/plots.py), so no method gains from
 the steps it acts with the frozen pre-trained policy. For a comparison A vs B, d = mean over
 seeds of (A - B) and its standard error: over the per-seed differences when A and B
 fine-tuned from the same pre-training run in every seed (paired: the package's `pretraining`
@@ -43,7 +43,7 @@ from typing import Sequence
 import numpy as np
 
 from envs.atomic_files import atomic_write_bytes
-from learner.plots import GroupSummary, RunRecord, mean_se, read_results, summarize
+from lab.plots import GroupSummary, RunRecord, mean_se, read_results, summarize
 
 MATCH_MARGIN = 10.0  # points of normalized score (success rate in percent on the maze tasks)
 MEASURES = (("final", "seed_final"), ("fine-tuning AUC", "seed_finetune_auc"))
