@@ -3,14 +3,9 @@
 A robot runs in real time: a control step cannot wait for a slow or unreachable learner. So
 `RobotActor` (an `ActorLoop` with the same acting: random warmup, JSRL roll-ins, `Policy.sample`
 and the same RNG streams) only *hands off* each full batch to a bounded in-memory queue and
-keeps stepping. Two background threads do the rest:
-
-- the spooler writes every handed-off batch to the spool directory (fsync, rename) before it
-  may be sent, so a crash after the hand-off loses nothing;
-- the sender pushes the spooled batches in order, one in flight, retrying with capped backoff
-  while the learner is unreachable (batches pile up in the spool meanwhile), and drops each
-  from the spool once the learner reports it durable (as `ActorLoop` does). The learner's
-  per-run sequence numbers make a resend after a lost acknowledgement a no-op.
+keeps stepping. Two background threads do the rest (actor/robot_sender.py): a spooler that
+writes every handed-off batch to disk before it may be sent, and a sender that pushes the
+spooled batches in order and drops each once the learner reports it durable.
 
 A third thread fetches new policy versions; the control loop adopts them only when an episode
 starts (unless `switch_mid_episode`). Safety, per step: the action is clipped to the action
