@@ -188,8 +188,10 @@ def bench_flood(args) -> None:
     for i in range(64):
         fields = {"observations": rng.uniform(-1, 1, (n, 2)), "actions": rng.uniform(-1, 1, (n, 2)), "rewards": rng.normal(size=n),
                   "next_observations": rng.uniform(-1, 1, (n, 2))}
-        client.handshake(pb.HandshakeRequest(protocol_version=codec.PROTOCOL_VERSION, spec=spec, actor_id="flood", run_id=f"{i:032d}"))
-        batches.append(pb.TransitionBatch(actor_id="flood", run_id=f"{i:032d}", sequence=0,
+        # One actor id per push: the learner keeps at most max_runs_per_actor (64) runs of one id,
+        # and the first flood's run already holds one of "flood"'s.
+        client.handshake(pb.HandshakeRequest(protocol_version=codec.PROTOCOL_VERSION, spec=spec, actor_id=f"flood-{i}", run_id=f"{i:032d}"))
+        batches.append(pb.TransitionBatch(actor_id=f"flood-{i}", run_id=f"{i:032d}", sequence=0,
                                           **{k: codec.encode_tensor(v.astype(np.float32)) for k, v in fields.items()},
                                           terminals=codec.encode_tensor(np.zeros(n, bool)), episode_ends=codec.encode_tensor(np.zeros(n, bool))))
     print(f"largest legitimate batch: {batches[0].ByteSize()} bytes")

@@ -26,7 +26,7 @@ def keep_freed_memory() -> bool:
     `configure_cpu_malloc()`, so that glibc keeps freed memory for reuse and XLA's per-call
     scratch buffer is not page-faulted in afresh on every update (locomotion fused update on
     2 cores: ~7k faults per call -> under 2.6k, 53.9 -> 44.9 ms best of 3 rounds; see
-    benchmarks/README.md). The process's resident memory then stays at its peak. Not on
+    benchmarks/HISTORY.md, learner_throughput.py). The process's resident memory then stays at its peak. Not on
     GPUs/TPUs, whose scratch is device memory; off with WSRL_KEEP_FREED_MEMORY=0. Returns
     whether it applied."""
     if os.environ.get("WSRL_KEEP_FREED_MEMORY", "1") == "0":

@@ -351,7 +351,7 @@ class Trainer(Ledger, Pacing, EpisodeReports, CommandQueue, StateSaves):
         # Bounded run-ahead: JAX dispatches asynchronously, so without this the thread would
         # queue an update for every transition waiting (up to max_lead + a batch), and a policy
         # pull (which serializes the latest version) would wait for all of them, leaving the
-        # actor blocked and, once the queue drained, the learner idle (docs: benchmarks/README).
+        # actor blocked and, once the queue drained, the learner idle (docs: benchmarks/HISTORY.md, transport.py).
         while len(self._inflight) >= DISPATCH_AHEAD:
             jax.block_until_ready(self._inflight.popleft())
         batch = self.sampler.sample(self.sample_rng, f.utd_ratio, self.config.agent.batch_size)
