@@ -12,7 +12,7 @@ import tempfile
 def _share_compilations_across_the_session() -> None:
     """JAX's persistent compilation cache in a directory of this test session (set before jax
     is imported): the same tiny networks are compiled by many tests and by the learner, actor
-    and evaluator processes they start (which inherit the environment), and by both xdist
+    and evaluator processes they start (which inherit the environment), and by all the xdist
     workers, so each computation is compiled once per session. A session's own directory, so
     every `python -m pytest` measures cold compilations, as CI sees them; it is removed at exit
     by the process that made it. A JAX_COMPILATION_CACHE_DIR set by the user is kept."""
